@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh clone (see README):
+#   make demo   synthetic thermal + RGB cameras -> fusion node (shipped model, CPU) -> out/demo/
+#   make test   installs what is missing into .venv, then runs the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Fast DDS needs its large-data transport for full-size images between processes
+# (ROS2_NOTES.md); localhost-only discovery keeps the demo and tests on this machine.
+export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+.PHONY: venv demo test lint bench clean
+
+$(STAMP): requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m occo_ros.demo --duration 20 --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest test
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/flake8 occo_ros training test bench launch setup.py
+
+bench: $(STAMP)
+	$(PY) bench/bench_node_overhead.py
+	$(PY) bench/bench_backends.py
+
+clean:
+	rm -rf out build install log *.egg-info

@@ -1,0 +1,115 @@
+"""Node overhead per pair: everything the fusion node does except the network and DDS.
+
+Builds real sensor_msgs/Image messages (rclpy message classes: thermal mono16 640x512, RGB
+bgr8 1280x720), then per pair: pairing, decode, preprocess (register + normalise + colour),
+compose, output message construction (array -> Image with bytes data). The network is
+replaced by a pass-through engine so only the pipeline around it is timed.
+
+    python bench/bench_node_overhead.py [--pairs 300]
+
+Target (issue 2): median total <= 5 ms per pair at 640x512 thermal + 1280x720 RGB ->
+640x512 output on the 2-core development CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from occo_ros.codec import array_to_image_fields, decode_image
+from occo_ros.engines.base import EngineInfo, FusionEngine
+from occo_ros.pairing import ApproximateTimePairer
+from occo_ros.pipeline import FusionPipeline
+from occo_ros.registration import Registration
+from occo_ros.synthetic import SceneConfig, SyntheticScene
+from occo_ros.thermal import ThermalNormalizer
+
+
+class PassThroughEngine(FusionEngine):
+    """Returns the visible input: the network's cost is excluded from this benchmark."""
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo('pass-through', 'cpu', 'fp32', '')
+
+    def infer(self, visible_y: np.ndarray, infrared: np.ndarray) -> np.ndarray:
+        return visible_y
+
+
+def cpu_name() -> str:
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run(pairs: int, input_size: tuple[int, int], mode: str, crop) -> dict[str, float]:
+    scene = SyntheticScene(SceneConfig())
+    messages = []
+    for i in range(8):      # a few distinct frames, reused
+        header = Header(frame_id='f')
+        header.stamp.sec, header.stamp.nanosec = i, 0
+        messages.append((Image(header=header, **array_to_image_fields(scene.thermal(i / 30),
+                                                                        'mono16')),
+                         Image(header=header, **array_to_image_fields(scene.rgb(i / 30),
+                                                                        'bgr8'))))
+    pipeline = FusionPipeline(PassThroughEngine(),
+                              Registration(crop=crop, output_size=(640, 512)),
+                              ThermalNormalizer(mode), input_size, (640, 512))
+    pairer = ApproximateTimePairer(slop=0.05, queue_size=10)
+    stages: dict[str, list[float]] = {k: [] for k in (
+        'pair', 'decode', 'preprocess', 'compose', 'message', 'total')}
+    for i in range(pairs + 20):
+        thermal_msg, rgb_msg = messages[i % len(messages)]
+        t0 = time.perf_counter()
+        pairer.add('thermal', i * 10**8, thermal_msg)
+        pair = pairer.add('rgb', i * 10**8 + 1000, rgb_msg)
+        t1 = time.perf_counter()
+        thermal, _ = decode_image(pair.thermal)
+        rgb, order = decode_image(pair.rgb)
+        t2 = time.perf_counter()
+        prepared = pipeline.preprocess(thermal, rgb, order)
+        t3 = time.perf_counter()
+        frame = pipeline.compose(pipeline.infer(prepared), prepared)
+        t4 = time.perf_counter()
+        Image(header=pair.rgb.header, **array_to_image_fields(frame.rgb, 'rgb8'))
+        t5 = time.perf_counter()
+        if i >= 20:         # warm-up excluded
+            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4,
+                                           t5 - t0)):
+                value *= 1e3
+                stages[key].append(value)
+    return {k: float(np.median(v)) for k, v in stages.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--pairs', type=int, default=300, help='timed pairs per case')
+    args = parser.parse_args()
+    synthetic_crop = SyntheticScene(SceneConfig()).thermal_crop
+    print(f'machine: {cpu_name()}, {os.cpu_count()} cores; thermal mono16 640x512 + RGB bgr8 '
+          f'1280x720 -> 640x512 rgb8; medians over {args.pairs} pairs, ms')
+    print('| network input | thermal mode | crop | pair | decode | preprocess | compose | '
+          'message | total |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for input_size in ((320, 256), (640, 512)):
+        for mode in ('smoothed', 'fixed'):
+            for crop_name, crop in (('full', (0.0, 0.0, 1.0, 1.0)),
+                                    ('synthetic', synthetic_crop)):
+                r = run(args.pairs, input_size, mode, crop)
+                print(f'| {input_size[0]}x{input_size[1]} | {mode} | {crop_name} | '
+                      f"{r['pair']:.3f} | {r['decode']:.3f} | {r['preprocess']:.2f} | "
+                      f"{r['compose']:.2f} | {r['message']:.2f} | **{r['total']:.2f}** |")
+
+
+if __name__ == '__main__':
+    main()

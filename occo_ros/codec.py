@@ -1,0 +1,217 @@
+"""sensor_msgs/Image and CompressedImage <-> numpy, without importing ROS.
+
+Messages are duck-typed: :func:`decode_image` reads the attributes ``height``, ``width``,
+``encoding``, ``is_bigendian``, ``step`` and ``data`` of any object (rclpy's Image, whose
+``data`` is an ``array.array('B')``; rosbags' deserialised Image, whose ``data`` is a numpy
+uint8 array; or a ``types.SimpleNamespace`` with ``bytes``).
+
+Decoded images come with their channel order, one of :data:`ORDERS`, so callers never guess
+whether three channels are RGB or BGR:
+
+=========================  ==============  =========  ===========================
+encoding                   numpy dtype     channels   order
+=========================  ==============  =========  ===========================
+mono8, 8UC1                uint8           1          'gray' (shape (H, W))
+mono16, 16UC1              uint16          1          'gray'
+32FC1                      float32         1          'gray'
+bgr8, 8UC3                 uint8           3          'bgr'
+rgb8                       uint8           3          'rgb'
+bgra8, 8UC4                uint8           4          'bgra'
+rgba8                      uint8           4          'rgba'
+yuv422 (UYVY), yuv422_yuy2 uint8           3          'bgr' (converted)
+=========================  ==============  =========  ===========================
+
+8UC3/8UC4 carry no channel meaning in ROS; they are read as BGR(A), OpenCV's order, which is
+also what cv_bridge does when it converts them to bgr8 (a plain copy).
+
+Zero copy: for every encoding except the yuv422 ones the array is a read-only view of the
+message's buffer (padded rows included: the row stride is ``step``), as long as the data is
+in the machine's byte order. Multi-byte data in the other byte order (``is_bigendian``) is
+returned as a byte-swapped copy in native order, because OpenCV cannot read non-native
+arrays. yuv422 images are converted to BGR with OpenCV (BT.601 video range, like cv_bridge),
+which is a copy by nature. Keep the message alive while the view is in use, and copy the
+array before modifying it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+ORDERS = ('gray', 'bgr', 'rgb', 'bgra', 'rgba')
+
+# encoding -> (dtype, channels, order) for encodings that map straight onto an array
+_PLAIN = {
+    'mono8': (np.dtype(np.uint8), 1, 'gray'),
+    '8UC1': (np.dtype(np.uint8), 1, 'gray'),
+    'mono16': (np.dtype(np.uint16), 1, 'gray'),
+    '16UC1': (np.dtype(np.uint16), 1, 'gray'),
+    '32FC1': (np.dtype(np.float32), 1, 'gray'),
+    'bgr8': (np.dtype(np.uint8), 3, 'bgr'),
+    '8UC3': (np.dtype(np.uint8), 3, 'bgr'),
+    'rgb8': (np.dtype(np.uint8), 3, 'rgb'),
+    'bgra8': (np.dtype(np.uint8), 4, 'bgra'),
+    '8UC4': (np.dtype(np.uint8), 4, 'bgra'),
+    'rgba8': (np.dtype(np.uint8), 4, 'rgba'),
+}
+# packed 4:2:2, two bytes per pixel; ROS 'yuv422' is UYVY (U Y0 V Y1)
+_YUV422 = {
+    'yuv422': cv2.COLOR_YUV2BGR_UYVY,
+    'yuv422_yuy2': cv2.COLOR_YUV2BGR_YUY2,
+}
+ENCODINGS = tuple(_PLAIN) + tuple(_YUV422)
+_NATIVE_BIG_ENDIAN = sys.byteorder == 'big'
+_COMPRESSED_DEPTH_HEADER = 12  # compressed_depth_image_transport: int32 format + 2 float32
+
+
+class ImageDecodeError(ValueError):
+    """A message cannot be turned into an image; ``reason`` is a short key for log throttling
+    and counters ('encoding', 'size', 'step', 'data', 'nonfinite', 'width', 'compressed')."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DecodedImage(NamedTuple):
+    """An image array and its channel order (one of :data:`ORDERS`); unpacks as a pair."""
+
+    array: np.ndarray
+    order: str
+
+
+def decode_image(msg: Any, allow_nonfinite: bool = False) -> DecodedImage:
+    """A sensor_msgs/Image (duck-typed) as an array, a view of ``msg.data`` where possible.
+
+    Shapes: (H, W) for one channel, (H, W, C) otherwise; dtypes and orders per the module
+    table. ``allow_nonfinite`` lets 32FC1 images with NaN/inf through (the thermal
+    normaliser maps them to 0); by default they raise. Raises :class:`ImageDecodeError`
+    naming the problem: unknown encoding, zero size, step too small, too little data, odd
+    width for yuv422, non-finite 32FC1 values.
+    """
+    encoding = msg.encoding
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if encoding in _PLAIN:
+        dtype, channels, order = _PLAIN[encoding]
+    elif encoding in _YUV422:
+        dtype, channels, order = np.dtype(np.uint8), 2, 'bgr'
+    else:
+        raise ImageDecodeError(
+            'encoding', f'unsupported encoding {encoding!r}; supported: {", ".join(ENCODINGS)}')
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError('size', f'{encoding} image has zero size: {width}x{height} '
+                               '(width x height)')
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ImageDecodeError(
+            'step', f'inconsistent step: {step} bytes per row, but a {width} pixels wide '
+            f'{encoding} row needs width x bytes per pixel = {row_bytes}')
+    buffer = _byte_buffer(msg.data)
+    if buffer.size < step * height:
+        raise ImageDecodeError(
+            'data', f'data is {buffer.size} bytes, expected step x height = {step} x {height} '
+            f'= {step * height} for a {width}x{height} {encoding} image')
+    if encoding in _YUV422 and width % 2:
+        raise ImageDecodeError('width', f'{encoding} needs an even width (two pixels share '
+                               f'their chroma), got width {width}')
+
+    swapped = dtype.itemsize > 1 and bool(msg.is_bigendian) != _NATIVE_BIG_ENDIAN
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    strides = (step, channels * dtype.itemsize, dtype.itemsize)[:len(shape)]
+    view_dtype = dtype.newbyteorder('S') if swapped else dtype
+    array = np.ndarray(shape, view_dtype, buffer=buffer, strides=strides)
+    if swapped or not array.flags.aligned:
+        array = array.astype(dtype)  # native order, aligned: what OpenCV needs
+    else:
+        array.flags.writeable = False  # a view of the message: never modify it in place
+    if encoding in _YUV422:
+        return DecodedImage(cv2.cvtColor(array, _YUV422[encoding]), order)
+    if dtype.kind == 'f' and not allow_nonfinite:
+        _check_finite(array, encoding)
+    return DecodedImage(array, order)
+
+
+def array_to_image_fields(array: np.ndarray, encoding: str) -> dict:
+    """The fields of a sensor_msgs/Image holding ``array``, for ``Image(header=h, **fields)``.
+
+    ``array``: (H, W) or (H, W, 1) for one-channel encodings, (H, W, C) otherwise, with the
+    dtype of the module table; yuv422 is not produced. ``data`` is ``bytes`` (assigning a
+    numpy array to rclpy's Image.data is ~300x slower), rows are packed (``step`` = W x
+    bytes per pixel) and ``is_bigendian`` states the array's byte order. Raises ValueError
+    when the array does not fit the encoding.
+    """
+    if encoding not in _PLAIN:
+        raise ValueError(f'cannot write encoding {encoding!r}; supported: {", ".join(_PLAIN)}')
+    dtype, channels, _ = _PLAIN[encoding]
+    array = np.asarray(array)
+    if channels == 1 and array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    expected_ndim = 2 if channels == 1 else 3
+    if array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
+        wanted = '(H, W)' if channels == 1 else f'(H, W, {channels})'
+        raise ValueError(f'{encoding} needs an array of shape {wanted}, got {array.shape}')
+    if array.dtype.newbyteorder('=') != dtype:
+        raise ValueError(f'{encoding} needs dtype {dtype.name}, got {array.dtype.name}')
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f'cannot write an empty image of shape {array.shape}')
+    big_endian = array.dtype.byteorder == '>' or (array.dtype.byteorder == '='
+                                                  and _NATIVE_BIG_ENDIAN)
+    height, width = array.shape[:2]
+    return {
+        'height': height,
+        'width': width,
+        'encoding': encoding,
+        'is_bigendian': int(big_endian and dtype.itemsize > 1),
+        'step': width * channels * dtype.itemsize,
+        'data': array.tobytes(),
+    }
+
+
+def decode_compressed(format: str, data: Any) -> DecodedImage:
+    """A sensor_msgs/CompressedImage (``format``, ``data``) as an array.
+
+    Reads what OpenCV reads (JPEG, PNG, TIFF, ...; the content decides, the format string is
+    only used for compressed_depth_image_transport's ``'<enc>; compressedDepth png'``, whose
+    12-byte header is skipped). compressed_image_transport formats such as ``'rgb8; jpeg
+    compressed bgr8'`` name the original encoding and the compressed one; the decoded pixels
+    are OpenCV's: uint8 (or uint16 for 16-bit PNG) with order 'bgr', 'bgra' or 'gray',
+    whatever the original encoding was. Raises :class:`ImageDecodeError` for empty or
+    undecodable data.
+    """
+    buffer = _byte_buffer(data)
+    if 'compresseddepth' in format.replace(' ', '').lower():
+        if 'rvl' in format.lower():
+            raise ImageDecodeError('compressed', f'format {format!r}: RVL depth compression '
+                                   'is not supported; publish compressedDepth as png')
+        buffer = buffer[_COMPRESSED_DEPTH_HEADER:]
+    if buffer.size == 0:
+        raise ImageDecodeError('compressed', f'compressed image ({format!r}) has no data')
+    array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ImageDecodeError('compressed', f'could not decode {buffer.size} bytes of '
+                               f'compressed image data (format {format!r})')
+    if array.ndim == 2:
+        return DecodedImage(array, 'gray')
+    return DecodedImage(array, 'bgr' if array.shape[2] == 3 else 'bgra')
+
+
+def _byte_buffer(data: Any) -> np.ndarray:
+    """``data`` (bytes, bytearray, array.array, memoryview or a contiguous numpy array) as a
+    flat uint8 array sharing its memory."""
+    try:
+        return np.frombuffer(data, np.uint8)
+    except (TypeError, ValueError) as exc:
+        raise ImageDecodeError('data', f'image data must be a contiguous bytes-like object, '
+                               f'got {type(data).__name__}: {exc}') from None
+
+
+def _check_finite(array: np.ndarray, encoding: str) -> None:
+    if not np.isfinite(array).all():
+        nan = int(np.isnan(array).sum())
+        inf = int(np.isinf(array).sum())
+        raise ImageDecodeError(
+            'nonfinite', f'{encoding} image has {nan} NaN and {inf} infinite values of '
+            f'{array.size}; pass allow_nonfinite=True to keep them')

@@ -1,0 +1,94 @@
+"""Rolling latency percentiles and event rates for diagnostics (no ROS import)."""
+
+from __future__ import annotations
+
+from collections import deque
+import threading
+import time
+
+import numpy as np
+
+
+class RollingStats:
+    """Percentiles over the last ``window`` samples (e.g. per-stage latencies in ms)."""
+
+    def __init__(self, window: int = 300) -> None:
+        self._values: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._values.append(value)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile (0-100) of the window, NaN when empty."""
+        with self._lock:
+            values = np.fromiter(self._values, float, len(self._values))
+        return float(np.percentile(values, q)) if values.size else float('nan')
+
+    def values(self) -> list[float]:
+        with self._lock:
+            return list(self._values)
+
+
+class RateMeter:
+    """Events per second over a sliding time window, on a monotonic clock."""
+
+    def __init__(self, window_s: float = 2.0, clock=time.monotonic) -> None:
+        self._window = window_s
+        self._clock = clock
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        now = self._clock()
+        with self._lock:
+            self._times.append(now)
+            self._trim(now)
+
+    def rate(self) -> float:
+        """Events per second in the window; 0 when fewer than two events were seen."""
+        now = self._clock()
+        with self._lock:
+            self._trim(now)
+            if len(self._times) < 2:
+                return 0.0
+            span = max(now - self._times[0], self._times[-1] - self._times[0])
+            return (len(self._times) - 1) / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] > self._window:
+            self._times.popleft()
+
+
+class LatestSlot:
+    """A one-item mailbox: ``put`` replaces what is waiting, so a slow consumer always gets
+    the newest item and never works through a backlog (bounded latency under load)."""
+
+    def __init__(self) -> None:
+        self._item = None
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, item) -> object | None:
+        """Store ``item``; return the item it replaced (dropped), or None."""
+        with self._cond:
+            replaced, self._item = self._item, item
+            self._cond.notify()
+            return replaced
+
+    def get(self, timeout: float | None = None) -> object | None:
+        """Take the waiting item, waiting up to ``timeout`` s; None on timeout or close."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        """Wake every waiting ``get``; later gets return None at once."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

@@ -1,0 +1,40 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'occo_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*', 'bench']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
+        ('share/' + package_name + '/config', glob('config/*.yaml')),
+        ('share/' + package_name + '/rviz', glob('rviz/*.rviz')),
+        ('share/' + package_name + '/models', glob('models/*.pt') + glob('models/*.md')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='occo_ros maintainers',
+    maintainer_email='maintainers@occo-ros.invalid',
+    description='Real-time thermal + visible image fusion (OCCO / FIFN) for ROS 2',
+    license='Apache-2.0',
+    extras_require={'test': ['pytest']},
+    entry_points={
+        'console_scripts': [
+            'fusion_node = occo_ros.fusion_node:main',
+            'synthetic_cameras = occo_ros.synthetic_cameras:main',
+            'occo-fuse = occo_ros.fuse_folder:main',
+            'occo-demo = occo_ros.demo:main',
+            'occo-export = occo_ros.export:main',
+            'occo-build-engine = occo_ros.build_engine:main',
+            'occo-bag = occo_ros.bag:main',
+            'occo-eval = training.evaluate:main',
+            'occo-train = training.train:main',
+            'occo-masks = training.masks:main',
+        ],
+    },
+)

@@ -1,0 +1,293 @@
+"""The fusion node over real DDS: a separate node process, real-size images, real messages.
+
+The node runs as its own process (python -m occo_ros.fusion_node), as on a robot; this test
+process publishes thermal mono16 640x512 and RGB bgr8 1280x720 and subscribes to the outputs.
+The model is a randomly initialised width-0.25 FIFN checkpoint (the mechanics, not the
+quality, are under test), so the test does not depend on the shipped weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+import torch
+import yaml
+
+from occo_ros.checkpoint import save_checkpoint
+from occo_ros.codec import array_to_image_fields, decode_image
+from occo_ros.model import build_fifn
+
+REPO = Path(__file__).resolve().parents[1]
+THERMAL_SIZE = (640, 512)
+RGB_SIZE = (1280, 720)
+DIAGNOSTIC_KEYS = (
+    'backend', 'device', 'precision', 'thermal_rate_hz', 'rgb_rate_hz', 'output_rate_hz',
+    'pair_dt_ms_p50', 'decode_ms_p50', 'preprocess_ms_p50', 'inference_ms_p50',
+    'inference_ms_p99', 'compose_ms_p50', 'publish_ms_p50', 'end_to_end_ms_p50',
+    'end_to_end_ms_p99', 'paired', 'dropped_stale', 'dropped_busy', 'unpaired_thermal',
+    'unpaired_rgb', 'bad_thermal', 'bad_rgb')
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('model') / 'random_w025.pt'
+    save_checkpoint(path, build_fifn(0.25).eval())
+    return path
+
+
+def start_node(log: Path, *params: str) -> subprocess.Popen:
+    cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args',
+           '--params-file', str(REPO / 'config' / 'fusion.yaml')]
+    for p in params:
+        cmd += ['-p', p]
+    return subprocess.Popen(cmd, stdout=log.open('w'), stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+
+
+def stop_node(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(2)     # SIGINT: the node's clean shutdown path
+        try:
+            return proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+class Peer(Node):
+    """Camera publishers and output subscribers of the test."""
+
+    def __init__(self, compressed: bool = False) -> None:
+        super().__init__('occo_test_peer')
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.thermal_pub = self.create_publisher(Image, 'thermal/image_raw', qos)
+        self.rgb_pub = (self.create_publisher(CompressedImage, 'rgb/image_raw/compressed', qos)
+                        if compressed else self.create_publisher(Image, 'rgb/image_raw', qos))
+        self.info_pub = self.create_publisher(CameraInfo, 'rgb/camera_info', qos)
+        self.fused: list[Image] = []
+        self.infos: list[CameraInfo] = []
+        self.diagnostics: list[dict] = []
+        self.create_subscription(Image, 'fused/image', self.fused.append, qos)
+        self.create_subscription(CameraInfo, 'fused/camera_info', self.infos.append, qos)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith('fusion'):
+                self.diagnostics.append({kv.key: kv.value for kv in status.values})
+
+    def spin_until(self, condition, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.05)
+            if condition():
+                return True
+        return False
+
+    def publish_pair(self, stamp_ns: int, thermal: np.ndarray, rgb: np.ndarray,
+                     thermal_offset_ns: int = 3_000_000) -> Header:
+        rgb_header = Header(frame_id='rgb_optical_frame')
+        rgb_header.stamp.sec, rgb_header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        thermal_header = Header(frame_id='thermal_optical_frame')
+        thermal_header.stamp.sec, thermal_header.stamp.nanosec = divmod(
+            stamp_ns + thermal_offset_ns, 1_000_000_000)
+        self.thermal_pub.publish(Image(header=thermal_header,
+                                       **array_to_image_fields(thermal, 'mono16')))
+        if isinstance(self.rgb_pub.msg_type(), CompressedImage):
+            ok, jpeg = cv2.imencode('.jpg', rgb)
+            assert ok
+            self.rgb_pub.publish(CompressedImage(header=rgb_header, format='jpeg',
+                                                 data=jpeg.tobytes()))
+        else:
+            self.rgb_pub.publish(Image(header=rgb_header, **array_to_image_fields(rgb, 'bgr8')))
+        return rgb_header
+
+
+def camera_images(rng: np.random.Generator):
+    thermal = rng.integers(7000, 11000, (THERMAL_SIZE[1], THERMAL_SIZE[0]), dtype=np.uint16)
+    rgb = rng.integers(0, 80, (RGB_SIZE[1], RGB_SIZE[0], 3), dtype=np.uint8)
+    return thermal, rgb
+
+
+@pytest.fixture
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp_path):
+    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
+                      'max_age:=30.0', 'diagnostics_period:=0.5')
+    peer = Peer()
+    try:
+        rng = np.random.default_rng(0)
+        info = CameraInfo(width=RGB_SIZE[0], height=RGB_SIZE[1],
+                          k=[900.0, 0, 640, 0, 900, 360, 0, 0, 1],
+                          p=[900.0, 0, 640, 0, 0, 900, 360, 0, 0, 0, 1, 0])
+        assert peer.spin_until(lambda: peer.count_subscribers('thermal/image_raw') > 0
+                               and peer.count_subscribers('rgb/image_raw') > 0, 60), \
+            (tmp_path / 'node.log').read_text()
+        n = 5
+        base = peer.get_clock().now().nanoseconds
+        sent = []
+        for i in range(n):   # lockstep: the node drops pairs while busy, by design
+            peer.info_pub.publish(info)
+            thermal, rgb = camera_images(rng)
+            header = peer.publish_pair(base + i * 100_000_000, thermal, rgb)
+            sent.append(header)
+            assert peer.spin_until(lambda: len(peer.fused) > i, 30), \
+                (tmp_path / 'node.log').read_text()
+        assert len(peer.fused) == n
+        for header, msg in zip(sent, peer.fused):
+            assert msg.header.stamp == header.stamp        # the RGB image's stamp
+            assert msg.header.frame_id == 'rgb_optical_frame'
+            assert (msg.width, msg.height, msg.encoding) == (640, 512, 'rgb8')
+            pixels, _ = decode_image(msg)
+            assert pixels.shape == (512, 640, 3) and pixels.dtype == np.uint8
+        assert peer.spin_until(lambda: len(peer.infos) >= 1, 5)
+        fused_info = peer.infos[-1]
+        assert (fused_info.width, fused_info.height) == (640, 512)
+        assert fused_info.k[0] == pytest.approx(900.0 * 640 / 1280)
+
+        assert peer.spin_until(lambda: peer.diagnostics
+                               and int(peer.diagnostics[-1]['paired']) >= n, 10)
+        diag = peer.diagnostics[-1]
+        for key in DIAGNOSTIC_KEYS:
+            assert key in diag, key
+        assert diag['backend'] == 'torch' and diag['device'] == 'cpu'
+        assert diag['precision'] == 'fp32'
+        assert float(diag['inference_ms_p50']) > 0
+        assert float(diag['pair_dt_ms_p50']) == pytest.approx(3.0, abs=0.01)
+        assert int(diag['bad_thermal']) == 0
+    finally:
+        peer.destroy_node()
+        assert stop_node(proc) == 0, (tmp_path / 'node.log').read_text()
+
+
+def test_bad_messages_are_counted_and_the_node_keeps_serving(ros, checkpoint, tmp_path):
+    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
+                      'max_age:=30.0', 'diagnostics_period:=0.5')
+    peer = Peer()
+    log = tmp_path / 'node.log'
+    try:
+        assert peer.spin_until(lambda: peer.count_subscribers('thermal/image_raw') > 0, 60), \
+            log.read_text()
+        thermal, rgb = camera_images(np.random.default_rng(1))
+        base = peer.get_clock().now().nanoseconds
+        bad = [
+            dict(array_to_image_fields(thermal, 'mono16'), encoding='weird16'),
+            dict(array_to_image_fields(thermal, 'mono16'), data=b'\x00' * 1000),
+            dict(array_to_image_fields(thermal, 'mono16'), step=3),
+            dict(array_to_image_fields(thermal, 'mono16'), height=0, width=0, step=0, data=b''),
+        ]
+        for i, fields in enumerate(bad):
+            header = Header()
+            header.stamp.sec, header.stamp.nanosec = divmod(base + i * 10**8, 10**9)
+            peer.thermal_pub.publish(Image(header=header, **fields))
+            peer.rgb_pub.publish(Image(header=header, **array_to_image_fields(rgb, 'bgr8')))
+            peer.spin_until(lambda: False, 0.3)
+        # NaN in a float thermal image
+        nan_thermal = thermal.astype(np.float32)
+        nan_thermal[10, 10] = np.nan
+        header = Header()
+        header.stamp.sec, header.stamp.nanosec = divmod(base + 5 * 10**8, 10**9)
+        peer.thermal_pub.publish(Image(header=header,
+                                       **array_to_image_fields(nan_thermal, '32FC1')))
+        peer.rgb_pub.publish(Image(header=header, **array_to_image_fields(rgb, 'bgr8')))
+        assert peer.spin_until(lambda: peer.diagnostics
+                               and int(peer.diagnostics[-1]['bad_thermal']) >= 5, 20), \
+            log.read_text()
+        assert not peer.fused
+        peer.publish_pair(base + 10 * 10**8, thermal, rgb)   # a good pair still fuses
+        assert peer.spin_until(lambda: peer.fused, 30), log.read_text()
+        text = log.read_text()
+        assert 'thermal/image_raw' in text and 'weird16' in text     # topic and reason named
+        assert proc.poll() is None
+    finally:
+        peer.destroy_node()
+        stop_node(proc)
+
+
+def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, checkpoint, tmp_path):
+    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
+                      'max_age:=30.0')
+    peer = Peer()
+    log = tmp_path / 'node.log'
+    try:
+        client = AsyncParameterClient(peer, 'occo_fusion')
+        assert client.wait_for_services(60), log.read_text()
+        future = client.list_parameters()
+        rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
+        declared = set(future.result().result.names) - {'use_sim_time', 'start_type_description_service'}
+        yaml_names = set(yaml.safe_load((REPO / 'config' / 'fusion.yaml').read_text())
+                         ['/**']['ros__parameters'])
+        assert declared == yaml_names
+
+        future = client.set_parameters([Parameter('output_encoding', value='bgr8'),
+                                        Parameter('slop', value=0.02)])
+        rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
+        assert all(r.successful for r in future.result().results)
+        future = client.set_parameters([Parameter('input_width', value=64)])
+        rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
+        result = future.result().results[0]
+        assert not result.successful and 'restart' in result.reason
+        future = client.set_parameters([Parameter('thermal_mode', value='bogus')])
+        rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
+        assert not future.result().results[0].successful
+
+        thermal, rgb = camera_images(np.random.default_rng(2))
+        peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb,
+                          thermal_offset_ns=10_000_000)     # 10 ms: within the new slop
+        assert peer.spin_until(lambda: peer.fused, 30), log.read_text()
+        assert peer.fused[0].encoding == 'bgr8'
+    finally:
+        peer.destroy_node()
+        stop_node(proc)
+
+
+def test_compressed_rgb_input(ros, checkpoint, tmp_path):
+    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
+                      'max_age:=30.0', 'rgb_compressed:=true')
+    peer = Peer(compressed=True)
+    try:
+        assert peer.spin_until(
+            lambda: peer.count_subscribers('rgb/image_raw/compressed') > 0, 60)
+        thermal, rgb = camera_images(np.random.default_rng(3))
+        header = peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
+        assert peer.spin_until(lambda: peer.fused, 30), (tmp_path / 'node.log').read_text()
+        assert peer.fused[0].header.stamp == header.stamp
+    finally:
+        peer.destroy_node()
+        stop_node(proc)
+
+
+@pytest.mark.parametrize('content', [None, b'not a checkpoint at all', b'PK\x03\x04trunc'])
+def test_missing_or_corrupt_weights_fail_at_start_with_the_path(tmp_path, content):
+    path = tmp_path / 'weights.pt'
+    if content is not None:
+        path.write_bytes(content)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
+         f'model_path:={path}', '-p', 'backend:=torch'],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert str(path) in output
+    assert 'Traceback' not in output

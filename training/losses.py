@@ -1,0 +1,280 @@
+"""The OCCO training objective (OCCO_METHOD.md §3): L_total = L_pixel + L_con.
+
+All images are (B, 1, H, W) float tensors: V = visible Y, I = infrared, F = raw network
+output, values nominally in [0, 1] (F is not clamped, so gradients flow outside [0, 1]).
+Masks are binary (B, 1, H, W) tensors in {0, 1}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from training.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19Features
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_C1 = 0.01 ** 2
+SSIM_C2 = 0.03 ** 2
+PIXEL_WEIGHTS = {'ssim': 1.0, 'int': 10.0, 'grad': 1.0}
+CON_WEIGHT = 10.0
+CX_BANDWIDTH = 1.0          # h of the contextual similarity
+CX_EPS = 1e-5
+OBJ_LAYERS = {'relu5_4': 1.0, 'relu4_4': 0.25}
+BG_LAYER = 'relu1_1'
+BG_SCALE = 1.0 / 16.0
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Normalised 2-D Gaussian kernel, shape (1, 1, size, size), sums to 1."""
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return torch.outer(g, g).float()[None, None]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean SSIM of (B, 1, H, W) images in [0, 1]; Gaussian 11x11 window, valid positions.
+
+    Returns a scalar tensor (mean over the batch and all valid window positions).
+    """
+    if window is None:
+        window = gaussian_window()
+    window = window.to(x)
+    mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
+    var_x = F.conv2d(x * x, window) - mu_x ** 2
+    var_y = F.conv2d(y * y, window) - mu_y ** 2
+    cov = F.conv2d(x * y, window) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2)
+    den = (mu_x ** 2 + mu_y ** 2 + SSIM_C1) * (var_x + var_y + SSIM_C2)
+    return (num / den).mean()
+
+
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel derivatives (gx, gy) of (B, 1, H, W) images; replicate padding keeps H x W."""
+    kx = SOBEL_X.to(x)[None, None]
+    ky = SOBEL_X.t().to(x)[None, None]
+    padded = F.pad(x, (1, 1, 1, 1), mode='replicate')
+    return F.conv2d(padded, kx), F.conv2d(padded, ky)
+
+
+def ssim_loss(fused: torch.Tensor, visible: torch.Tensor, infrared: torch.Tensor,
+              window: torch.Tensor | None = None) -> torch.Tensor:
+    """L_ssim = (1 - SSIM(V, F)) + (1 - SSIM(I, F)); 0 when F equals both inputs."""
+    return (1 - ssim(visible, fused, window)) + (1 - ssim(infrared, fused, window))
+
+
+def intensity_loss(fused: torch.Tensor, visible: torch.Tensor,
+                   infrared: torch.Tensor) -> torch.Tensor:
+    """L_int = mean((F - V)^2) + mean(1[V < I] * |F - I|), means over all pixels."""
+    brighter_ir = (visible < infrared).to(fused.dtype)
+    return ((fused - visible) ** 2).mean() + (brighter_ir * (fused - infrared).abs()).mean()
+
+
+def gradient_loss(fused: torch.Tensor, visible: torch.Tensor,
+                  infrared: torch.Tensor) -> torch.Tensor:
+    """L_grad = mean|max(|SxV|, |SxI|) - |SxF|| + the same with Sy."""
+    loss = fused.new_zeros(())
+    for gv, gi, gf in zip(sobel(visible), sobel(infrared), sobel(fused)):
+        loss = loss + (torch.maximum(gv.abs(), gi.abs()) - gf.abs()).abs().mean()
+    return loss
+
+
+def pixel_loss(fused: torch.Tensor, visible: torch.Tensor,
+               infrared: torch.Tensor) -> dict[str, torch.Tensor]:
+    """L_pixel = 1 L_ssim + 10 L_int + 1 L_grad; returns the terms and 'pixel'."""
+    terms = {'ssim': ssim_loss(fused, visible, infrared),
+             'int': intensity_loss(fused, visible, infrared),
+             'grad': gradient_loss(fused, visible, infrared)}
+    terms['pixel'] = sum(PIXEL_WEIGHTS[k] * terms[k] for k in PIXEL_WEIGHTS)
+    return terms
+
+
+def region_masks(mask_vi: torch.Tensor, mask_ir: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Regions S (shared), Uv (visible only), Ui (infrared only), B (background).
+
+    Inputs are thresholded at 0.5 first, so the four outputs are binary and sum to 1.
+    """
+    mv = (mask_vi > 0.5).to(torch.float32)
+    mi = (mask_ir > 0.5).to(torch.float32)
+    shared = mv * mi
+    uv, ui = mv - shared, mi - shared
+    return {'S': shared, 'Uv': uv, 'Ui': ui, 'B': 1 - uv - ui - shared}
+
+
+def _contextual_similarity(dist: torch.Tensor) -> torch.Tensor:
+    """Distances (B, N, M) -> contextual similarities normalised over j (the M axis)."""
+    relative = dist / (dist.min(dim=2, keepdim=True).values + CX_EPS)
+    w = torch.exp((1 - relative) / CX_BANDWIDTH)
+    return w / w.sum(dim=2, keepdim=True)
+
+
+def contextual_bilateral_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Contextual-bilateral distance of feature maps x, y (B, C, H, W) -> scalar.
+
+    Cosine distance (both sets centred by the mean of y) and squared-L2 distance between
+    every position i of x and j of y are each turned into contextual similarities, mixed
+    0.5/0.5; cx = mean_i max_j; distance = -log(cx + 1e-5), averaged over the batch.
+    Lower for feature sets that match; computed in float32.
+    """
+    x = x.float().flatten(2)                              # (B, C, N)
+    y = y.float().flatten(2)                              # (B, C, M)
+    y_mean = y.mean(dim=2, keepdim=True)
+    xc = F.normalize(x - y_mean, dim=1)
+    yc = F.normalize(y - y_mean, dim=1)
+    cos_dist = 1 - torch.bmm(xc.transpose(1, 2), yc)      # (B, N, M)
+    l2_dist = (x.pow(2).sum(1)[:, :, None] + y.pow(2).sum(1)[:, None, :]
+               - 2 * torch.bmm(x.transpose(1, 2), y)).clamp_min(0)
+    cx_sim = 0.5 * _contextual_similarity(cos_dist) + 0.5 * _contextual_similarity(l2_dist)
+    cx = cx_sim.max(dim=2).values.mean(dim=1)             # (B,)
+    return (-torch.log(cx + CX_EPS)).mean()
+
+
+def quarter_negatives(negative: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """The four masked negatives for the anchors of the first batch quarter.
+
+    negative, mask: (B, 1, H, W), B a multiple of 4. Returns four (B/4, 1, H, W) tensors:
+    quarter k of negative * mask, k = 0 (same crops as the anchors), 1, 2, 3.
+    """
+    batch = negative.shape[0]
+    if batch % 4:
+        raise ValueError(f'contrastive loss needs a batch that is a multiple of 4, got {batch}')
+    return list((negative * mask).chunk(4, dim=0))
+
+
+class ObjectFeatureDistance(nn.Module):
+    """φ_obj: contextual-bilateral distance on VGG19 relu5_4 + 0.25 x relu4_4 features.
+
+    Inputs (B, 1, H, W) in [0, 1] are repeated to 3 channels and ImageNet-normalised.
+    """
+
+    layer_weights = OBJ_LAYERS
+
+    def __init__(self, vgg: VGG19Features) -> None:
+        super().__init__()
+        self.vgg = vgg
+        self.register_buffer('img_mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer('img_std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{layer: (B, C, h, w)} features of (B, 1, H, W) images."""
+        x = (x.expand(-1, 3, -1, -1) - self.img_mean) / self.img_std
+        return self.vgg(x, tuple(OBJ_LAYERS))
+
+    @staticmethod
+    def distance(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+        return contextual_bilateral_distance(fa, fb)
+
+
+class BackgroundFeatureDistance(nn.Module):
+    """φ_bg: MSE of relu1_1 features of the 1-channel VGG19, x 1/16 (inputs not normalised)."""
+
+    layer_weights = {BG_LAYER: 1.0}
+
+    def __init__(self, vgg: VGG19Features) -> None:
+        super().__init__()
+        self.vgg = vgg
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{'relu1_1': (B, 64, H, W)} features of (B, 1, H, W) images."""
+        return self.vgg(x, (BG_LAYER,))
+
+    @staticmethod
+    def distance(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+        return BG_SCALE * F.mse_loss(fa.float(), fb.float())
+
+
+def contrastive_term(fused: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                     mask: torch.Tensor, phi: nn.Module) -> torch.Tensor:
+    """CL(P, N, M, φ) = φ(anchor, positive) / Σ_k φ(anchor, negative_k), summed over layers.
+
+    Anchors are F·M of the first batch quarter, the positive is P·M of the same crops, the
+    four negatives are N·M of every quarter (each with its own mask). Each feature layer
+    contributes its own ratio, weighted by phi.layer_weights. Only the anchors need
+    gradients, so the other five images go through the extractor without autograd.
+    """
+    quarter = fused.shape[0] // 4
+    anchor = phi.features((fused * mask)[:quarter])
+    with torch.no_grad():
+        others = [(positive * mask)[:quarter], *quarter_negatives(negative, mask)]
+        other_feats = phi.features(torch.cat(others, dim=0))
+    loss = fused.new_zeros((), dtype=torch.float32)
+    for layer, weight in phi.layer_weights.items():
+        dists = [phi.distance(anchor[layer], f)
+                 for f in other_feats[layer].split(quarter, dim=0)]
+        loss = loss + weight * dists[0] / (sum(dists[1:]) + CX_EPS)
+    return loss
+
+
+@dataclass
+class LossOutput:
+    """Total loss and its named terms (detached floats are taken by the logger)."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+class OCCOLoss(nn.Module):
+    """L_total = L_pixel + L_con (full) or L_pixel alone (pixel).
+
+    Build once before the training loop: the VGG19 networks are frozen, in eval mode, and
+    move with `.to(device)` together with this module.
+
+    Args:
+        mode: 'pixel' or 'full'.
+        obj_vgg: 3-channel VGG19 up to relu5_4 (needed for 'full').
+        bg_vgg: 1-channel VGG19 up to relu1_1 (needed for 'full').
+    """
+
+    def __init__(self, mode: str = 'full', obj_vgg: VGG19Features | None = None,
+                 bg_vgg: VGG19Features | None = None) -> None:
+        super().__init__()
+        if mode not in ('pixel', 'full'):
+            raise ValueError(f"loss mode {mode!r}; expected 'pixel' or 'full'")
+        if mode == 'full' and (obj_vgg is None or bg_vgg is None):
+            raise ValueError("loss mode 'full' needs obj_vgg and bg_vgg feature extractors")
+        self.mode = mode
+        self.phi_obj = ObjectFeatureDistance(obj_vgg) if mode == 'full' else None
+        self.phi_bg = BackgroundFeatureDistance(bg_vgg) if mode == 'full' else None
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> OCCOLoss:
+        """The loss networks stay in eval mode whatever the caller asks."""
+        return super().train(False)
+
+    def contrastive(self, fused: torch.Tensor, visible: torch.Tensor, infrared: torch.Tensor,
+                    mask_vi: torch.Tensor, mask_ir: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_con and its five CL terms (OCCO_METHOD.md §3)."""
+        r = region_masks(mask_vi, mask_ir)
+        terms = {
+            'cl_uv': contrastive_term(fused, visible, infrared, r['Uv'], self.phi_obj),
+            'cl_ui': contrastive_term(fused, infrared, visible, r['Ui'], self.phi_obj),
+            'cl_s_v': contrastive_term(fused, visible, infrared, r['S'], self.phi_obj),
+            'cl_s_i': contrastive_term(fused, infrared, visible, r['S'], self.phi_obj),
+            'cl_b': contrastive_term(fused, visible, infrared, r['B'], self.phi_bg),
+        }
+        terms['con'] = CON_WEIGHT * (terms['cl_uv'] + terms['cl_ui'] + 0.5 * terms['cl_s_v']
+                                     + 0.5 * terms['cl_s_i'] + terms['cl_b'])
+        return terms
+
+    def forward(self, fused: torch.Tensor, visible: torch.Tensor, infrared: torch.Tensor,
+                mask_vi: torch.Tensor | None = None,
+                mask_ir: torch.Tensor | None = None) -> LossOutput:
+        """Loss of raw output `fused` for inputs `visible`, `infrared` (all (B, 1, H, W))."""
+        fused = fused.float()
+        terms = pixel_loss(fused, visible, infrared)
+        total = terms['pixel']
+        if self.mode == 'full':
+            if mask_vi is None or mask_ir is None:
+                raise ValueError("loss mode 'full' needs mask_vi and mask_ir")
+            terms.update(self.contrastive(fused, visible, infrared, mask_vi, mask_ir))
+            total = total + terms['con']
+        terms['total'] = total
+        return LossOutput(total, terms)
