@@ -22,6 +22,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from occo_ros.allocator import tune_allocator
 from occo_ros.codec import array_to_image_fields, decode_image
 from occo_ros.engines.base import EngineInfo, FusionEngine
 from occo_ros.pairing import ApproximateTimePairer
@@ -92,6 +93,7 @@ def run(pairs: int, input_size: tuple[int, int], mode: str, crop) -> dict[str, f
 
 
 def main() -> None:
+    tune_allocator()
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--pairs', type=int, default=300, help='timed pairs per case')
     args = parser.parse_args()

@@ -8,18 +8,18 @@ uint8 array; or a ``types.SimpleNamespace`` with ``bytes``).
 Decoded images come with their channel order, one of :data:`ORDERS`, so callers never guess
 whether three channels are RGB or BGR:
 
-=========================  ==============  =========  ===========================
-encoding                   numpy dtype     channels   order
-=========================  ==============  =========  ===========================
-mono8, 8UC1                uint8           1          'gray' (shape (H, W))
-mono16, 16UC1              uint16          1          'gray'
-32FC1                      float32         1          'gray'
-bgr8, 8UC3                 uint8           3          'bgr'
-rgb8                       uint8           3          'rgb'
-bgra8, 8UC4                uint8           4          'bgra'
-rgba8                      uint8           4          'rgba'
-yuv422 (UYVY), yuv422_yuy2 uint8           3          'bgr' (converted)
-=========================  ==============  =========  ===========================
+============================  =======  ========  ===========================
+encoding                      dtype    channels  order
+============================  =======  ========  ===========================
+mono8, 8UC1                   uint8    1         'gray' (shape (H, W))
+mono16, 16UC1                 uint16   1         'gray'
+32FC1                         float32  1         'gray'
+bgr8, 8UC3                    uint8    3         'bgr'
+rgb8                          uint8    3         'rgb'
+bgra8, 8UC4                   uint8    4         'bgra'
+rgba8                         uint8    4         'rgba'
+yuv422 (UYVY), yuv422_yuy2    uint8    3         'bgr' (converted)
+============================  =======  ========  ===========================
 
 8UC3/8UC4 carry no channel meaning in ROS; they are read as BGR(A), OpenCV's order, which is
 also what cv_bridge does when it converts them to bgr8 (a plain copy).
@@ -28,7 +28,8 @@ Zero copy: for every encoding except the yuv422 ones the array is a read-only vi
 message's buffer (padded rows included: the row stride is ``step``), as long as the data is
 in the machine's byte order. Multi-byte data in the other byte order (``is_bigendian``) is
 returned as a byte-swapped copy in native order, because OpenCV cannot read non-native
-arrays. yuv422 images are converted to BGR with OpenCV (BT.601 video range, like cv_bridge),
+arrays; so is data whose ``step`` is not a multiple of the element size (OpenCV refuses
+such rows). yuv422 images are converted to BGR with OpenCV (BT.601 video range, like cv_bridge),
 which is a copy by nature. Keep the message alive while the view is in use, and copy the
 array before modifying it.
 """

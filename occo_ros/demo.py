@@ -34,7 +34,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from occo_ros.codec import decode_image  # noqa: E402
-from occo_ros.launch_config import SYNTHETIC_CROP  # noqa: E402
+from occo_ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY  # noqa: E402
 from occo_ros.resources import shipped_file  # noqa: E402
 from occo_ros.thermal import ThermalNormalizer  # noqa: E402
 
@@ -154,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     params_file = shipped_file('config', 'fusion.yaml')
-    crop = '[' + ','.join(repr(v) for v in SYNTHETIC_CROP) + ']'
     fusion_cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args',
-                  '--params-file', str(params_file), '-p', f'crop:={crop}',
+                  '--params-file', str(params_file), '-p', f'crop:={SYNTHETIC_CROP}',
+                  '-p', f'homography:={SYNTHETIC_HOMOGRAPHY}',
+                  # Fast DDS loses most full-size best-effort images between processes here
+                  # (README, QoS); the synthetic cameras publish reliable, so match them.
+                  '-p', 'input_reliability:=reliable',
                   '-p', f'backend:={args.backend}']
     if args.model:
         fusion_cmd += ['-p', f'model_path:={args.model}']

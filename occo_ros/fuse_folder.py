@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from occo_ros.engines import BACKENDS, create_engine
 from occo_ros.engines.base import EngineError
-from occo_ros.image_pairs import find_pairs, ImageReadError, read_gray, read_rgb
+from occo_ros.image_pairs import ImageReadError, find_pairs, read_gray, read_rgb
 from occo_ros.pipeline import FusionPipeline
 from occo_ros.registration import Registration
 from occo_ros.resources import default_model_path

@@ -33,6 +33,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from occo_ros import codec
+from occo_ros.allocator import tune_allocator
 from occo_ros.engines.base import EngineError
 from occo_ros.pairing import ApproximateTimePairer, Pair
 from occo_ros.params import PARAMS, SPECS, FusionParams, make_params, validate
@@ -171,7 +172,7 @@ class FusionNode(Node):
     def _work(self) -> None:
         while self._running:
             pair = self._slot.get(timeout=0.2)
-            if pair is None:
+            if pair is None or not self.context.ok():   # Ctrl-C shuts the context down first
                 continue
             age = (self.get_clock().now().nanoseconds - pair.rgb_stamp_ns) * 1e-9
             if age > self.params.max_age:
@@ -191,7 +192,7 @@ class FusionNode(Node):
         topic = self.params.thermal_topic if stream == 'thermal' else self._rgb_topic
         try:
             if isinstance(msg, CompressedImage):
-                return codec.decode_compressed(msg.format, msg.data), 'bgr'
+                return codec.decode_compressed(msg.format, msg.data)
             return codec.decode_image(msg)
         except codec.ImageDecodeError as exc:
             self.counts[f'bad_{stream}'] += 1
@@ -306,13 +307,14 @@ class FusionNode(Node):
     def destroy_node(self) -> None:
         self._running = False
         self._slot.close()
-        self._worker.join(timeout=5.0)
+        self._worker.join(timeout=30.0)
         self.pipeline.engine.close()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``fusion_node``; returns non-zero when the node cannot start."""
+    tune_allocator()
     rclpy.init(args=args)
     node = None
     try:

@@ -50,9 +50,12 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                    'timestamped default in the current directory.'),
 )
 
-# The synthetic thermal camera sees the centred 5:4 part of the 16:9 RGB view (see
-# occo_ros/synthetic.py, SyntheticScene.thermal_crop); the fusion frame must match it.
-SYNTHETIC_CROP = [(1.0 - 0.703125) / 2.0, 0.0, 0.703125, 1.0]
+# The synthetic thermal camera (default sizes) sees the centred 5:4 part of the 16:9 RGB
+# view (occo_ros/synthetic.py: SyntheticScene.thermal_crop / .thermal_homography): the
+# homography maps the thermal image onto that part of the RGB image, and the fusion frame is
+# cropped to it. test_synthetic checks these numbers against the scene.
+SYNTHETIC_CROP = [0.1484375, 0.0, 0.703125, 1.0]
+SYNTHETIC_HOMOGRAPHY = [0.703125, 0.0, 0.1484375, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 
 
 def camera_info_topic(image_topic: str) -> str:
@@ -83,6 +86,7 @@ def node_overrides(config: dict[str, str]) -> dict:
         overrides['model_path'] = config['model']
     if config['synthetic'] == 'true':
         overrides['crop'] = SYNTHETIC_CROP
+        overrides['homography'] = SYNTHETIC_HOMOGRAPHY
     return overrides
 
 

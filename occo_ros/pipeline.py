@@ -25,7 +25,7 @@ from occo_ros.engines.base import FusionEngine
 from occo_ros.params import FusionParams
 from occo_ros.registration import Registration
 from occo_ros.resources import default_model_path
-from occo_ros.thermal import ThermalNormalizer
+from occo_ros.thermal import ThermalNormalizer, normalize_thermal
 
 
 @dataclass
@@ -34,7 +34,7 @@ class PreparedPair:
 
     visible_y: np.ndarray      # (1, 1, H_in, W_in) float32 in [0,1]
     infrared: np.ndarray       # (1, 1, H_in, W_in) float32 in [0,1]
-    chroma: np.ndarray         # (H_out, W_out, 2) uint8 visible chroma (see color.py)
+    chroma: np.ndarray         # (H_out, W_out, 3) uint8 visible YCbCr (color.luma_chroma)
     times_ms: dict = field(default_factory=dict)
 
 
@@ -75,7 +75,10 @@ class FusionPipeline:
         """Thermal (H,W) uint8/uint16/float32 and RGB (H,W,3) uint8 in ``rgb_order`` order
         (or (H,W) gray) into network inputs."""
         start = time.perf_counter()
-        ir = self.normalizer(self.registration.warp_thermal(thermal, self.input_size))
+        # Range statistics from the raw frame: the warped one may hold a border of zeros
+        # outside the thermal field of view, which would drag the range down.
+        lo, hi = self.normalizer.update(thermal)
+        ir = normalize_thermal(self.registration.warp_thermal(thermal, self.input_size), lo, hi)
         visible = self.registration.crop_rgb(rgb, self.output_size)
         y, chroma = luma_chroma(visible, rgb_order)
         y_in = cv2.resize(y, self.input_size, interpolation=cv2.INTER_AREA)

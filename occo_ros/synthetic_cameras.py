@@ -78,11 +78,12 @@ class SyntheticCameras(Node):
                      for name in ('thermal', 'rgb')}
         self.create_timer(1.0 / p['thermal_rate'], lambda: self._publish('thermal'))
         self.create_timer(1.0 / p['rgb_rate'], lambda: self._publish('rgb'))
-        crop = ', '.join(f'{v:.6f}' for v in self.scene.thermal_crop)
+        crop = ', '.join(f'{v:.7g}' for v in self.scene.thermal_crop)
+        homography = ', '.join(f'{v:.7g}' for v in self.scene.thermal_homography.ravel())
         self.get_logger().info(
             f"thermal {p['thermal_width']}x{p['thermal_height']} @ {p['thermal_rate']} Hz, "
-            f"RGB {p['rgb_width']}x{p['rgb_height']} @ {p['rgb_rate']} Hz; the thermal view "
-            f'is the RGB crop [{crop}] (set the fusion node crop to this)')
+            f"RGB {p['rgb_width']}x{p['rgb_height']} @ {p['rgb_rate']} Hz; fusion geometry: "
+            f'crop [{crop}], homography [{homography}]')
 
     def _publish(self, name: str) -> None:
         now = self.get_clock().now()

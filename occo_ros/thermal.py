@@ -22,7 +22,8 @@ range (``hi == lo``, e.g. a flat frame) maps values above ``lo`` to 1 and the re
 instead of dividing by zero.
 
 Speed: integer percentiles come from an exact histogram over [min, max] (cv2.calcHist), not
-a sort; float statistics come from a regular subsample of at most ~65k pixels.
+a sort; float percentiles are estimated from a regular grid of at most ~65k pixels (typically
+within 1 % of the range of the exact value).
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ import sys
 import time
 
 import cv2
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
@@ -52,8 +52,11 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def start_node(log: Path, *params: str) -> subprocess.Popen:
+    # Reliable inputs: Fast DDS drops most full-size best-effort images between processes on
+    # this machine (measured, see README "QoS"), and these tests count every frame.
     cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args',
-           '--params-file', str(REPO / 'config' / 'fusion.yaml')]
+           '--params-file', str(REPO / 'config' / 'fusion.yaml'),
+           '-p', 'input_reliability:=reliable']
     for p in params:
         cmd += ['-p', p]
     return subprocess.Popen(cmd, stdout=log.open('w'), stderr=subprocess.STDOUT,
@@ -152,7 +155,7 @@ def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp
             thermal, rgb = camera_images(rng)
             header = peer.publish_pair(base + i * 100_000_000, thermal, rgb)
             sent.append(header)
-            assert peer.spin_until(lambda: len(peer.fused) > i, 30), \
+            assert peer.spin_until(lambda i=i: len(peer.fused) > i, 30), \
                 (tmp_path / 'node.log').read_text()
         assert len(peer.fused) == n
         for header, msg in zip(sent, peer.fused):
@@ -235,7 +238,8 @@ def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, checkpoi
         assert client.wait_for_services(60), log.read_text()
         future = client.list_parameters()
         rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
-        declared = set(future.result().result.names) - {'use_sim_time', 'start_type_description_service'}
+        declared = set(future.result().result.names) - {'use_sim_time',
+                                                         'start_type_description_service'}
         yaml_names = set(yaml.safe_load((REPO / 'config' / 'fusion.yaml').read_text())
                          ['/**']['ros__parameters'])
         assert declared == yaml_names

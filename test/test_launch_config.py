@@ -17,8 +17,13 @@ import pytest
 import yaml
 
 from occo_ros import launch_config
-from occo_ros.launch_config import (ARGUMENTS, camera_info_topic, record_command,
-                                    recorded_topics, resolve)
+from occo_ros.launch_config import (
+    ARGUMENTS,
+    camera_info_topic,
+    record_command,
+    recorded_topics,
+    resolve,
+)
 from occo_ros.params import PARAMS, SPECS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +108,7 @@ def test_overrides_name_real_parameters():
     assert overrides['model_path'] == '/m.onnx'
     assert overrides['rgb_camera_info_topic'] == 'rgb/camera_info'
     assert overrides['crop'] == launch_config.SYNTHETIC_CROP
+    assert overrides['homography'] == launch_config.SYNTHETIC_HOMOGRAPHY
     assert 'model_path' not in launch_config.node_overrides(default_config())
 
 
@@ -120,6 +126,14 @@ def test_recorded_topics_and_command():
     humble = record_command(default_config(), 'humble')
     assert '-o' not in humble and '--topics' not in humble
     assert humble[-7:] == recorded_topics(default_config())
+
+
+def test_synthetic_geometry_matches_the_scene():
+    from occo_ros.synthetic import SceneConfig, SyntheticScene
+    scene = SyntheticScene(SceneConfig(people=0, vehicles=0))
+    assert launch_config.SYNTHETIC_CROP == pytest.approx(list(scene.thermal_crop))
+    assert launch_config.SYNTHETIC_HOMOGRAPHY == pytest.approx(
+        list(scene.thermal_homography.ravel()))
 
 
 def test_topic_helpers():

@@ -113,6 +113,17 @@ def guided_filter(guide: np.ndarray, image: np.ndarray, radius: int, eps: float)
     return _box_mean(a, radius) * guide + _box_mean(b, radius)
 
 
+def _weighted_sum(sources: list[np.ndarray], maps: list[np.ndarray], layers: list[np.ndarray],
+                  radius: int, eps: float) -> np.ndarray:
+    """GFF layer fusion: guided-filter each map with its source, normalise, weight layers."""
+    weights = [guided_filter(s, m, radius, eps) for s, m in zip(sources, maps)]
+    total = weights[0] + weights[1]
+    # The maps sum to >= 1 and the guided filter keeps constants, so the total stays near 1;
+    # the guard only avoids dividing by an exact zero.
+    total = np.where(np.abs(total) < 1e-12, 1e-12, total)
+    return (weights[0] * layers[0] + weights[1] * layers[1]) / total
+
+
 def fuse_gff(ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
     """Guided-filter fusion (Li, Kang & Hu 2013), on [0,1] intensities.
 
@@ -131,17 +142,9 @@ def fuse_gff(ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
     most = np.maximum(saliency[0], saliency[1])
     maps = [(s == most).astype(np.float64) for s in saliency]
 
-    def layer(radius: int, eps: float, layers: list[np.ndarray]) -> np.ndarray:
-        weights = [guided_filter(s, m, radius, eps) for s, m in zip(sources, maps)]
-        total = weights[0] + weights[1]
-        # The maps sum to >= 1 and the guided filter keeps constants, so total is near 1;
-        # the guard only avoids dividing by an exact zero.
-        total = np.where(np.abs(total) < 1e-12, 1e-12, total)
-        return (weights[0] * layers[0] + weights[1] * layers[1]) / total
-
     details = [s - b for s, b in zip(sources, bases)]
-    fused = (layer(GFF_BASE_RADIUS, GFF_BASE_EPS, bases)
-             + layer(GFF_DETAIL_RADIUS, GFF_DETAIL_EPS, details))
+    fused = (_weighted_sum(sources, maps, bases, GFF_BASE_RADIUS, GFF_BASE_EPS)
+             + _weighted_sum(sources, maps, details, GFF_DETAIL_RADIUS, GFF_DETAIL_EPS))
     return _to_uint8(fused * 255.0)
 
 

@@ -77,6 +77,9 @@ class TrainConfig:
     val_pairs: int = _opt(0, 'validate on at most this many eval pairs; 0: all')
     max_nan_steps: int = _opt(10, 'stop with an error after this many consecutive '
                               'non-finite losses (each one skips its step)')
+    init_from: str = _opt('', 'start from the weights of this FIFN checkpoint (e.g. the '
+                          'pixel-loss model before fine-tuning with the full loss); its width '
+                          'overrides --width; optimizer and step start fresh')
     resume: str = _opt('', 'resumable checkpoint to continue from (architecture, optimizer, '
                        'step and RNG come from it)')
 
@@ -121,7 +124,7 @@ def _field_type(f) -> type:
 
 def _check_type(key: str, value, expected) -> object:
     """Return value converted to the field type, or raise ConfigError."""
-    if expected is list[str]:
+    if expected == list[str]:
         if isinstance(value, str):
             return [value]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -176,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs = {'dest': f.name, 'help': help_text, 'default': None}
         if ftype is bool:
             kwargs['action'] = argparse.BooleanOptionalAction
-        elif ftype is list[str]:
+        elif ftype == list[str]:
             kwargs['nargs'] = '+'
         else:
             kwargs['type'] = ftype

@@ -121,7 +121,9 @@ def contextual_bilateral_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     Cosine distance (both sets centred by the mean of y) and squared-L2 distance between
     every position i of x and j of y are each turned into contextual similarities, mixed
     0.5/0.5; cx = mean_i max_j; distance = -log(cx + 1e-5), averaged over the batch.
-    Lower for feature sets that match; computed in float32.
+    Lower for feature sets that match; computed in float32. [ours] Clamped at 0: cx <= 1,
+    so only the 1e-5 offset can make it negative, and a negative value would flip the sign
+    of the contrastive ratio.
     """
     x = x.float().flatten(2)                              # (B, C, N)
     y = y.float().flatten(2)                              # (B, C, M)
@@ -133,7 +135,7 @@ def contextual_bilateral_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Ten
                - 2 * torch.bmm(x.transpose(1, 2), y)).clamp_min(0)
     cx_sim = 0.5 * _contextual_similarity(cos_dist) + 0.5 * _contextual_similarity(l2_dist)
     cx = cx_sim.max(dim=2).values.mean(dim=1)             # (B,)
-    return (-torch.log(cx + CX_EPS)).mean()
+    return (-torch.log(cx + CX_EPS)).clamp_min(0).mean()
 
 
 def quarter_negatives(negative: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:

@@ -43,8 +43,9 @@ class PairScan(NamedTuple):
     unpaired: list[Path]
 
 
-def _images_by_stem(folder: Path) -> dict[str, Path]:
-    """Map stem -> image file in ``folder``; two images with one stem are an error."""
+def images_by_stem(folder: str | Path) -> dict[str, Path]:
+    """Map stem -> image file in ``folder``; two images with one stem raise ValueError."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f'image folder {folder} does not exist or is not a folder')
     found: dict[str, Path] = {}
@@ -65,8 +66,8 @@ def find_pairs(ir_dir: str | Path, vi_dir: str | Path) -> PairScan:
     Returns PairScan(pairs sorted by stem, unpaired files sorted by path). Raises
     NotADirectoryError for a missing folder and ValueError for a stem used twice in a folder.
     """
-    ir_files = _images_by_stem(Path(ir_dir))
-    vi_files = _images_by_stem(Path(vi_dir))
+    ir_files = images_by_stem(ir_dir)
+    vi_files = images_by_stem(vi_dir)
     common = sorted(ir_files.keys() & vi_files.keys())
     pairs = [ImagePair(stem, ir_files[stem], vi_files[stem]) for stem in common]
     unpaired = sorted([p for s, p in ir_files.items() if s not in vi_files]

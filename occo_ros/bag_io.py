@@ -1,0 +1,463 @@
+"""rosbag2 bags read and written without ROS, through the pure-Python ``rosbags`` library.
+
+Reading (:class:`InputBag`) streams messages in log-time (receive-time) order from a bag
+directory (``metadata.yaml`` + ``.mcap``/``.db3`` files, split bags included) or from a single
+``.mcap``/``.db3`` file. Damaged bags are read as far as they can be:
+
+* an ``.mcap`` file without its summary and footer (the recorder was killed or the disk
+  filled up), which rosbags refuses, is read record by record in file order with the official
+  ``mcap`` StreamReader, up to its last complete chunk;
+* a bag directory without ``metadata.yaml`` (``ros2 bag record`` stopped with SIGTERM) is read
+  through its storage files in name order;
+* a read error part-way through a file (a truncated or corrupt chunk) ends that file: what
+  came before it is kept and :attr:`InputBag.damage` says what happened.
+
+Messages are deserialised with the ROS 2 Kilted type definitions, or with the bag's own
+definition of a type when its type hash differs from Kilted's.
+
+Writing (:class:`OutputBag`) never leaves a half-written bag where the output should be: the
+bag is written into a hidden temporary directory beside the output and moved into place only
+by :meth:`OutputBag.commit`; anything else (an error, Ctrl-C) removes the temporary directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+import functools
+from pathlib import Path
+import re
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+from rosbags.interfaces import Connection, MessageDefinitionFormat
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+from rosbags.typesys import get_types_from_idl, get_types_from_msg, get_typestore, Stores
+
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+STORAGE_SUFFIXES = ('.mcap', '.db3')
+
+
+class BagError(Exception):
+    """A bag cannot be read or written; the message names the path and the problem."""
+
+
+class OutputExistsError(BagError):
+    """The output path exists and overwriting was not asked for."""
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic of an input bag.
+
+    ``count`` is the number of messages the bag holds (for a scanned damaged file: the number
+    that can be read). ``msgdef``/``digest`` are the bag's own type definition and RIHS01 hash
+    ('' when the bag does not store them), ``qos`` the offered QoS profiles it recorded.
+    """
+
+    name: str
+    msgtype: str
+    count: int
+    msgdef: str = ''
+    digest: str = ''
+    qos: tuple = ()
+
+
+@functools.lru_cache(maxsize=1)
+def kilted_typestore():
+    """The rosbags type store of ROS 2 Kilted (its type hashes equal rclpy Kilted's)."""
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+def stamp_ns(header: Any) -> int:
+    """A std_msgs/Header stamp in nanoseconds."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _header(stamp: int, frame_id: str) -> Any:
+    types = kilted_typestore().types
+    sec, nanosec = divmod(int(stamp), 1_000_000_000)
+    return types['std_msgs/msg/Header'](
+        stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+def serialize(msg: Any) -> memoryview:
+    """A message built from :func:`kilted_typestore` types as CDR bytes."""
+    return kilted_typestore().serialize_cdr(msg, msg.__msgtype__)
+
+
+def image_message(fields: dict, stamp: int, frame_id: str) -> Any:
+    """A sensor_msgs/Image from ``codec.array_to_image_fields`` output and a stamp in ns."""
+    return kilted_typestore().types[IMAGE](
+        header=_header(stamp, frame_id), **dict(fields, data=np.frombuffer(fields['data'],
+                                                                          np.uint8)))
+
+
+def compressed_image_message(data: bytes, format: str, stamp: int, frame_id: str) -> Any:
+    """A sensor_msgs/CompressedImage holding ``data`` (e.g. JPEG bytes), ``format`` 'jpeg'."""
+    return kilted_typestore().types[COMPRESSED_IMAGE](
+        header=_header(stamp, frame_id), format=format, data=np.frombuffer(data, np.uint8))
+
+
+def camera_info_message(width: int, height: int, k: np.ndarray, p: np.ndarray, stamp: int,
+                        frame_id: str, distortion_model: str = 'plumb_bob',
+                        d: Sequence[float] = (), r: Sequence[float] | None = None) -> Any:
+    """A sensor_msgs/CameraInfo: K (3x3) and P (3x4) in pixels, R defaults to identity;
+    binning and ROI are left at zero (full resolution, full image)."""
+    types = kilted_typestore().types
+    r = np.eye(3) if r is None else r
+    return types[CAMERA_INFO](
+        header=_header(stamp, frame_id), height=int(height), width=int(width),
+        distortion_model=distortion_model, d=np.asarray(d, np.float64).ravel(),
+        k=np.asarray(k, np.float64).ravel(), r=np.asarray(r, np.float64).ravel(),
+        p=np.asarray(p, np.float64).ravel(), binning_x=0, binning_y=0,
+        roi=types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0,
+                                                       width=0, do_rectify=False))
+
+
+def _natural_key(path: Path) -> list:
+    """'bag_10.mcap' after 'bag_2.mcap', as rosbag2 numbers split files."""
+    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', path.name)]
+
+
+class _IndexedFile:
+    """A bag directory or storage file that rosbags opens (summary/metadata intact)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._reader = Reader(path)
+        self._reader.open()
+        self.topics: dict[str, TopicInfo] = {}
+        for conn in self._reader.connections:
+            known = self.topics.get(conn.topic)
+            count = conn.msgcount + (known.count if known else 0)
+            msgdef = conn.msgdef.data if conn.msgdef.format != MessageDefinitionFormat.NONE \
+                else ''
+            self.topics[conn.topic] = TopicInfo(
+                conn.topic, conn.msgtype, count, msgdef, conn.digest,
+                tuple(getattr(conn.ext, 'offered_qos_profiles', ())))
+            if known and known.msgtype != conn.msgtype:
+                self.close()
+                raise BagError(f'{path}: topic {conn.topic} carries two types, '
+                               f'{known.msgtype} and {conn.msgtype}; cannot tell them apart')
+
+    def messages(self, topics: Collection[str]) -> Iterator[tuple[str, int, bytes]]:
+        wanted = [c for c in self._reader.connections if c.topic in topics]
+        if not wanted:  # rosbags reads every topic when given no connection
+            return
+        for conn, log_time, raw in self._reader.messages(connections=wanted):
+            yield conn.topic, log_time, raw
+
+    def close(self) -> None:
+        if self._reader.is_open:
+            self._reader.close()
+
+
+class _ScannedMcap:
+    """An .mcap file without usable summary/footer, read record by record in file order.
+
+    The constructor scans the file once for its channels and the number of complete messages
+    (so progress bars know the total); :meth:`messages` reads it again and stops at the same
+    place.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.topics: dict[str, TopicInfo] = {}
+        self.damage: str | None = None
+        counts: dict[str, int] = {}
+        try:
+            for record in self._records():
+                if type(record).__name__ == 'Message':
+                    topic = self._channels[record.channel_id][0]
+                    counts[topic] = counts.get(topic, 0) + 1
+        except Exception as exc:  # see _records: the first unreadable record ends the file
+            self.damage = f'{path}: {type(exc).__name__}: {exc}'.rstrip(': ')
+        for topic, msgtype, msgdef in self._channels.values():
+            self.topics[topic] = TopicInfo(topic, msgtype, counts.get(topic, 0), msgdef)
+
+    def _records(self) -> Iterator[Any]:
+        """Schema, Channel and Message records; raises whatever the mcap reader raises at the
+        first incomplete or corrupt record (EndOfFile, CRCValidationError, ...)."""
+        from mcap.records import Channel, Schema
+        from mcap.stream_reader import StreamReader
+
+        self._schemas: dict[int, tuple[str, str]] = {}
+        self._channels: dict[int, tuple[str, str, str]] = {}
+        with self.path.open('rb') as stream:
+            for record in StreamReader(stream, skip_magic=False, emit_chunks=False,
+                                       validate_crcs=True).records:
+                if isinstance(record, Schema):
+                    self._schemas[record.id] = (record.name,
+                                                record.data.decode('utf-8', 'replace'))
+                elif isinstance(record, Channel):
+                    name, msgdef = self._schemas.get(record.schema_id, ('', ''))
+                    self._channels[record.id] = (record.topic, name, msgdef)
+                yield record
+
+    def messages(self, topics: Collection[str]) -> Iterator[tuple[str, int, bytes]]:
+        records = self._records()
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except Exception:  # the damage the constructor found and reported
+                return
+            if type(record).__name__ == 'Message':
+                topic = self._channels[record.channel_id][0]
+                if topic in topics:
+                    yield topic, record.log_time, record.data
+
+    def close(self) -> None:
+        pass
+
+
+class InputBag:
+    """A rosbag2 bag opened for reading; see the module docstring for damaged bags.
+
+    Attributes:
+        topics: name -> :class:`TopicInfo` over all storage files.
+        notes: how the bag was read when that is not the normal way (for the user).
+        damage: set when reading stopped early in some file (what and where), else None.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.notes: list[str] = []
+        self.damage: str | None = None
+        self._stores: dict[str, Any] = {}
+        if not self.path.exists():
+            raise BagError(f'input bag {self.path} does not exist')
+        self._parts = self._open_parts()
+        self.topics: dict[str, TopicInfo] = {}
+        for part in self._parts:
+            for name, info in part.topics.items():
+                known = self.topics.get(name)
+                if known and known.msgtype != info.msgtype:
+                    self.close()
+                    raise BagError(f'{self.path}: topic {name} is {known.msgtype} in one file '
+                                   f'and {info.msgtype} in another')
+                count = info.count + (known.count if known else 0)
+                self.topics[name] = TopicInfo(name, info.msgtype, count, info.msgdef,
+                                              info.digest, info.qos)
+            if getattr(part, 'damage', None):
+                self.damage = part.damage
+
+    def _open_parts(self) -> list:
+        path = self.path
+        if path.is_dir() and (path / 'metadata.yaml').is_file():
+            try:
+                return [_IndexedFile(path)]
+            except (ReaderError, OSError, KeyError, ValueError) as exc:
+                self.notes.append(f'{path}: rosbags cannot open the bag ({exc}); reading its '
+                                  'storage files one by one')
+        elif path.is_dir():
+            self.notes.append(f'{path} has no metadata.yaml (was the recorder killed?); '
+                              'reading its storage files in name order')
+        if not path.is_dir():
+            return [self._open_file(path)]
+        files = sorted((p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES),
+                       key=_natural_key)
+        if not files:
+            raise BagError(f'{path} is neither a bag directory with metadata.yaml nor holds '
+                           f'storage files ({", ".join(STORAGE_SUFFIXES)})')
+        return [self._open_file(f) for f in files]
+
+    def _open_file(self, path: Path):
+        if path.suffix not in STORAGE_SUFFIXES:
+            raise BagError(f'{path} is not a rosbag2 bag: expected a bag directory or a file '
+                           f'ending in {" or ".join(STORAGE_SUFFIXES)}')
+        try:
+            return _IndexedFile(path)
+        except (ReaderError, OSError, KeyError, ValueError) as exc:
+            if path.suffix != '.mcap':
+                raise BagError(f'cannot read {path}: {exc}') from exc
+            reason = str(exc)
+        scanned = _ScannedMcap(path, reason)
+        if not scanned.topics:
+            raise BagError(f'cannot read {path}: {reason} (and no channel could be recovered '
+                           'by scanning it)')
+        self.notes.append(f'{path} has no usable index ({reason}): the recorder probably '
+                          'stopped before closing it; reading its records in file order')
+        return scanned
+
+    def typestore(self, topic: str) -> Any:
+        """The type store that deserialises ``topic``: Kilted's, or one built from the bag's
+        own definition when the bag's type hash differs from Kilted's."""
+        if topic not in self._stores:
+            info = self.topics[topic]
+            kilted = kilted_typestore()
+            known = info.msgtype in kilted.types
+            if known and (not info.digest or info.digest == kilted.hash_rihs01(info.msgtype)):
+                self._stores[topic] = kilted
+            elif info.msgdef:
+                store = get_typestore(Stores.EMPTY)
+                is_idl = info.msgdef.startswith('=' * 80 + '\nIDL: ')
+                parse = get_types_from_idl if is_idl else get_types_from_msg
+                store.register(parse(info.msgdef, info.msgtype) if not is_idl
+                               else parse(info.msgdef))
+                self._stores[topic] = store
+            elif known:
+                self._stores[topic] = kilted
+            else:
+                raise BagError(f'{self.path}: topic {topic} has type {info.msgtype}, which is '
+                               'not a ROS 2 Kilted type, and the bag stores no definition')
+        return self._stores[topic]
+
+    def deserialize(self, topic: str, raw: bytes | memoryview) -> Any:
+        """The message ``raw`` of ``topic``; raises rosbags' SerdeError for corrupt bytes."""
+        return self.typestore(topic).deserialize_cdr(raw, self.topics[topic].msgtype)
+
+    def messages(self, topics: Collection[str]) -> Iterator[tuple[str, int, bytes]]:
+        """(topic, log time ns, raw CDR bytes) of ``topics``, file by file in log-time order.
+
+        A read error ends the file it happens in (recorded in :attr:`damage`); the next file
+        of a split bag is still read.
+        """
+        topics = set(topics)
+        for part in self._parts:
+            stream = part.messages(topics)
+            while True:
+                try:
+                    item = next(stream)
+                except StopIteration:
+                    break
+                except Exception as exc:  # any storage-layer failure: the file is damaged here
+                    self.damage = f'{part.path}: {type(exc).__name__}: {exc}'
+                    break
+                yield item
+
+    def close(self) -> None:
+        for part in self._parts if hasattr(self, '_parts') else ():
+            part.close()
+
+    def __enter__(self) -> InputBag:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _looks_like_bag(path: Path) -> bool:
+    """Whether ``path`` is an (empty or) rosbag2 directory we may delete on --overwrite."""
+    if not path.is_dir():
+        return False
+    names = [p for p in path.iterdir()]
+    return (path / 'metadata.yaml').is_file() or all(
+        p.is_file() and (p.suffix in STORAGE_SUFFIXES or p.name == 'metadata.yaml')
+        for p in names)
+
+
+def check_output_path(path: Path, overwrite: bool, protect: Sequence[Path] = ()) -> None:
+    """Raise BagError unless a bag may be written at ``path``: not a storage-file name, not
+    the same as or nested with a ``protect``-ed path (the input), and not existing unless
+    ``overwrite`` and it is a bag directory (never delete anything else)."""
+    if path.suffix in STORAGE_SUFFIXES:
+        raise BagError(f'output {path}: occo-bag writes a rosbag2 bag directory (metadata.yaml '
+                       f'+ storage file); give a directory name without {path.suffix}')
+    target = path.resolve()
+    for other in protect:
+        other = Path(other).resolve()
+        if target == other or target in other.parents or other in target.parents:
+            raise BagError(f'output {path} would overlap the input bag {other}; choose another '
+                           'output path')
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f'output {path} exists; pass --overwrite to replace it')
+        if not _looks_like_bag(path):
+            raise BagError(f'output {path} exists and is not a rosbag2 bag directory; '
+                           'refusing to replace it even with --overwrite')
+
+
+class OutputBag:
+    """A rosbag2 bag that appears at ``path`` only when :meth:`commit` succeeds.
+
+    Written into a hidden temporary directory beside ``path`` (same file system, so the final
+    move is a rename); :meth:`discard` (or leaving the ``with`` block without committing)
+    deletes it. ``storage`` is 'mcap' or 'sqlite3'. Raises BagError / OutputExistsError from
+    :func:`check_output_path`.
+    """
+
+    def __init__(self, path: str | Path, storage: str = 'mcap', overwrite: bool = False,
+                 protect: Sequence[Path] = ()) -> None:
+        if storage not in STORAGES:
+            raise BagError(f'storage {storage!r} is not one of {list(STORAGES)}')
+        self.path = Path(path)
+        self.overwrite = overwrite
+        check_output_path(self.path, overwrite, protect)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.', suffix='.occo-bag-tmp',
+                                          dir=self.path.parent))
+        self._writer: Writer | None = Writer(self._tmp / self.path.name, version=9,
+                                             storage_plugin=STORAGES[storage])
+        try:
+            self._writer.open()
+        except BaseException:
+            self.discard()
+            raise
+        self.committed = False
+
+    @property
+    def temp_dir(self) -> Path:
+        """Where the bag is being written until commit."""
+        return self._tmp
+
+    def add_topic(self, name: str, msgtype: str, msgdef: str = '', digest: str = '',
+                  qos: Sequence = ()) -> Connection:
+        """Register a topic; without ``msgdef`` and ``digest`` the Kilted definition of
+        ``msgtype`` is recorded."""
+        if msgdef and digest:
+            return self._writer.add_connection(name, msgtype, msgdef=msgdef, rihs01=digest,
+                                               offered_qos_profiles=list(qos))
+        return self._writer.add_connection(name, msgtype, typestore=kilted_typestore(),
+                                           offered_qos_profiles=list(qos))
+
+    def write(self, connection: Connection, log_time: int, raw: bytes | memoryview) -> None:
+        """Append one serialised message logged at ``log_time`` ns."""
+        self._writer.write(connection, log_time, raw)
+
+    def commit(self) -> None:
+        """Finish the bag (index, metadata.yaml) and move it to ``path``, replacing an
+        existing bag there only now, when the new one is complete."""
+        writer, self._writer = self._writer, None
+        writer.close()
+        built = self._tmp / self.path.name
+        try:
+            if self.path.exists():
+                check_output_path(self.path, self.overwrite)
+                old = self._tmp / 'replaced'
+                self.path.rename(old)
+                try:
+                    built.rename(self.path)
+                except BaseException:
+                    old.rename(self.path)
+                    raise
+            else:
+                built.rename(self.path)
+            self.committed = True
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Abandon the bag: nothing appears at ``path``, the temporary directory goes."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.abort()
+            except Exception:  # the storage may be half-open; removing the files suffices
+                pass
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> OutputBag:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.committed:
+            self.discard()

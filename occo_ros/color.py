@@ -1,0 +1,151 @@
+"""BT.601 colour conversion of OCCO_METHOD.md section 1, and the fusion's split/recombine.
+
+Forward (R, G, B, Y, Cb, Cr in [0, 1] for float images; delta = 0.5, or 128 for uint8)::
+
+    Y  = 0.299 R + 0.587 G + 0.114 B
+    Cb = 0.564 (B - Y) + delta
+    Cr = 0.713 (R - Y) + delta
+
+Inverse, clamped to the image range::
+
+    R = Y + 1.403 (Cr - delta)
+    G = Y - 0.714 (Cr - delta) - 0.344 (Cb - delta)
+    B = Y + 1.773 (Cb - delta)
+
+These are OpenCV's COLOR_RGB2YCrCb / COLOR_YCrCb2RGB coefficients, but the public channel
+order here is **Y, Cb, Cr** (the name's order), not OpenCV's Y, Cr, Cb. The rounded
+coefficients are not exact inverses: a float round trip is off by up to ~3e-4 (spec, kept).
+uint8 results are saturated and within one count of the exact value (rounding plus OpenCV's
+fixed-point arithmetic, like cvtColor's); a uint8 round trip is off by at most 2.
+
+Every conversion is one cv2.transform with a 3x4 matrix built from the coefficients above
+(faster than cvtColor for uint8), with the columns or rows permuted for BGR(A) images so no
+channel swap is ever copied.
+
+The fusion pipeline uses the pair :func:`luma_chroma` (visible image -> Y for the network +
+its YCbCr image) and :func:`compose_rgb` (fused Y + that YCbCr -> 8-bit colour image).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+# rows Y, Cb, Cr; columns R, G, B
+_FORWARD = np.array([_LUMA,
+                     0.564 * (np.array([0.0, 0.0, 1.0]) - _LUMA),
+                     0.713 * (np.array([1.0, 0.0, 0.0]) - _LUMA)])
+# rows R, G, B; columns Y, Cb, Cr
+_INVERSE = np.array([[1.0, 0.0, 1.403],
+                     [1.0, -0.344, -0.714],
+                     [1.0, 1.773, 0.0]])
+# position of R, G, B (and alpha, ignored) in each input order
+_CHANNELS = {'rgb': (0, 1, 2), 'bgr': (2, 1, 0), 'rgba': (0, 1, 2, 3), 'bgra': (2, 1, 0, 3)}
+COLOR_ORDERS = tuple(_CHANNELS)
+LUMA_ORDERS = COLOR_ORDERS + ('gray',)
+OUTPUT_ORDERS = ('rgb', 'bgr')
+
+
+def _delta(dtype: np.dtype) -> float:
+    return 128.0 if dtype == np.uint8 else 0.5
+
+
+def _forward_matrix(order: str, delta: float) -> np.ndarray:
+    """3 x (channels + 1): image in ``order`` -> Y, Cb, Cr."""
+    channels = _CHANNELS[order]
+    matrix = np.zeros((3, len(channels) + 1))
+    for rgb_index, position in enumerate(channels[:3]):
+        matrix[:, position] = _FORWARD[:, rgb_index]
+    matrix[1:, -1] = delta
+    return matrix
+
+
+def _inverse_matrix(order: str, delta: float) -> np.ndarray:
+    """3 x 4: Y, Cb, Cr -> image in ``order`` ('rgb' or 'bgr')."""
+    linear = _INVERSE[list(_CHANNELS[order])]
+    return np.hstack([linear, -linear @ np.array([[0.0], [delta], [delta]])])
+
+
+_FORWARD_U8 = {order: _forward_matrix(order, 128.0) for order in COLOR_ORDERS}
+_INVERSE_U8 = {order: _inverse_matrix(order, 128.0) for order in OUTPUT_ORDERS}
+
+
+def rgb_to_ycbcr(image: np.ndarray) -> np.ndarray:
+    """RGB (H, W, 3) -> Y, Cb, Cr (H, W, 3), same dtype.
+
+    uint8 (chroma offset 128) or float32/float64 in [0, 1] (offset 0.5).
+    """
+    image = _check_color(image, 'rgb_to_ycbcr')
+    return cv2.transform(image, _forward_matrix('rgb', _delta(image.dtype)))
+
+
+def ycbcr_to_rgb(image: np.ndarray) -> np.ndarray:
+    """Y, Cb, Cr (H, W, 3) -> RGB (H, W, 3), same dtype, clamped to [0, 1] (float) or
+    saturated to [0, 255] (uint8)."""
+    image = _check_color(image, 'ycbcr_to_rgb')
+    rgb = cv2.transform(image, _inverse_matrix('rgb', _delta(image.dtype)))
+    if rgb.dtype != np.uint8:
+        np.clip(rgb, 0.0, 1.0, out=rgb)
+    return rgb
+
+
+def luma_chroma(image: np.ndarray, order: str = 'rgb') -> tuple[np.ndarray, np.ndarray]:
+    """Split a uint8 visible image into luminance and the colour that compose_rgb needs.
+
+    ``image``: (H, W, 3|4) uint8 in ``order`` ('rgb', 'bgr', 'rgba', 'bgra'; alpha is
+    ignored) or (H, W) for 'gray'. Returns ``y``, uint8 (H, W) C-contiguous (divide by 255
+    for the network), and ``ycbcr``, uint8 (H, W, 3) Y, Cb, Cr of the image (gray: Cb = Cr
+    = 128), to hand to :func:`compose_rgb` with the fused luminance.
+    """
+    if order not in LUMA_ORDERS:
+        raise ValueError(f'unknown channel order {order!r}; allowed: {", ".join(LUMA_ORDERS)}')
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f'luma_chroma needs a uint8 image, got {image.dtype}')
+    if order == 'gray':
+        if image.ndim != 2:
+            raise ValueError(f"a 'gray' image must have shape (H, W), got {image.shape}")
+        return np.ascontiguousarray(image), np.full(image.shape + (3,), 128, np.uint8)
+    channels = len(_CHANNELS[order])
+    if image.ndim != 3 or image.shape[2] != channels:
+        raise ValueError(f'an {order!r} image must have shape (H, W, {channels}), got '
+                         f'{image.shape}')
+    ycbcr = cv2.transform(image, _FORWARD_U8[order])
+    return cv2.extractChannel(ycbcr, 0), ycbcr
+
+
+def compose_rgb(y: np.ndarray, ycbcr: np.ndarray, order: str = 'rgb') -> np.ndarray:
+    """Fused luminance + the visible image's colour -> uint8 (H, W, 3) in ``order``.
+
+    ``y``: (H, W) float32/float64 in [0, 1] (values outside are clamped) or uint8.
+    ``ycbcr``: the uint8 (H, W, 3) second result of :func:`luma_chroma`; its Y is replaced by
+    ``y`` (on a copy) and the result converted with the BT.601 inverse, saturated.
+    ``order``: 'rgb' (rgb8) or 'bgr' (bgr8).
+    """
+    if order not in OUTPUT_ORDERS:
+        raise ValueError(f'unknown output order {order!r}; allowed: {", ".join(OUTPUT_ORDERS)}')
+    y = np.asarray(y)
+    ycbcr = np.asarray(ycbcr)
+    if ycbcr.dtype != np.uint8 or ycbcr.ndim != 3 or ycbcr.shape[2] != 3:
+        raise ValueError(f'ycbcr must be uint8 (H, W, 3) from luma_chroma, got {ycbcr.dtype} '
+                         f'{ycbcr.shape}')
+    if y.shape != ycbcr.shape[:2]:
+        raise ValueError(f'y has shape {y.shape} but ycbcr is {ycbcr.shape[:2]} (H, W)')
+    if y.dtype != np.uint8:
+        if y.dtype.kind != 'f':
+            raise ValueError(f'y must be float in [0, 1] or uint8, got {y.dtype}')
+        # round and saturate to 0..255 in one pass
+        y = cv2.addWeighted(y, 255.0, y, 0.0, 0.0, dtype=cv2.CV_8U)
+    merged = ycbcr.copy()
+    cv2.insertChannel(y, merged, 0)
+    return cv2.transform(merged, _INVERSE_U8[order])
+
+
+def _check_color(image: np.ndarray, name: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'{name} needs an (H, W, 3) image, got {image.shape}')
+    if image.dtype not in (np.uint8, np.float32, np.float64):
+        raise ValueError(f'{name} needs uint8 or float32/float64 in [0, 1], got {image.dtype}')
+    return image

@@ -1,0 +1,362 @@
+"""TensorRT engine cache: key, file names, sidecar, plan header check, load-or-build policy.
+
+Pure Python (no tensorrt import), so the cache decision is testable anywhere. The TensorRT
+backend passes its real build and load functions to `resolve_engine`.
+
+Policy (ROS2_NOTES.md §2.3): an engine is reused only if its sidecar JSON matches the key
+we expect now (sha256 of the ONNX file, TensorRT version, GPU name and compute capability or
+DLA core, precision, input size), its plan header names the installed TensorRT version, and
+it deserialises with the expected IO tensors. Anything else is logged as found vs expected
+and the engine is rebuilt instead of crashing. Files are written atomically (temp + rename),
+so an interrupted build never leaves a truncated engine behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import contextlib
+from dataclasses import asdict, dataclass, field
+import hashlib
+import json
+import os
+from pathlib import Path
+import re
+import tempfile
+import time
+from typing import Generic, TypeVar
+
+from occo_ros.engines.base import EngineError
+
+#: Environment variable that moves the default cache folder.
+CACHE_ENV = 'OCCO_ROS_CACHE'
+#: Bumped when the sidecar layout changes; older sidecars then read as a mismatch.
+SIDECAR_FORMAT = 1
+PRECISIONS = ('fp32', 'fp16', 'int8')
+INPUT_NAMES = ('visible_y', 'infrared')
+OUTPUT_NAME = 'fused_y'
+
+# Bytes 24..26 of a serialized plan hold the TensorRT major, minor and patch version that
+# built it. Not a documented API: NVIDIA's answer in NVIDIA/TensorRT#3073
+# (issuecomment-1599934548), used by Autoware's tensorrt_common (PR #10320). Treated as a
+# hint only: deserialisation remains the final check.
+_PLAN_VERSION_OFFSET = 24
+
+
+def default_cache_dir() -> Path:
+    """$OCCO_ROS_CACHE if set, else ~/.cache/occo_ros/engines."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / '.cache' / 'occo_ros' / 'engines'
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks of `chunk_bytes`."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as stream:
+        for chunk in iter(lambda: stream.read(chunk_bytes), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to a temp file beside `path`, fsync, then os.replace onto `path`.
+
+    A reader sees either the old file or the complete new one, never a partial write.
+    Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(handle, 'wb') as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+    return path
+
+
+def slug(text: str) -> str:
+    """Lower-case `text` with every run of characters other than [a-z0-9._] replaced by '-'."""
+    return re.sub(r'[^a-z0-9._]+', '-', text.lower()).strip('-') or 'unknown'
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything a serialized TensorRT engine depends on.
+
+    Attributes:
+        onnx_sha256: hex sha256 of the ONNX file the engine is built from.
+        trt_version: full TensorRT version string, e.g. '8.6.2.3' (plans are not portable
+            across versions).
+        gpu_name: CUDA device name, e.g. 'Orin'.
+        compute_capability: e.g. '8.7' (plans are not portable across GPU architectures).
+        dla_core: DLA core the engine runs on, or None for the GPU.
+        precision: requested precision, one of PRECISIONS.
+        input_shape: (H, W) in pixels of the optimisation profile / fixed input.
+    """
+
+    onnx_sha256: str
+    trt_version: str
+    gpu_name: str
+    compute_capability: str
+    dla_core: int | None
+    precision: str
+    input_shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f'precision {self.precision!r} is not one of {PRECISIONS}')
+        height, width = self.input_shape
+        if height < 1 or width < 1:
+            raise ValueError(f'input_shape must be positive (H, W), got {self.input_shape}')
+
+    def file_name(self, stem: str) -> str:
+        """`<stem>.<sha12>.trt<ver>.<gpu>-sm<cc>[-dla<n>].<precision>.<H>x<W>.engine`."""
+        device = f'{slug(self.gpu_name)}-sm{self.compute_capability.replace(".", "")}'
+        if self.dla_core is not None:
+            device += f'-dla{self.dla_core}'
+        height, width = self.input_shape
+        return (f'{slug(stem)}.{self.onnx_sha256[:12]}.trt{self.trt_version}.{device}.'
+                f'{self.precision}.{height}x{width}.engine')
+
+    def to_json(self) -> dict:
+        """JSON-ready dict (input_shape as a list)."""
+        data = asdict(self)
+        data['input_shape'] = list(self.input_shape)
+        return data
+
+
+def key_mismatches(found: dict, expected: EngineKey) -> list[str]:
+    """'field: found X, expected Y' for every key field that differs (empty list: a match)."""
+    problems = []
+    for name, value in expected.to_json().items():
+        if found.get(name) != value:
+            problems.append(f'{name}: found {found.get(name)!r}, expected {value!r}')
+    return problems
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One engine IO tensor: name, direction, shape (-1 = dynamic dim) and dtype name."""
+
+    name: str
+    is_input: bool
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def io_problems(specs: list[TensorSpec], height: int, width: int) -> list[str]:
+    """What is wrong with an engine's IO for FIFN at (height, width); empty list if nothing.
+
+    Expected: inputs 'visible_y' and 'infrared', output 'fused_y', all float32, shape
+    (1, 1, H, W) or (N, 1, H, W) with dynamic dims (-1) allowed where the profile sets them.
+    """
+    problems = []
+    by_name = {spec.name: spec for spec in specs}
+    expected = {name: True for name in INPUT_NAMES} | {OUTPUT_NAME: False}
+    for name, is_input in expected.items():
+        spec = by_name.get(name)
+        role = 'input' if is_input else 'output'
+        if spec is None:
+            problems.append(f'{role} {name!r} missing (engine has {sorted(by_name)})')
+            continue
+        if spec.is_input != is_input:
+            problems.append(f'{name!r} is an {"input" if spec.is_input else "output"}, '
+                            f'expected an {role}')
+        if spec.dtype != 'float32':
+            problems.append(f'{name!r} dtype {spec.dtype}, expected float32')
+        want = (1, 1, height, width)
+        if len(spec.shape) != 4 or any(
+                dim not in (-1, size) for dim, size in zip(spec.shape, want)):
+            problems.append(f'{name!r} shape {spec.shape}, expected {want} (-1 = dynamic)')
+    extra = sorted(set(by_name) - set(expected))
+    if extra:
+        problems.append(f'unexpected IO tensors {extra}')
+    return problems
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """'8.6.2.3' -> (8, 6, 2); ValueError for text that is not a dotted version."""
+    parts = version.split('.')
+    if len(parts) < 2 or not all(part.isdigit() for part in parts):
+        raise ValueError(f'not a dotted version number: {version!r}')
+    numbers = [int(part) for part in parts] + [0]
+    return numbers[0], numbers[1], numbers[2]
+
+
+def plan_trt_version(plan: bytes) -> tuple[int, int, int] | None:
+    """TensorRT (major, minor, patch) recorded in a plan's header, or None if unreadable."""
+    if len(plan) < _PLAN_VERSION_OFFSET + 3:
+        return None
+    major, minor, patch = plan[_PLAN_VERSION_OFFSET:_PLAN_VERSION_OFFSET + 3]
+    # Plausibility: TensorRT 8..99; anything else means the layout changed or the file is junk.
+    return (major, minor, patch) if 8 <= major < 100 else None
+
+
+@dataclass(frozen=True)
+class CacheDecision:
+    """What to do with the cache entry, and why (the sentence goes to the log)."""
+
+    action: str   # 'load' or 'build'
+    reason: str
+
+
+def sidecar_path(engine_path: Path) -> Path:
+    """The JSON file beside an engine: '<engine>.json'."""
+    return engine_path.with_name(engine_path.name + '.json')
+
+
+def decide(engine_path: Path, key: EngineKey, force_rebuild: bool = False) -> CacheDecision:
+    """Whether the cached engine at `engine_path` may be loaded for `key` (no deserialisation).
+
+    Checks, in order: force_rebuild, engine file present, sidecar present and readable,
+    sidecar key fields equal to `key`, plan header TensorRT version equal to key.trt_version.
+    """
+    if force_rebuild:
+        return CacheDecision('build', 'force_rebuild is set')
+    if not engine_path.is_file():
+        return CacheDecision('build', f'no cached engine at {engine_path}')
+    sidecar = sidecar_path(engine_path)
+    try:
+        found = json.loads(sidecar.read_text(encoding='utf-8'))
+    except FileNotFoundError:
+        return CacheDecision('build', f'engine {engine_path.name} has no sidecar {sidecar.name}')
+    except (OSError, ValueError) as exc:
+        return CacheDecision('build', f'sidecar {sidecar.name} unreadable ({exc})')
+    found_format = found.get('format') if isinstance(found, dict) else None
+    if found_format != SIDECAR_FORMAT:
+        return CacheDecision(
+            'build', f'sidecar {sidecar.name} format {found_format!r}, expected {SIDECAR_FORMAT}')
+    mismatches = key_mismatches(found.get('key', {}), key)
+    if mismatches:
+        return CacheDecision('build', 'sidecar does not match: ' + '; '.join(mismatches))
+    with open(engine_path, 'rb') as stream:
+        header = stream.read(64)
+    built_with = plan_trt_version(header)
+    installed = parse_version(key.trt_version)
+    if built_with is not None and built_with != installed:
+        return CacheDecision(
+            'build', f'plan header says TensorRT {".".join(map(str, built_with))}, installed is '
+            f'{".".join(map(str, installed))}')
+    return CacheDecision('load', f'cached engine {engine_path.name} matches the key')
+
+
+@dataclass
+class BuiltPlan:
+    """What a build function returns: the plan bytes and facts for the sidecar."""
+
+    plan: bytes
+    precision_used: str
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class CacheResult:
+    """How `resolve_engine` obtained the engine (for EngineInfo.details and the log)."""
+
+    engine_path: Path
+    action: str            # 'loaded' or 'built'
+    reason: str
+    precision_used: str
+    build_time_s: float | None = None
+    sidecar: dict = field(default_factory=dict)
+
+
+EngineT = TypeVar('EngineT')
+
+
+class _Resolver(Generic[EngineT]):
+    """One load-or-build run; split into small steps so each logs its decision."""
+
+    def __init__(self, key: EngineKey, engine_path: Path,
+                 build: Callable[[], BuiltPlan], load: Callable[[bytes, dict], EngineT],
+                 log: Callable[[str], None]) -> None:
+        self.key, self.engine_path, self.build, self.load, self.log = (
+            key, engine_path, build, load, log)
+
+    def try_load_cached(self) -> tuple[EngineT, dict] | None:
+        """Load the cached plan; None (logged) when it fails to deserialise or validate."""
+        sidecar = json.loads(sidecar_path(self.engine_path).read_text(encoding='utf-8'))
+        try:
+            engine = self.load(self.engine_path.read_bytes(), sidecar)
+        except EngineError as exc:
+            self.log(f'cached engine {self.engine_path.name} is unusable ({exc}); rebuilding')
+            return None
+        return engine, sidecar
+
+    def build_and_store(self) -> tuple[BuiltPlan, float, dict]:
+        """Build the plan, then write engine and sidecar atomically (engine first)."""
+        started = time.monotonic()
+        built = self.build()
+        build_time = time.monotonic() - started
+        sidecar = {'format': SIDECAR_FORMAT, 'key': self.key.to_json(),
+                   'precision_used': built.precision_used, 'build_time_s': round(build_time, 2),
+                   'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'), **built.details}
+        atomic_write_bytes(self.engine_path, built.plan)
+        atomic_write_bytes(sidecar_path(self.engine_path),
+                           json.dumps(sidecar, indent=2, sort_keys=True).encode('utf-8'))
+        self.log(f'engine built in {build_time:.1f} s ({built.precision_used}) and cached at '
+                 f'{self.engine_path}')
+        return built, build_time, sidecar
+
+
+def resolve_engine(
+    key: EngineKey,
+    cache_dir: str | os.PathLike | None,
+    stem: str,
+    build: Callable[[], BuiltPlan],
+    load: Callable[[bytes, dict], EngineT],
+    log: Callable[[str], None] = print,
+    force_rebuild: bool = False,
+    build_only: bool = False,
+) -> tuple[EngineT | None, CacheResult]:
+    """Load the cached engine for `key`, or build, cache and load it.
+
+    Args:
+        key: what the engine must match.
+        cache_dir: folder of the cache (None: `default_cache_dir()`); created if missing.
+        stem: model name used in the file name (e.g. the ONNX file's stem).
+        build: builds a plan (slow, minutes on a Jetson); raises EngineError on failure.
+        load: deserialises and validates plan bytes (given the sidecar dict); raises
+            EngineError if the plan is unusable, which triggers a rebuild.
+        log: receives one line per decision.
+        force_rebuild: ignore any cached engine.
+        build_only: build (or validate the cached engine), cache it, and return None
+            instead of an engine.
+
+    Returns:
+        (engine or None when build_only, CacheResult).
+
+    Raises:
+        EngineError: the build fails, or a freshly built plan does not load.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    engine_path = folder / key.file_name(stem)
+    resolver = _Resolver(key, engine_path, build, load, log)
+    decision = decide(engine_path, key, force_rebuild)
+    if decision.action == 'load':
+        loaded = resolver.try_load_cached()
+        if loaded is not None:
+            engine, sidecar = loaded
+            log(f'loaded cached engine {engine_path} without rebuilding ({decision.reason})')
+            return (None if build_only else engine), CacheResult(
+                engine_path, 'loaded', decision.reason,
+                sidecar.get('precision_used', key.precision), sidecar.get('build_time_s'),
+                sidecar)
+        reason = 'cached engine failed to deserialise or validate'
+    else:
+        reason = decision.reason
+        log(f'building TensorRT engine {engine_path.name}: {reason}')
+    built, build_time, sidecar = resolver.build_and_store()
+    if build_only:
+        return None, CacheResult(engine_path, 'built', reason, built.precision_used,
+                                 build_time, sidecar)
+    engine = load(built.plan, sidecar)
+    return engine, CacheResult(engine_path, 'built', reason, built.precision_used, build_time,
+                               sidecar)

@@ -1,0 +1,274 @@
+"""Registration: the thermal and RGB images resampled into one fusion frame.
+
+Coordinates. A pixel ``i`` covers the continuous interval [i, i + 1) and its centre is at
+i + 0.5; *normalised* coordinates divide continuous ones by the image size, so (u, v) =
+(x / W, y / H) spans [0, 1] over any image whatever its resolution. OpenCV's pixel
+coordinates (what cv2.findHomography, corner detectors and camera matrices use) put the
+centre of pixel ``i`` at ``i``: x_opencv = x - 0.5.
+
+Geometry (all sizes are (width, height) in pixels, like OpenCV):
+
+* ``homography`` (3x3) maps normalised thermal coordinates to normalised RGB coordinates.
+  The identity means both cameras see the same field of view (boresighted, same framing).
+  A calibration in OpenCV pixels converts with :func:`pixel_to_normalized_homography`.
+* ``crop = (x, y, w, h)`` in normalised RGB coordinates is the part of the RGB image that
+  forms the fusion frame ((0, 0, 1, 1) = the whole RGB image). The frame is resampled to the
+  requested size; a crop whose aspect differs from the size's is stretched.
+
+The thermal image goes through one bilinear warp (outside its field of view: 0); the RGB
+crop through slicing and cv2.resize (or one bilinear affine warp when its edges fall between
+RGB pixels, so both images always share the exact geometry). A warp that is only a scale
+and a shift of a pixel-aligned window is done as a slice + resize (much faster than a warp;
+the identity is free: a view of the input). Downscaling by 2x or more first halves the image with
+INTER_AREA (exact 2x2 averaging: OpenCV's general INTER_AREA is ~10x slower than bilinear),
+then finishes with INTER_LINEAR, which averages correctly down to 2x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import math
+
+import cv2
+import numpy as np
+
+IDENTITY = np.eye(3)
+IDENTITY.flags.writeable = False
+FULL_CROP = (0.0, 0.0, 1.0, 1.0)
+_ALIGN_TOL = 1e-6   # pixels: a window edge this close to an integer is on the pixel grid
+_MAX_PLANS = 32
+
+
+def pixel_to_normalized_homography(h_px: np.ndarray, thermal_size: tuple[int, int],
+                                   rgb_size: tuple[int, int]) -> np.ndarray:
+    """A thermal->RGB homography in OpenCV pixel coordinates, in normalised coordinates.
+
+    ``h_px`` maps thermal pixel coordinates (OpenCV convention: the centre of pixel (0, 0)
+    is (0, 0), as cv2.findHomography gets them from detected corners) of a ``thermal_size``
+    image to RGB pixel coordinates of an ``rgb_size`` image. Returns the 3x3 homography for
+    :class:`Registration`, scaled so its bottom-right element is 1 where possible.
+    """
+    h_px = _check_homography(h_px, 'h_px')
+    thermal = _pixel_to_normalized(_check_size(thermal_size, 'thermal_size'))
+    rgb = _pixel_to_normalized(_check_size(rgb_size, 'rgb_size'))
+    return _unit_scale(rgb @ h_px @ np.linalg.inv(thermal))
+
+
+class Registration:
+    """Maps thermal and RGB images into the fusion frame (see the module docstring).
+
+    ``output_size`` (W, H) is the default size of every method's result (the published
+    image); ``size`` arguments override it (e.g. the network input size). Resampling plans
+    are cached per input shape and size.
+    """
+
+    def __init__(self, homography: np.ndarray | None = None,
+                 crop: Sequence[float] = FULL_CROP, *, output_size: tuple[int, int]) -> None:
+        self.homography = _check_homography(IDENTITY if homography is None else homography,
+                                            'homography')
+        self.crop = _check_crop(crop)
+        self.output_size = _check_size(output_size, 'output_size')
+        self._plans: dict = {}
+
+    def thermal_matrix(self, thermal_size: tuple[int, int],
+                       size: tuple[int, int] | None = None) -> np.ndarray:
+        """3x3 map from thermal OpenCV pixel coordinates to fusion-frame pixel coordinates."""
+        thermal = _pixel_to_normalized(_check_size(thermal_size, 'thermal_size'))
+        return _unit_scale(self._frame_matrix(size) @ self.homography @ thermal)
+
+    def rgb_matrix(self, rgb_size: tuple[int, int],
+                   size: tuple[int, int] | None = None) -> np.ndarray:
+        """3x3 affine map from RGB OpenCV pixel coordinates to fusion-frame pixel
+        coordinates."""
+        rgb = _pixel_to_normalized(_check_size(rgb_size, 'rgb_size'))
+        return self._frame_matrix(size) @ rgb
+
+    def warp_thermal(self, thermal: np.ndarray, size: tuple[int, int] | None = None,
+                     ) -> np.ndarray:
+        """The thermal image (H, W) in the fusion frame, (size[1], size[0]), same dtype.
+
+        Bilinear; pixels outside the thermal field of view are 0. Keep raw uint16 counts and
+        normalise afterwards (fewer pixels, and the statistics can come from the raw frame,
+        see thermal.ThermalNormalizer.update). The identity returns a view of ``thermal``.
+        """
+        thermal = np.asarray(thermal)
+        if thermal.ndim == 3 and thermal.shape[2] == 1:
+            thermal = thermal[:, :, 0]
+        if thermal.ndim != 2 or thermal.size == 0:
+            raise ValueError(f'thermal image must have shape (H, W), got {thermal.shape}')
+        size = self._size(size)
+        key = ('thermal', thermal.shape, size)
+        if key not in self._plans:
+            matrix = self.thermal_matrix((thermal.shape[1], thermal.shape[0]), size)
+            self._store(key, _plan(matrix, thermal.shape, size))
+        return _resample(thermal, self._plans[key], size, cv2.BORDER_CONSTANT)
+
+    def crop_rgb(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The crop of the RGB image (H, W, C) or (H, W), resized to ``size``, same dtype.
+
+        May return a view of ``rgb`` when no resize is needed; do not modify it in place.
+        """
+        rgb = np.asarray(rgb)
+        if rgb.ndim not in (2, 3) or rgb.size == 0:
+            raise ValueError(f'RGB image must have shape (H, W, C) or (H, W), got {rgb.shape}')
+        size = self._size(size)
+        key = ('rgb', rgb.shape[:2], size)
+        if key not in self._plans:
+            matrix = self.rgb_matrix((rgb.shape[1], rgb.shape[0]), size)
+            self._store(key, _plan(matrix, rgb.shape, size))
+        # the crop lies inside the image: replicate its edge into the half-pixel fringe
+        return _resample(rgb, self._plans[key], size, cv2.BORDER_REPLICATE)
+
+    def adapt_camera_matrices(self, k: np.ndarray, p: np.ndarray, rgb_size: tuple[int, int],
+                              size: tuple[int, int] | None = None,
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        """The RGB camera's K (3x3) and P (3x4) for the fusion frame at ``size``.
+
+        ``rgb_size`` is the (width, height) the RGB CameraInfo describes. Crop and resize act
+        on pixel coordinates only: fx, fy (and P's Tx, Ty) scale, cx, cy shift and scale,
+        accounting for pixel centres; distortion D and rectification R are unchanged.
+        """
+        k = _matrix(k, (3, 3), 'K')
+        p = _matrix(p, (3, 4), 'P')
+        transform = self.rgb_matrix(rgb_size, size)
+        return transform @ k, transform @ p
+
+    def _size(self, size: tuple[int, int] | None) -> tuple[int, int]:
+        return self.output_size if size is None else _check_size(size, 'size')
+
+    def _frame_matrix(self, size: tuple[int, int] | None) -> np.ndarray:
+        """Normalised RGB coordinates -> fusion-frame OpenCV pixel coordinates."""
+        width, height = self._size(size)
+        x, y, w, h = self.crop
+        return np.array([[width / w, 0.0, -x * width / w - 0.5],
+                         [0.0, height / h, -y * height / h - 0.5],
+                         [0.0, 0.0, 1.0]])
+
+    def _store(self, key: tuple, plan: tuple) -> None:
+        if len(self._plans) >= _MAX_PLANS:  # sizes changing all the time: keep it bounded
+            self._plans.clear()
+        self._plans[key] = plan
+
+
+def _plan(matrix: np.ndarray, shape: tuple[int, ...], size: tuple[int, int]) -> tuple:
+    """How to resample an image of ``shape`` with ``matrix`` (source -> destination OpenCV
+    pixel coordinates): ('slice', rows, cols) for a scaled and shifted pixel-aligned window,
+    else ('affine', 2x3) or ('perspective', 3x3)."""
+    window = _aligned_window(matrix, shape, size)
+    if window is not None:
+        return ('slice',) + window
+    if abs(matrix[2, 0]) < 1e-12 and abs(matrix[2, 1]) < 1e-12:
+        return ('affine', matrix[:2] / matrix[2, 2])
+    return ('perspective', matrix)
+
+
+def _aligned_window(matrix: np.ndarray, shape: tuple[int, ...],
+                    size: tuple[int, int]) -> tuple[slice, slice] | None:
+    """The source rows/columns that map exactly onto the destination, if ``matrix`` is a
+    positive scale plus shift whose destination frame has pixel-aligned source edges."""
+    if abs(matrix[0, 1]) > 1e-12 or abs(matrix[1, 0]) > 1e-12:
+        return None
+    if abs(matrix[2, 0]) > 1e-12 or abs(matrix[2, 1]) > 1e-12:
+        return None
+    affine = matrix[:2] / matrix[2, 2]
+    bounds = []
+    for axis, extent, dst in ((0, shape[1], size[0]), (1, shape[0], size[1])):
+        scale, offset = affine[axis, axis], affine[axis, 2]
+        if scale <= 0:
+            return None
+        # continuous coordinates: dst = scale * src + (offset + 0.5 - 0.5 * scale)
+        shift = offset + 0.5 - 0.5 * scale
+        start, stop = -shift / scale, (dst - shift) / scale
+        first, last = round(start), round(stop)
+        if abs(start - first) > _ALIGN_TOL or abs(stop - last) > _ALIGN_TOL:
+            return None
+        if not 0 <= first < last <= extent:
+            return None
+        bounds.append(slice(first, last))
+    return bounds[1], bounds[0]
+
+
+def _resample(image: np.ndarray, plan: tuple, size: tuple[int, int],
+              border: int) -> np.ndarray:
+    kind = plan[0]
+    if kind == 'affine':
+        return cv2.warpAffine(image, plan[1], size, flags=cv2.INTER_LINEAR,
+                              borderMode=border, borderValue=0)
+    if kind == 'perspective':
+        return cv2.warpPerspective(image, plan[1], size, flags=cv2.INTER_LINEAR,
+                                   borderMode=border, borderValue=0)
+    window = image[plan[1], plan[2]]
+    width, height = size
+    # exact 2x2 box averaging while at least 2x too large (and evenly divisible)
+    while (window.shape[1] >= 2 * width and window.shape[0] >= 2 * height
+           and window.shape[1] % 2 == 0 and window.shape[0] % 2 == 0):
+        window = cv2.resize(window, (window.shape[1] // 2, window.shape[0] // 2),
+                            interpolation=cv2.INTER_AREA)
+    if (window.shape[1], window.shape[0]) == size:
+        return window
+    return cv2.resize(window, size, interpolation=cv2.INTER_LINEAR)
+
+
+def _pixel_to_normalized(size: tuple[int, int]) -> np.ndarray:
+    """OpenCV pixel coordinates -> normalised coordinates of an image of ``size``."""
+    width, height = size
+    return np.array([[1.0 / width, 0.0, 0.5 / width],
+                     [0.0, 1.0 / height, 0.5 / height],
+                     [0.0, 0.0, 1.0]])
+
+
+def _unit_scale(matrix: np.ndarray) -> np.ndarray:
+    return matrix / matrix[2, 2] if abs(matrix[2, 2]) > 1e-12 else matrix
+
+
+def _matrix(value: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.size != shape[0] * shape[1]:
+        raise ValueError(f'{name} must have {shape[0]}x{shape[1]} elements, got shape '
+                         f'{array.shape}')
+    return array.reshape(shape)
+
+
+def _check_homography(value: np.ndarray, name: str) -> np.ndarray:
+    h = _matrix(value, (3, 3), name)
+    if not np.isfinite(h).all():
+        raise ValueError(f'{name} has non-finite elements: {h.tolist()}')
+    condition = np.linalg.cond(h)
+    if not condition < 1e12:
+        raise ValueError(f'{name} is not invertible (determinant {np.linalg.det(h):.3g}, '
+                         f'condition number {condition:.3g}): {h.tolist()}')
+    # the image must stay on one side of the line at infinity: w > 0 at the four corners
+    corners = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    w = corners @ h[2]
+    if (w < 0).all():
+        h = -h  # same homography, positive w
+    elif not (w > 0).all():
+        raise ValueError(f'{name} maps part of the image through infinity (projective w '
+                         f'{w.round(6).tolist()} at the corners): {h.tolist()}')
+    return _unit_scale(h)
+
+
+def _check_crop(crop: Sequence[float]) -> tuple[float, float, float, float]:
+    values = tuple(float(v) for v in crop)
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f'crop must be 4 finite numbers (x, y, w, h), got {crop!r}')
+    x, y, w, h = values
+    eps = 1e-9
+    if w <= 0 or h <= 0:
+        raise ValueError(f'crop {values} is empty: width and height must be positive')
+    if x < 0 or y < 0 or x + w > 1 + eps or y + h > 1 + eps:
+        raise ValueError(f'crop {values} lies outside the RGB image: need x, y >= 0, '
+                         'x + w <= 1 and y + h <= 1 (normalised RGB coordinates)')
+    return values
+
+
+def _check_size(size: tuple[int, int], name: str) -> tuple[int, int]:
+    try:
+        width, height = size
+        valid = int(width) == width and int(height) == height and width > 0 and height > 0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f'{name} must be (width, height), two positive integers; got '
+                         f'{size!r}')
+    return int(width), int(height)

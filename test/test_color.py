@@ -1,0 +1,176 @@
+"""BT.601 colour conversion of OCCO_METHOD.md section 1 (occo_ros.color)."""
+
+import cv2
+import numpy as np
+import pytest
+
+from occo_ros.color import compose_rgb, luma_chroma, rgb_to_ycbcr, ycbcr_to_rgb
+
+
+def spec_forward(rgb, delta):
+    """The spec's formulas, written out channel by channel, in float64."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cr = 0.713 * (r - y) + delta
+    cb = 0.564 * (b - y) + delta
+    return np.stack([y, cb, cr], axis=-1)
+
+
+def spec_inverse(ycbcr, delta, top):
+    y, cb, cr = (ycbcr[..., i].astype(np.float64) for i in range(3))
+    r = y + 1.403 * (cr - delta)
+    g = y - 0.714 * (cr - delta) - 0.344 * (cb - delta)
+    b = y + 1.773 * (cb - delta)
+    return np.clip(np.stack([r, g, b], axis=-1), 0, top)
+
+
+def random_rgb(height=37, width=53, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize('dtype, atol', [(np.float64, 1e-12), (np.float32, 1e-6)])
+def test_float_forward_matches_the_spec(dtype, atol):
+    rgb = (random_rgb() / 255.0).astype(dtype)
+    out = rgb_to_ycbcr(rgb)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, spec_forward(rgb, 0.5), atol=atol)
+
+
+def test_uint8_forward_is_the_spec_within_one_count():
+    rgb = random_rgb()
+    out = rgb_to_ycbcr(rgb)
+    assert out.dtype == np.uint8
+    difference = np.abs(out.astype(np.float64) - spec_forward(rgb, 128.0))
+    # rounding (0.5) plus OpenCV's fixed-point arithmetic: never a full count off
+    assert difference.max() < 1.0
+    assert difference.mean() < 0.3
+
+
+def test_float_inverse_matches_the_spec_and_clamps():
+    ycbcr = np.random.default_rng(1).random((29, 31, 3))  # many out of gamut
+    out = ycbcr_to_rgb(ycbcr)
+    np.testing.assert_allclose(out, spec_inverse(ycbcr, 0.5, 1.0), atol=1e-12)
+    assert out.min() == 0.0 and out.max() == 1.0
+
+
+def test_uint8_inverse_is_the_saturated_spec_within_one_count():
+    ycbcr = np.random.default_rng(2).integers(0, 256, (29, 31, 3), dtype=np.uint8)
+    out = ycbcr_to_rgb(ycbcr)
+    assert out.dtype == np.uint8
+    difference = np.abs(out - spec_inverse(ycbcr, 128.0, 255.0))
+    assert difference.max() < 1.0
+    assert difference.mean() < 0.3
+
+
+def test_opencv_uses_the_same_coefficients_in_y_cr_cb_order():
+    rgb = (random_rgb(seed=3) / 255.0).astype(np.float32)
+    opencv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    np.testing.assert_allclose(rgb_to_ycbcr(rgb), opencv[..., [0, 2, 1]], atol=1e-6)
+    back = cv2.cvtColor(opencv, cv2.COLOR_YCrCb2RGB)
+    np.testing.assert_allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), np.clip(back, 0, 1), atol=1e-6)
+
+
+def test_float_round_trip():
+    rgb = np.random.default_rng(4).random((41, 43, 3)).astype(np.float32)
+    error = np.abs(ycbcr_to_rgb(rgb_to_ycbcr(rgb)) - rgb)
+    # the spec's rounded inverse (1.403 vs 1/0.713 = 1.4025) costs up to ~3e-4, < 0.1/255
+    assert error.max() < 3.5e-4
+
+
+def test_uint8_round_trip():
+    rgb = random_rgb(seed=5)
+    error = np.abs(ycbcr_to_rgb(rgb_to_ycbcr(rgb)).astype(int) - rgb)
+    assert error.max() <= 2  # three 8-bit quantisations in between
+    assert error.mean() < 0.5
+
+
+@pytest.mark.parametrize('order, convert', [
+    ('rgb', None), ('bgr', cv2.COLOR_RGB2BGR), ('rgba', cv2.COLOR_RGB2RGBA),
+    ('bgra', cv2.COLOR_RGB2BGRA),
+])
+def test_luma_chroma_reads_every_channel_order(order, convert):
+    rgb = random_rgb(seed=6)
+    image = rgb if convert is None else cv2.cvtColor(rgb, convert)
+    if image.shape[2] == 4:
+        image[..., 3] = np.random.default_rng(7).integers(0, 256, image.shape[:2])
+    y, ycbcr = luma_chroma(image, order)
+    # 4-channel input takes another OpenCV code path: equal within one count
+    assert np.abs(ycbcr.astype(int) - rgb_to_ycbcr(rgb)).max() <= 1
+    np.testing.assert_array_equal(y, ycbcr[..., 0])
+    assert y.dtype == np.uint8 and y.flags.c_contiguous and y.shape == rgb.shape[:2]
+
+
+def test_luma_chroma_of_gray():
+    gray = random_rgb(seed=8)[..., 0]
+    y, ycbcr = luma_chroma(gray, 'gray')
+    np.testing.assert_array_equal(y, gray)
+    assert (ycbcr[..., 1:] == 128).all()
+    out = compose_rgb(y, ycbcr)
+    np.testing.assert_array_equal(out, np.repeat(gray[:, :, None], 3, axis=2))
+
+
+@pytest.mark.parametrize('order', ['rgb', 'bgr'])
+def test_compose_with_the_original_luma_gives_the_image_back(order):
+    rgb = random_rgb(seed=9)
+    image = rgb if order == 'rgb' else rgb[..., ::-1]
+    y, ycbcr = luma_chroma(image, order)
+    np.testing.assert_array_equal(compose_rgb(y, ycbcr, 'rgb'), ycbcr_to_rgb(ycbcr))
+    assert np.abs(compose_rgb(y, ycbcr, 'rgb').astype(int) - rgb).max() <= 2
+    np.testing.assert_array_equal(compose_rgb(y, ycbcr, 'bgr'),
+                                  compose_rgb(y, ycbcr, 'rgb')[..., ::-1])
+
+
+def test_compose_replaces_luma_and_keeps_chroma():
+    # a mid-gray-ish image keeps the new luminance in gamut, so it is recovered
+    rgb = np.random.default_rng(10).integers(90, 170, (32, 48, 3), dtype=np.uint8)
+    _, ycbcr = luma_chroma(rgb)
+    original = ycbcr.copy()
+    fused = np.random.default_rng(11).uniform(0.4, 0.6, (32, 48)).astype(np.float32)
+    out = compose_rgb(fused, ycbcr)
+    np.testing.assert_array_equal(ycbcr, original)  # input untouched
+    back = rgb_to_ycbcr(out).astype(int)
+    assert np.abs(back[..., 0] - np.round(fused * 255)).max() <= 1
+    assert np.abs(back[..., 1:] - original[..., 1:]).max() <= 2
+
+
+def test_compose_clamps_luma_outside_zero_one():
+    _, ycbcr = luma_chroma(np.full((4, 4, 3), 128, np.uint8))
+    y = np.array([[-0.5, 0.0, 1.0, 2.0]] * 4, np.float32)
+    out = compose_rgb(y, ycbcr)
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])
+    np.testing.assert_array_equal(out[:, 3], out[:, 2])
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 3].tolist() == [255, 255, 255]
+
+
+def test_real_visible_image_round_trip(shared_data):
+    paths = sorted((shared_data / 'eval' / 'msrs' / 'vi').glob('*.png'))[:3]
+    if not paths:
+        pytest.skip(f'no visible images in {shared_data / "eval" / "msrs" / "vi"}')
+    for path in paths:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        y, ycbcr = luma_chroma(bgr, 'bgr')
+        # OpenCV's gray conversion uses the same luma weights (fixed point: +-1)
+        assert np.abs(y.astype(int) - cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)).max() <= 1
+        error = np.abs(compose_rgb(y / 255.0, ycbcr, 'bgr').astype(int) - bgr)
+        assert error.max() <= 2 and error.mean() < 0.5
+
+
+@pytest.mark.parametrize('call, words', [
+    (lambda: luma_chroma(np.zeros((4, 4, 3), np.uint8), 'yuv'), ["'yuv'", 'rgb, bgr']),
+    (lambda: luma_chroma(np.zeros((4, 4, 3), np.float32)), ['uint8', 'float32']),
+    (lambda: luma_chroma(np.zeros((4, 4, 4), np.uint8), 'rgb'), ['(H, W, 3)', '(4, 4, 4)']),
+    (lambda: luma_chroma(np.zeros((4, 4, 3), np.uint8), 'gray'), ['(H, W)']),
+    (lambda: compose_rgb(np.zeros((4, 4)), np.zeros((4, 4, 3), np.uint8), 'rgba'),
+     ["'rgba'", 'rgb, bgr']),
+    (lambda: compose_rgb(np.zeros((4, 5)), np.zeros((4, 4, 3), np.uint8)), ['(4, 5)']),
+    (lambda: compose_rgb(np.zeros((4, 4), np.int32), np.zeros((4, 4, 3), np.uint8)),
+     ['int32']),
+    (lambda: compose_rgb(np.zeros((4, 4)), np.zeros((4, 4, 2), np.uint8)), ['(H, W, 3)']),
+    (lambda: rgb_to_ycbcr(np.zeros((4, 4), np.uint8)), ['(H, W, 3)']),
+    (lambda: ycbcr_to_rgb(np.zeros((4, 4, 3), np.int16)), ['int16']),
+])
+def test_invalid_input_raises(call, words):
+    with pytest.raises(ValueError) as info:
+        call()
+    for word in words:
+        assert word in str(info.value)

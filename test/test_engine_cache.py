@@ -1,0 +1,341 @@
+"""Engine cache policy (occo_ros/engines/engine_cache.py) and TensorRT decision logic.
+
+TensorRT cannot be installed here (no GPU, no wheel for this machine), so:
+- the cache policy is driven with FAKE BUILD/LOAD FUNCTIONS (plain callables standing in for
+  TensorRT's builder and deserialiser), which is the seam resolve_engine offers;
+- FakeTensorRT, a minimal stand-in for the `tensorrt` module injected into sys.modules,
+  covers only the pure decisions in tensorrt_engine.py that read the module (version,
+  network flags, IO description -> shape validation, FP32 layer selection).
+Nothing here builds or runs a real engine; see docs/PERFORMANCE.md for what needs a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from occo_ros.engines import engine_cache, tensorrt_engine
+from occo_ros.engines.base import EngineError
+from occo_ros.engines.engine_cache import (
+    BuiltPlan,
+    EngineKey,
+    TensorSpec,
+    atomic_write_bytes,
+    decide,
+    io_problems,
+    plan_trt_version,
+    resolve_engine,
+    sidecar_path,
+)
+
+
+def make_key(**changes) -> EngineKey:
+    fields = dict(onnx_sha256='ab' * 32, trt_version='8.6.2.3', gpu_name='Orin',
+                  compute_capability='8.7', dla_core=None, precision='fp16',
+                  input_shape=(512, 640))
+    fields.update(changes)
+    return EngineKey(**fields)
+
+
+def fake_plan(version: tuple[int, int, int] = (8, 6, 2), payload: bytes = b'engine') -> bytes:
+    """Bytes laid out like a plan header: TensorRT major/minor/patch at offsets 24..26."""
+    header = bytearray(32)
+    header[24:27] = bytes(version)
+    return bytes(header) + payload
+
+
+class FakeTensorRTBuilder:
+    """Stands in for TensorRT's builder + deserialiser (TensorRT cannot be installed here)."""
+
+    def __init__(self, version: tuple[int, int, int] = (8, 6, 2)) -> None:
+        self.version = version
+        self.builds = 0
+        self.loads = 0
+
+    def build(self) -> BuiltPlan:
+        self.builds += 1
+        return BuiltPlan(fake_plan(self.version, b'engine-%d' % self.builds), 'fp16',
+                         {'fp32_layers': 64})
+
+    def load(self, plan: bytes, sidecar: dict) -> str:
+        payload = plan[32:]
+        if not payload.startswith(b'engine-'):
+            raise EngineError('deserialisation failed')
+        self.loads += 1
+        return f'engine({payload.decode()})'
+
+
+def test_file_name_encodes_every_key_field():
+    name = make_key().file_name('fifn_w025')
+    assert name == 'fifn_w025.abababababab.trt8.6.2.3.orin-sm87.fp16.512x640.engine'
+    dla = make_key(dla_core=1, gpu_name='NVIDIA Jetson AGX Orin', precision='int8')
+    assert dla.file_name('m') == (
+        'm.abababababab.trt8.6.2.3.nvidia-jetson-agx-orin-sm87-dla1.int8.512x640.engine')
+
+
+def test_key_rejects_unknown_precision_and_bad_shape():
+    with pytest.raises(ValueError, match="precision 'fp8' is not one of"):
+        make_key(precision='fp8')
+    with pytest.raises(ValueError, match='input_shape must be positive'):
+        make_key(input_shape=(0, 640))
+
+
+def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv('OCCO_ROS_CACHE', str(tmp_path / 'c'))
+    assert engine_cache.default_cache_dir() == tmp_path / 'c'
+    monkeypatch.delenv('OCCO_ROS_CACHE')
+    assert engine_cache.default_cache_dir() == (
+        Path.home() / '.cache' / 'occo_ros' / 'engines')
+
+
+def test_atomic_write_keeps_old_file_when_interrupted(monkeypatch, tmp_path):
+    target = tmp_path / 'sub' / 'x.engine'
+    atomic_write_bytes(target, b'old')
+    assert target.read_bytes() == b'old'
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt  # e.g. Ctrl-C between write and rename
+
+    monkeypatch.setattr(engine_cache.os, 'replace', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b'new-but-interrupted')
+    assert target.read_bytes() == b'old'
+    assert os.listdir(target.parent) == ['x.engine']  # no temp file left behind
+
+
+def test_plan_header_version():
+    assert plan_trt_version(fake_plan((10, 3, 0))) == (10, 3, 0)
+    assert plan_trt_version(b'short') is None
+    assert plan_trt_version(bytes(64)) is None  # major 0: not a plan header we understand
+
+
+def test_decide_names_what_was_found_and_expected(tmp_path):
+    key = make_key()
+    engine = tmp_path / key.file_name('m')
+    assert decide(engine, key).action == 'build'
+    assert 'no cached engine' in decide(engine, key).reason
+    engine.write_bytes(fake_plan())
+    assert 'has no sidecar' in decide(engine, key).reason
+    sidecar_path(engine).write_text('{not json', encoding='utf-8')
+    assert 'unreadable' in decide(engine, key).reason
+    sidecar = {'format': 1, 'key': make_key(trt_version='8.6.1.6', gpu_name='Xavier').to_json()}
+    sidecar_path(engine).write_text(json.dumps(sidecar), encoding='utf-8')
+    reason = decide(engine, key).reason
+    assert "trt_version: found '8.6.1.6', expected '8.6.2.3'" in reason
+    assert "gpu_name: found 'Xavier', expected 'Orin'" in reason
+    sidecar['key'] = key.to_json()
+    sidecar_path(engine).write_text(json.dumps(sidecar), encoding='utf-8')
+    assert decide(engine, key) == engine_cache.CacheDecision(
+        'load', f'cached engine {engine.name} matches the key')
+    assert decide(engine, key, force_rebuild=True).reason == 'force_rebuild is set'
+    engine.write_bytes(fake_plan((10, 3, 0)))  # sidecar edited by hand, plan from elsewhere
+    assert decide(engine, key).reason == (
+        'plan header says TensorRT 10.3.0, installed is 8.6.2')
+
+
+def test_second_start_loads_without_rebuilding(tmp_path):
+    fake = FakeTensorRTBuilder()
+    lines: list[str] = []
+    engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load,
+                                    lines.append)
+    assert (engine, result.action, fake.builds) == ('engine(engine-1)', 'built', 1)
+    assert any(line.startswith('building TensorRT engine') for line in lines)
+    sidecar = json.loads(sidecar_path(result.engine_path).read_text(encoding='utf-8'))
+    assert sidecar['key'] == make_key().to_json()
+    assert sidecar['precision_used'] == 'fp16' and sidecar['fp32_layers'] == 64
+    assert sidecar['build_time_s'] >= 0
+
+    lines.clear()
+    engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load,
+                                    lines.append)
+    assert (engine, result.action, fake.builds) == ('engine(engine-1)', 'loaded', 1)
+    assert any('without rebuilding' in line for line in lines)
+
+
+def test_stale_or_corrupt_cache_is_rebuilt_not_fatal(tmp_path):
+    fake = FakeTensorRTBuilder()
+    _, first = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load, print)
+    first.engine_path.write_bytes(fake_plan(payload=b'garbage'))  # truncated/corrupt plan
+    lines: list[str] = []
+    engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load,
+                                    lines.append)
+    assert result.action == 'built' and fake.builds == 2 and engine == 'engine(engine-2)'
+    assert any('is unusable (deserialisation failed); rebuilding' in line for line in lines)
+
+    # TensorRT upgraded (JetPack bump): new key -> a new file, built once.
+    upgraded = make_key(trt_version='10.3.0.30')
+    fake.version = (10, 3, 0)
+    _, result = resolve_engine(upgraded, tmp_path, 'm', fake.build, fake.load, print)
+    assert result.action == 'built' and 'trt10.3.0.30' in result.engine_path.name
+
+
+def test_build_only_and_force_rebuild(tmp_path):
+    fake = FakeTensorRTBuilder()
+    engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load, print,
+                                    build_only=True)
+    assert engine is None and result.engine_path.is_file() and fake.loads == 0
+    engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load, print,
+                                    force_rebuild=True)
+    assert fake.builds == 2 and result.reason == 'force_rebuild is set'
+
+
+def test_failed_build_leaves_previous_cache_intact(tmp_path):
+    fake = FakeTensorRTBuilder()
+    _, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load, print)
+    before = result.engine_path.read_bytes()
+
+    def failing_build() -> BuiltPlan:
+        raise EngineError('TensorRT failed to build an engine')
+
+    with pytest.raises(EngineError, match='failed to build'):
+        resolve_engine(make_key(), tmp_path, 'm', failing_build, fake.load, print,
+                       force_rebuild=True)
+    assert result.engine_path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [result.engine_path.name, sidecar_path(result.engine_path).name])
+
+
+def spec(name: str, is_input: bool = True, shape=(1, 1, 256, 320), dtype='float32'):
+    return TensorSpec(name, is_input, tuple(shape), dtype)
+
+
+GOOD_IO = [spec('visible_y'), spec('infrared'), spec('fused_y', is_input=False)]
+
+
+def test_io_validation():
+    assert io_problems(GOOD_IO, 256, 320) == []
+    dynamic = [spec(s.name, s.is_input, (-1, 1, -1, -1)) for s in GOOD_IO]
+    assert io_problems(dynamic, 256, 320) == []
+    assert io_problems(GOOD_IO, 512, 640) == [
+        f"'{name}' shape (1, 1, 256, 320), expected (1, 1, 512, 640) (-1 = dynamic)"
+        for name in ('visible_y', 'infrared', 'fused_y')]
+    wrong = [spec('visible_y', dtype='float16'), spec('ir'), spec('fused_y', is_input=False)]
+    problems = io_problems(wrong, 256, 320)
+    assert "'visible_y' dtype float16, expected float32" in problems
+    assert any(p.startswith("input 'infrared' missing") for p in problems)
+    assert "unexpected IO tensors ['ir']" in problems
+
+
+class FakeTensorRT(types.ModuleType):
+    """Minimal stand-in for the `tensorrt` module (cannot be installed here): only the
+    attributes the decision functions read."""
+
+    float32, float16, int32 = 'float32', 'float16', 'int32'
+
+    class TensorIOMode:
+        INPUT, OUTPUT = 'input', 'output'
+
+    class NetworkDefinitionCreationFlag:
+        EXPLICIT_BATCH = 0
+
+    def __init__(self, version: str) -> None:
+        super().__init__('tensorrt')
+        self.__version__ = version
+
+    @staticmethod
+    def nptype(dtype: str) -> type:
+        return {'float32': np.float32, 'float16': np.float16, 'int32': np.int32}[dtype]
+
+
+class FakeEngine:
+    """A deserialised engine as far as describe_io looks at it."""
+
+    def __init__(self, tensors: list[tuple[str, str, tuple, str]]) -> None:
+        self.tensors = tensors
+        self.num_io_tensors = len(tensors)
+
+    def get_tensor_name(self, index: int) -> str:
+        return self.tensors[index][0]
+
+    def _find(self, name: str) -> tuple:
+        return next(t for t in self.tensors if t[0] == name)
+
+    def get_tensor_mode(self, name: str) -> str:
+        return self._find(name)[1]
+
+    def get_tensor_shape(self, name: str) -> tuple:
+        return self._find(name)[2]
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return self._find(name)[3]
+
+
+@pytest.fixture
+def fake_trt(monkeypatch) -> FakeTensorRT:
+    module = FakeTensorRT('10.3.0.30')
+    monkeypatch.setitem(sys.modules, 'tensorrt', module)
+    return module
+
+
+def test_missing_tensorrt_is_a_clear_engine_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'tensorrt', None)  # import fails, as on this machine
+    with pytest.raises(EngineError, match='TensorRT Python package not found: install '
+                                          "JetPack's python3-libnvinfer"):
+        tensorrt_engine.import_tensorrt()
+
+
+def test_version_decisions_with_fake_module(fake_trt):
+    trt = tensorrt_engine.import_tensorrt()
+    assert trt is fake_trt and tensorrt_engine.tensorrt_version(trt) == '10.3.0.30'
+    assert tensorrt_engine._network_flags(trt) == 0  # explicit batch is implicit in 10.x
+    fake_trt.__version__ = '8.6.2.3'
+    assert tensorrt_engine._network_flags(trt) == 1  # 1 << EXPLICIT_BATCH in 8.x
+
+
+def test_engine_io_is_validated_against_fifn(fake_trt):
+    good = FakeEngine([('visible_y', 'input', (1, 1, 256, 320), 'float32'),
+                       ('infrared', 'input', (1, 1, 256, 320), 'float32'),
+                       ('fused_y', 'output', (1, 1, 256, 320), 'float32')])
+    specs = tensorrt_engine.describe_io(good, fake_trt)
+    assert specs == GOOD_IO
+    assert tensorrt_engine.fixed_input_size(specs, 'x.engine') == (256, 320)
+    half = FakeEngine([(n, m, s, 'float16') for n, m, s, _ in good.tensors])
+    assert "'fused_y' dtype float16, expected float32" in io_problems(
+        tensorrt_engine.describe_io(half, fake_trt), 256, 320)
+    dynamic = [spec(s.name, s.is_input, (-1, 1, -1, -1)) for s in GOOD_IO]
+    with pytest.raises(EngineError, match='no fixed .visible_y. input shape'):
+        tensorrt_engine.fixed_input_size(dynamic, 'x.engine')
+
+
+def test_only_attention_context_layers_are_pinned_to_fp32(fake_trt):
+    class Tensor:
+        def __init__(self, dtype: str) -> None:
+            self.dtype = dtype
+
+    class Layer:
+        def __init__(self, name: str, dtype: str = 'float16') -> None:
+            self.name, self.num_outputs = name, 1
+            self.output, self.precision, self.output_type = Tensor(dtype), None, None
+
+        def get_output(self, index: int) -> Tensor:
+            return self.output
+
+        def set_output_type(self, index: int, dtype: str) -> None:
+            self.output_type = dtype
+
+    layers = [Layer('/fifn/fusion.0/cross_attention/attention_context_0/MatMul_3'),
+              Layer('/fifn/fusion.0/cross_attention/attention_context_0/Softmax_5'),
+              Layer('/fifn/fusion.0/cross_attention/attention_context_1/Shape', 'int32'),
+              Layer('/fifn/fusion.0/cross_attention/MatMul_2'),
+              Layer('/fifn/decoder.0/block/block.0/Conv')]
+    network = types.SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
+    pinned = tensorrt_engine.pin_fp32_layers(network, fake_trt)
+    assert pinned == [layers[0].name, layers[1].name]
+    assert [(layer.precision, layer.output_type) for layer in layers] == [
+        ('float32', 'float32'), ('float32', 'float32'), (None, None), (None, None),
+        (None, None)]
+
+
+def test_parse_device():
+    assert tensorrt_engine.parse_device('auto') == (0, None)
+    assert tensorrt_engine.parse_device('cuda:1') == (1, None)
+    assert tensorrt_engine.parse_device('dla:1') == (0, 1)
+    for bad in ('cpu', 'auto:1', 'gpu', 'cuda:x'):
+        with pytest.raises(EngineError, match='is not valid for TensorRT'):
+            tensorrt_engine.parse_device(bad)

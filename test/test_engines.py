@@ -1,0 +1,259 @@
+"""ONNX Runtime backend, the engine factory and the occo-build-engine CLI on this machine
+(CPU only: no CUDA, no TensorRT; the TensorRT paths are checked for their error messages).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from occo_ros import build_engine
+from occo_ros.checkpoint import save_checkpoint
+from occo_ros.engines import BACKENDS, create_engine
+from occo_ros.engines.base import EngineError
+from occo_ros.engines.onnx_engine import OnnxRuntimeEngine, select_providers
+from occo_ros.engines.torch_engine import TorchEngine
+from occo_ros.export import cached_onnx
+from occo_ros.model import build_fifn
+
+TOLERANCE = 1e-4
+SHARED_EVAL = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'eval'
+
+
+def quiet(line: str) -> None:
+    """Log sink for tests that do not look at the log."""
+
+
+class Log(list):
+    """Collects log lines; `has` looks for a fragment."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+    def has(self, fragment: str) -> bool:
+        return any(fragment in line for line in self)
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(11)
+    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'fifn_test.pt', build_fifn(0.25))
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp('cache')
+
+
+@pytest.fixture(scope='module')
+def torch_engine(checkpoint) -> TorchEngine:
+    return TorchEngine(str(checkpoint), device='cpu')
+
+
+@pytest.fixture(scope='module')
+def fixed_onnx(checkpoint, cache) -> Path:
+    """Opset-17 export at 64x80 from the export cache."""
+    return cached_onnx(checkpoint, cache, (64, 80), log=quiet)
+
+
+def pair(size: tuple[int, int], batch: int = 1, seed: int = 0):
+    """A real msrs pair cropped to `size` when ../shared is present, else seeded noise."""
+    names = sorted((SHARED_EVAL / 'msrs' / 'vi').glob('*.png')) if SHARED_EVAL.is_dir() else []
+    if not names:
+        rng = np.random.default_rng(seed)
+        return tuple(rng.random((batch, 1, *size), dtype=np.float32) for _ in range(2))
+    import cv2
+
+    arrays = []
+    for folder in ('vi', 'ir'):
+        image = cv2.imread(str(SHARED_EVAL / 'msrs' / folder / names[seed].name),
+                           cv2.IMREAD_GRAYSCALE)[:size[0], :size[1]]
+        arrays.append(np.repeat(image[None, None].astype(np.float32) / 255.0, batch, axis=0))
+    return arrays[0], arrays[1]
+
+
+def test_onnxruntime_from_checkpoint_matches_torch_and_caches(checkpoint, cache, torch_engine):
+    log = Log()
+    engine = OnnxRuntimeEngine(str(checkpoint), device='cpu', num_threads=2,
+                               cache_dir=str(cache), log=log)
+    info = engine.info
+    assert (info.backend, info.device, info.precision) == (
+        'onnxruntime', 'CPUExecutionProvider', 'fp32')
+    assert info.details['providers'] == ['CPUExecutionProvider']
+    assert info.details['optimized_model_cache'].startswith('written ')
+    assert info.details['input_shape'] == ('batch', 1, 'height', 'width')  # dynamic export
+    for size, batch in (((64, 80), 1), ((75, 117), 2), ((9, 8), 1)):
+        visible, infrared = pair(size, batch)
+        fused = engine.infer(visible, infrared)
+        assert fused.shape == (batch, 1, *size) and fused.dtype == np.float32
+        assert np.abs(fused - torch_engine.infer(visible, infrared)).max() <= TOLERANCE
+
+    log.clear()
+    again = OnnxRuntimeEngine(str(checkpoint), device='cpu', cache_dir=str(cache), log=log)
+    assert log.has('using cached ONNX export')
+    assert again.info.details['optimized_model_cache'].startswith('hit ')
+    visible, infrared = pair((75, 117))
+    assert np.abs(again.infer(visible, infrared) - engine.infer(visible, infrared)).max() <= 1e-6
+
+
+def test_fixed_shape_model_rejects_other_sizes_by_name(fixed_onnx, cache):
+    engine = OnnxRuntimeEngine(str(fixed_onnx), device='cpu', cache_dir=str(cache),
+                               input_size=(64, 80), log=quiet)
+    assert engine.infer(*pair((64, 80))).shape == (1, 1, 64, 80)
+    with pytest.raises(EngineError, match='fixed-shape model for HxW 64x80; the input is 60x80'):
+        engine.infer(*pair((60, 80)))
+    with pytest.raises(EngineError, match='takes batch 1, got 2'):
+        engine.infer(*pair((64, 80), batch=2))
+    visible, infrared = pair((64, 80))
+    with pytest.raises(EngineError, match='visible_y must be a float32 array'):
+        engine.infer(visible.astype(np.float64), infrared)
+    with pytest.raises(EngineError, match='must have one shape'):
+        engine.infer(visible, infrared[:, :, :32])
+    with pytest.raises(EngineError, match='input_size is 256x320'):
+        OnnxRuntimeEngine(str(fixed_onnx), device='cpu', cache_dir=str(cache),
+                          input_size=(256, 320), log=quiet)
+
+
+def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tmp_path):
+    truncated = tmp_path / 'truncated.onnx'
+    truncated.write_bytes(fixed_onnx.read_bytes()[:5000])
+    with pytest.raises(EngineError, match='corrupt or truncated file'):
+        OnnxRuntimeEngine(str(truncated), device='cpu', cache_dir=str(tmp_path), log=quiet)
+
+    # A damaged optimised-model cache is recreated, not fatal.
+    first = OnnxRuntimeEngine(str(fixed_onnx), device='cpu', cache_dir=str(tmp_path), log=quiet)
+    optimized = Path(first.info.details['optimized_model_cache'].split(' ', 1)[1])
+    optimized.write_bytes(b'not a model')
+    log = Log()
+    second = OnnxRuntimeEngine(str(fixed_onnx), device='cpu', cache_dir=str(tmp_path), log=log)
+    assert log.has('unusable') and second.info.details['optimized_model_cache'].startswith(
+        'written ')
+
+    # A truncated cached export (e.g. disk full) is exported again.
+    exported = cached_onnx(checkpoint, tmp_path, (64, 80), log=quiet)
+    exported.write_bytes(exported.read_bytes()[:3000])
+    log = Log()
+    assert cached_onnx(checkpoint, tmp_path, (64, 80), log=log) == exported
+    assert log.has('is unreadable') and log.has('exporting again')
+    onnx.checker.check_model(onnx.load(str(exported)))
+
+
+def test_foreign_onnx_model_is_refused(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node('Identity', ['image'], ['out'])], 'other',
+        [helper.make_tensor_value_info('image', TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info('out', TensorProto.FLOAT, [1, 3, 8, 8])])
+    path = tmp_path / 'other.onnx'
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), path)
+    with pytest.raises(EngineError, match=r"has inputs \['image'\] and outputs \['out'\]; "
+                                          r"expected inputs \['visible_y', 'infrared'\]"):
+        OnnxRuntimeEngine(str(path), device='cpu', cache_dir=str(tmp_path), log=quiet)
+
+
+def test_onnxruntime_argument_errors(fixed_onnx, cache):
+    with pytest.raises(EngineError, match="runs 'fp32' only, not 'fp16'"):
+        OnnxRuntimeEngine(str(fixed_onnx), precision='fp16', log=quiet)
+    with pytest.raises(EngineError, match='needs onnxruntime-gpu'):
+        OnnxRuntimeEngine(str(fixed_onnx), device='cuda', cache_dir=str(cache), log=quiet)
+    with pytest.raises(EngineError, match="device 'gpu0' is not valid for onnxruntime"):
+        OnnxRuntimeEngine(str(fixed_onnx), device='gpu0', cache_dir=str(cache), log=quiet)
+    with pytest.raises(EngineError, match='num_threads must be >= 1'):
+        OnnxRuntimeEngine(str(fixed_onnx), num_threads=0, log=quiet)
+    other = cache / 'model.txt'
+    other.write_text('not a model', encoding='utf-8')
+    with pytest.raises(EngineError, match='runs .onnx models or .pt checkpoints, got model.txt'):
+        OnnxRuntimeEngine(str(other), log=quiet)
+
+
+def test_provider_selection_by_device():
+    cpu_only = ['CPUExecutionProvider']
+    gpu = ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']
+    folder = Path('/cache')
+    assert select_providers('auto', cpu_only, folder) == [('CPUExecutionProvider', {})]
+    assert select_providers('cpu', gpu, folder) == [('CPUExecutionProvider', {})]
+    assert select_providers('cuda:1', gpu, folder) == [
+        ('TensorrtExecutionProvider', {'device_id': 1, 'trt_engine_cache_enable': True,
+                                       'trt_engine_cache_path': '/cache/ort_tensorrt'}),
+        ('CUDAExecutionProvider', {'device_id': 1}), ('CPUExecutionProvider', {})]
+    assert [name for name, _ in select_providers('auto', gpu[1:], folder)] == gpu[1:]
+
+
+def test_factory_validates_arguments(checkpoint, tmp_path):
+    with pytest.raises(EngineError, match=r"backend 'tflite' is not one of \('auto', 'torch', "
+                                          r"'onnxruntime', 'tensorrt'\)"):
+        create_engine('tflite', str(checkpoint))
+    assert BACKENDS == ('auto', 'torch', 'onnxruntime', 'tensorrt')
+    with pytest.raises(EngineError, match=r"precision 'bf16' is not one of"):
+        create_engine('torch', str(checkpoint), precision='bf16')
+    with pytest.raises(EngineError, match='model file not found'):
+        create_engine('torch', str(tmp_path / 'missing.pt'))
+    with pytest.raises(EngineError, match=r"expected one of \('.pt', '.onnx', '.engine'"):
+        create_engine('torch', str(tmp_path / 'model.tflite'))
+    with pytest.raises(EngineError, match='input_size must be'):
+        create_engine('torch', str(checkpoint), input_size=(4, 4))
+    onnx_file = tmp_path / 'm.onnx'
+    onnx_file.write_bytes(b'')
+    with pytest.raises(EngineError, match='the torch backend runs .pt checkpoints, not m.onnx'):
+        create_engine('torch', str(onnx_file))
+
+
+def test_auto_picks_onnxruntime_on_this_cpu_and_says_why(checkpoint, cache, torch_engine):
+    log = Log()
+    engine = create_engine('auto', str(checkpoint), input_size=(64, 80), cache_dir=str(cache),
+                           num_threads=2, log=log)
+    info = engine.info
+    assert (info.backend, info.device, info.precision) == (
+        'onnxruntime', 'CPUExecutionProvider', 'fp32')
+    reason = info.details['reason']
+    assert reason.startswith('auto chose onnxruntime on cpu: measured faster than PyTorch')
+    assert 'skipped tensorrt on auto (' in reason and 'torch on cuda (' in reason
+    assert log.has('backend auto: tensorrt on auto unavailable')
+    visible, infrared = pair((64, 80), seed=2)
+    assert np.abs(engine.infer(visible, infrared)
+                  - torch_engine.infer(visible, infrared)).max() <= TOLERANCE
+
+    half = create_engine('auto', str(checkpoint), precision='fp16', input_size=(64, 80),
+                         cache_dir=str(cache), build_only=True, log=quiet)
+    assert half.info.precision == 'fp32'
+    assert '(precision fp16 unavailable there, using fp32)' in half.info.details['reason']
+
+
+def test_explicit_backends(checkpoint, fixed_onnx, cache, monkeypatch):
+    engine = create_engine('torch', str(checkpoint), device='cpu', log=quiet)
+    assert engine.info.backend == 'torch'
+    assert engine.info.details['reason'] == "backend 'torch' requested"
+    engine.close()
+    with pytest.raises(EngineError, match='closed'):
+        engine.infer(*pair((64, 80)))
+    monkeypatch.setitem(sys.modules, 'tensorrt', None)  # as here, but also on a GPU machine
+    with pytest.raises(EngineError, match='TensorRT Python package not found'):
+        create_engine('tensorrt', str(fixed_onnx), cache_dir=str(cache), log=quiet)
+    plan = cache / 'prebuilt.engine'
+    plan.write_bytes(b'\0' * 64)
+    with pytest.raises(EngineError, match='is a TensorRT plan; use backend tensorrt'):
+        create_engine('onnxruntime', str(plan), log=quiet)
+    with pytest.raises(EngineError, match=r'backend auto found no usable backend for '
+                                          r'prebuilt.engine .*tensorrt on auto'):
+        create_engine('auto', str(plan), log=quiet)
+    with pytest.raises(EngineError, match="device 'cuda' requested but this torch"):
+        create_engine('torch', str(checkpoint), device='cuda', log=quiet)
+
+
+def test_build_engine_cli_without_tensorrt(checkpoint, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'tensorrt', None)
+    assert build_engine.main(['--model', str(checkpoint), '--height', '64',
+                              '--width', '80']) == 1
+    assert 'TensorRT Python package not found' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        build_engine.main(['--model', str(checkpoint), '--height', '64'])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        build_engine.main(['--precision', 'fp8'])
+    assert exit_info.value.code == 2

@@ -1,0 +1,451 @@
+"""``occo-eval``: score a fusion model (or a folder of fused images) and classical baselines.
+
+For every pair ``--ir DIR/<stem>.*`` + ``--vi DIR/<stem>.*`` the fused luminance of each
+method is scored with every metric of training.metrics (FUSION_METRICS.md conventions):
+
+* ``--model PATH``: the network runs through occo_ros.engines.create_engine on visible
+  Y = BT.601 luma of the visible image (rounded, /255) and infrared = 8-bit gray / 255; its
+  output (fused Y in [0,1]) is rounded half up to 8 bits. The fused Y is also written to
+  ``OUT/fused/<name>/<stem>.png`` (``--fused`` on that folder reproduces the scores) and,
+  with the visible chroma, to ``OUT/color/<name>/<stem>.png``.
+* ``--fused DIR``: already fused images ``DIR/<stem>.*`` (colour files become BT.601 luma).
+* ``--baselines``: classical methods of training.baselines on the same pairs.
+
+A pair is scored only when every method produced an image for it, so all means are over one
+image set. Outputs in ``--out DIR``: metrics.csv (one row per image and method), summary.md
+(mean per method, best in bold, conventions), grid.png (a few pairs: IR | VI | methods),
+timings.json (seconds per stage). The Markdown table is printed at the end.
+Exit status: 0 done, 1 nothing could be evaluated, 2 bad arguments or an unusable model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+import csv
+from dataclasses import dataclass, field
+import json
+import multiprocessing
+from pathlib import Path
+import statistics
+import sys
+import time
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from occo_ros.color import compose_rgb, luma_chroma
+from occo_ros.engines.base import EngineError
+from training.baselines import BASELINES
+from training.metrics import LEGACY_DEVIATIONS, METRICS, MIN_SIDE, evaluate_fusion
+from training.pairs import (
+    ImagePair,
+    ImageReadError,
+    bt601_luma,
+    find_pairs,
+    images_by_stem,
+    read_gray,
+    read_rgb,
+)
+
+GRID_PAIRS = 4            # pairs shown in grid.png
+GRID_TILE_HEIGHT = 240    # tile height in grid.png, pixels (width keeps the aspect ratio)
+GRID_LABEL_HEIGHT = 28    # label strip above each tile, pixels
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """One occo-eval run; exactly one of ``model`` and ``fused_dir`` may be None."""
+
+    ir_dir: Path
+    vi_dir: Path
+    out_dir: Path
+    model: Path | None = None
+    fused_dir: Path | None = None
+    name: str | None = None                  # label of the model / fused method
+    baselines: tuple[str, ...] = tuple(BASELINES)
+    legacy: bool = False
+    limit: int | None = None
+    device: str = 'auto'
+    backend: str = 'torch'
+    threads: int = 1                         # inference CPU threads
+    workers: int = 2                         # metric processes (1: in this process)
+
+
+@dataclass
+class EvalResult:
+    """Scores and bookkeeping of one run (what the output files are written from)."""
+
+    methods: list[str]
+    rows: list[dict] = field(default_factory=list)          # stem, method, metric values
+    problems: list[str] = field(default_factory=list)       # one line per skipped pair
+    unpaired: list[Path] = field(default_factory=list)
+    timings: dict[str, list[float]] = field(default_factory=dict)   # stage -> s per image
+    grid: list[tuple[str, dict[str, np.ndarray]]] = field(default_factory=list)
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.timings.setdefault(stage, []).append(seconds)
+
+    @property
+    def evaluated(self) -> int:
+        """Number of pairs scored by every method."""
+        return len({row['stem'] for row in self.rows})
+
+
+def fuse_luminance(engine, ir: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
+    """Fuse uint8 HxW infrared and visible luma with a FusionEngine; uint8 HxW fused Y.
+
+    The network sees both images / 255 (float32, shape (1, 1, H, W)); its [0,1] output is
+    rounded half up to 8 bits.
+    """
+    visible = (vi_y.astype(np.float32) / np.float32(255.0))[None, None]
+    infrared = (ir.astype(np.float32) / np.float32(255.0))[None, None]
+    fused = engine.infer(visible, infrared)[0, 0]
+    return np.floor(np.clip(fused, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _init_worker() -> None:
+    """One OpenCV thread per metric process: the processes already fill the cores."""
+    cv2.setNumThreads(1)
+
+
+def _timed_metrics(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray,
+                   legacy: bool) -> tuple[dict[str, float], float]:
+    """evaluate_fusion and its duration in seconds (runs in a worker process)."""
+    start = time.perf_counter()
+    scores = evaluate_fusion(ir, vi, fused, legacy)
+    return scores, time.perf_counter() - start
+
+
+class ModelLoadError(RuntimeError):
+    """The --model could not be loaded; the message names the file and the cause."""
+
+
+def _warn(message: str) -> None:
+    tqdm.write(f'occo-eval: {message}', file=sys.stderr)
+
+
+class _FusedSource:
+    """Where the evaluated (non-baseline) method's images come from: a model or a folder."""
+
+    def __init__(self, options: EvalOptions) -> None:
+        self.options = options
+        self.engine = None
+        self.files = images_by_stem(options.fused_dir) if options.fused_dir else {}
+
+    def fused(self, stem: str, ir: np.ndarray, vi_y: np.ndarray,
+              result: EvalResult) -> np.ndarray:
+        """The method's fused luminance for one pair; raises ValueError/OSError to skip it."""
+        if self.options.fused_dir is not None:
+            if stem not in self.files:
+                raise ValueError(f'no fused image for stem {stem!r} in '
+                                 f'{self.options.fused_dir}')
+            fused = read_gray(self.files[stem])
+            if fused.shape != ir.shape:
+                raise ValueError(f'{self.files[stem]} is {_size(fused)} but the sources are '
+                                 f'{_size(ir)}')
+            return fused
+        if self.engine is None:
+            self.engine = _create_engine(self.options, ir.shape)
+        start = time.perf_counter()
+        fused = fuse_luminance(self.engine, ir, vi_y)
+        result.record('inference', time.perf_counter() - start)
+        return fused
+
+
+def _create_engine(options: EvalOptions, size: tuple[int, int]):
+    """Load the model for (H, W) inputs; raises ModelLoadError naming the model."""
+    try:
+        # Imported here so that --fused runs never import torch.
+        from occo_ros.engines import create_engine
+        return create_engine(options.backend, str(options.model), device=options.device,
+                             precision='fp32', input_size=size,
+                             num_threads=options.threads)
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f'cannot load model {options.model} (backend '
+                             f'{options.backend!r}, device {options.device!r}): '
+                             f'{type(exc).__name__}: {exc}') from exc
+
+
+def _size(image: np.ndarray) -> str:
+    return f'{image.shape[1]}x{image.shape[0]}'
+
+
+def _read_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 IR gray and visible RGB of a pair; ValueError/OSError names the bad file."""
+    ir = read_gray(pair.ir_path)
+    vi = read_rgb(pair.vi_path)
+    if ir.shape != vi.shape[:2]:
+        raise ValueError(f'size mismatch: {pair.ir_path} is {_size(ir)} but {pair.vi_path} '
+                         f'is {_size(vi)}')
+    if min(ir.shape) < MIN_SIDE:
+        raise ValueError(f'{pair.ir_path} is {_size(ir)}; the metrics need at least '
+                         f'{MIN_SIDE}x{MIN_SIDE}')
+    return ir, vi
+
+
+def _save_model_images(out_dir: Path, label: str, stem: str, fused_y: np.ndarray,
+                       vi_rgb: np.ndarray) -> None:
+    """fused/<label>/<stem>.png: the scored 8-bit Y; color/: Y with the visible chroma."""
+    cv2.imwrite(str(out_dir / 'fused' / label / f'{stem}.png'), fused_y)
+    color = compose_rgb(fused_y, luma_chroma(vi_rgb, 'rgb')[1], 'bgr')
+    cv2.imwrite(str(out_dir / 'color' / label / f'{stem}.png'), color)
+
+
+def method_label(options: EvalOptions) -> str:
+    """Name of the model / fused-folder method in the tables."""
+    if options.name:
+        return options.name
+    return options.model.stem if options.model is not None else options.fused_dir.name
+
+
+def run_evaluation(options: EvalOptions, progress: bool = True) -> EvalResult:
+    """Fuse and score every pair; unusable pairs are skipped and listed in ``problems``.
+
+    Raises NotADirectoryError / ValueError for bad folders, ModelLoadError for a bad model.
+    """
+    scan = find_pairs(options.ir_dir, options.vi_dir)
+    source = _FusedSource(options)
+    label = method_label(options)
+    result = EvalResult(methods=[label, *options.baselines], unpaired=scan.unpaired)
+    if scan.unpaired:
+        _warn(f'{len(scan.unpaired)} image(s) without a partner, not evaluated: '
+              + ', '.join(str(p) for p in scan.unpaired))
+    pairs = scan.pairs[:options.limit] if options.limit else scan.pairs
+    if options.model is not None:
+        for kind in ('fused', 'color'):
+            (options.out_dir / kind / label).mkdir(parents=True, exist_ok=True)
+
+    # 'spawn': forking a process that may hold torch threads can deadlock the children.
+    pool = (ProcessPoolExecutor(options.workers, multiprocessing.get_context('spawn'),
+                                initializer=_init_worker)
+            if options.workers > 1 else None)
+    pending: list[tuple[str, str, Future | tuple[dict[str, float], float]]] = []
+    try:
+        for pair in tqdm(pairs, desc='occo-eval', unit='pair', disable=not progress):
+            try:
+                ir, vi_rgb = _read_pair(pair)
+                vi = bt601_luma(vi_rgb)
+                images = {label: source.fused(pair.stem, ir, vi, result)}
+            except (OSError, ValueError, ImageReadError, EngineError) as exc:
+                result.problems.append(f'{pair.stem}: {exc}')
+                _warn(f'skipped {pair.stem}: {exc}')
+                continue
+            if options.model is not None:
+                _save_model_images(options.out_dir, label, pair.stem, images[label], vi_rgb)
+            for name in options.baselines:
+                start = time.perf_counter()
+                images[name] = BASELINES[name](ir, vi)
+                result.record(f'baseline {name}', time.perf_counter() - start)
+            for name, fused in images.items():
+                job = (pool.submit(_timed_metrics, ir, vi, fused, options.legacy) if pool
+                       else _timed_metrics(ir, vi, fused, options.legacy))
+                pending.append((pair.stem, name, job))
+            if len(result.grid) < GRID_PAIRS:
+                result.grid.append((pair.stem, {'IR': ir, 'VI': vi_rgb, **images}))
+        for stem, name, job in tqdm(pending, desc='metrics', unit='image',
+                                    disable=not progress or pool is None):
+            scores, seconds = job.result() if isinstance(job, Future) else job
+            result.record(f'metrics {name}', seconds)
+            result.rows.append({'stem': stem, 'method': name, **scores})
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return result
+
+
+def mean_scores(result: EvalResult) -> dict[str, dict[str, float]]:
+    """Mean of every metric per method (plain mean: a NaN image makes the mean NaN)."""
+    means = {}
+    for method in result.methods:
+        rows = [row for row in result.rows if row['method'] == method]
+        means[method] = {m: float(np.mean([row[m] for row in rows])) for m in METRICS}
+    return means
+
+
+def _format(value: float) -> str:
+    if not np.isfinite(value) or value == 0 or abs(value) >= 1e-3:
+        return f'{value:.4f}'
+    return f'{value:.3e}'
+
+
+def markdown_summary(result: EvalResult, options: EvalOptions) -> str:
+    """Mean per method as a Markdown table, best per column bold, conventions below."""
+    means = mean_scores(result)
+    header = ['method'] + [f'{m} {"↑" if info.higher_is_better else "↓"}'
+                           for m, info in METRICS.items()]
+    best = {}
+    for metric, info in METRICS.items():
+        values = [means[method][metric] for method in result.methods
+                  if np.isfinite(means[method][metric])]
+        if values:
+            best[metric] = max(values) if info.higher_is_better else min(values)
+    lines = [f'## occo-eval: {options.ir_dir.parent.name} ({result.evaluated} image pairs)', '',
+             '| ' + ' | '.join(header) + ' |',
+             '|---|' + '---:|' * len(METRICS)]
+    for method in result.methods:
+        cells = [method]
+        for metric in METRICS:
+            text = _format(means[method][metric])
+            cells.append(f'**{text}**' if means[method][metric] == best.get(metric) else text)
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', f'Set: {options.ir_dir} + {options.vi_dir}; {result.evaluated} pairs scored '
+              f'by every method ({len(result.problems)} skipped, {len(result.unpaired)} '
+              'unpaired files). Means over images; per-image values in metrics.csv. '
+              'A = infrared, B = visible BT.601 luma, F = fused luma, all 8-bit. '
+              'SSIM/MS-SSIM are sums over the two sources (max 2).', '',
+              'Conventions' + (' (legacy: TANG-legacy units where marked)' if options.legacy
+                               else ' (FUSION_METRICS.md §2.3)') + ':']
+    for metric, info in METRICS.items():
+        text = LEGACY_DEVIATIONS.get(metric, info.convention) if options.legacy \
+            else info.convention
+        lines.append(f'- {metric}: {text}')
+    return '\n'.join(lines) + '\n'
+
+
+def write_csv(result: EvalResult, path: Path) -> None:
+    with path.open('w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['stem', 'method', *METRICS])
+        for row in result.rows:
+            writer.writerow([row['stem'], row['method']]
+                            + [f'{row[m]:.10g}' for m in METRICS])
+
+
+def _tile(image: np.ndarray, label: str) -> np.ndarray:
+    """BGR tile of GRID_TILE_HEIGHT with a label strip on top."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.ndim == 3 else cv2.COLOR_GRAY2BGR)
+    width = max(1, round(image.shape[1] * GRID_TILE_HEIGHT / image.shape[0]))
+    bgr = cv2.resize(bgr, (width, GRID_TILE_HEIGHT), interpolation=cv2.INTER_AREA)
+    strip = np.zeros((GRID_LABEL_HEIGHT, width, 3), np.uint8)
+    cv2.putText(strip, label, (4, GRID_LABEL_HEIGHT - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([strip, bgr])
+
+
+def write_grid(result: EvalResult, path: Path) -> None:
+    """IR | VI | every method, one row per pair of result.grid."""
+    rows = [np.hstack([_tile(img, f'{stem} {name}' if name == 'IR' else name)
+                       for name, img in images.items()])
+            for stem, images in result.grid]
+    width = max(row.shape[1] for row in rows)
+    padded = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
+    cv2.imwrite(str(path), np.vstack(padded))
+
+
+def timing_summary(result: EvalResult, total_seconds: float) -> dict:
+    """Per-stage count, median, mean and total seconds, plus the wall-clock total."""
+    stages = {stage: {'count': len(v), 'median_s': statistics.median(v),
+                      'mean_s': statistics.fmean(v), 'total_s': sum(v)}
+              for stage, v in result.timings.items()}
+    return {'total_s': total_seconds, 'stages': stages}
+
+
+def write_outputs(result: EvalResult, options: EvalOptions, total_seconds: float) -> str:
+    """Write metrics.csv, summary.md, grid.png and timings.json; returns the Markdown."""
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(result, options.out_dir / 'metrics.csv')
+    summary = markdown_summary(result, options)
+    (options.out_dir / 'summary.md').write_text(summary)
+    write_grid(result, options.out_dir / 'grid.png')
+    (options.out_dir / 'timings.json').write_text(
+        json.dumps(timing_summary(result, total_seconds), indent=2) + '\n')
+    return summary
+
+
+def _baseline_list(text: str) -> tuple[str, ...]:
+    if text.strip().lower() == 'none':
+        return ()
+    names = tuple(n.strip() for n in text.split(',') if n.strip())
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f'unknown baseline(s) {unknown or [text]}; choose from {", ".join(BASELINES)} '
+            "(comma-separated) or 'none'")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> EvalOptions:
+    parser = argparse.ArgumentParser(
+        prog='occo-eval', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description='Score a fusion model or a folder of fused images against classical '
+        'baselines with the standard fusion metrics (EN, SD, SF, AG, MI, SCD, CC, VIF, Qabf, '
+        'Nabf, SSIM, MS-SSIM, MSE, PSNR; definitions in FUSION_METRICS.md).')
+    parser.add_argument('--ir', required=True, type=Path,
+                        help='folder of infrared images (8-bit; 3-channel files become luma)')
+    parser.add_argument('--vi', required=True, type=Path,
+                        help='folder of visible images with the same file stems as --ir')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--model', type=Path,
+                        help='FIFN model to evaluate (checkpoint .pt or an exported model the '
+                        'chosen --backend loads)')
+    source.add_argument('--fused', type=Path,
+                        help='folder of already fused images <stem>.* to evaluate instead of '
+                        'a model')
+    parser.add_argument('--out', required=True, type=Path,
+                        help='output folder (created): metrics.csv, summary.md, grid.png, '
+                        'timings.json; with --model also fused/<name>/ and color/<name>/')
+    parser.add_argument('--name', default=None,
+                        help='label of the evaluated method (default: model file stem or '
+                        'fused folder name)')
+    parser.add_argument('--legacy', action='store_true',
+                        help='TANG-legacy units for SD, SF, MI, VIF, Nabf, MSE and PSNR '
+                        '(to compare with SeAFusion-era tables; see summary.md)')
+    parser.add_argument('--baselines', type=_baseline_list, default=tuple(BASELINES),
+                        help=f'comma-separated classical methods to score as well '
+                        f'({", ".join(BASELINES)}) or none')
+    parser.add_argument('--limit', type=_positive_int, default=None,
+                        help='evaluate only the first N pairs (sorted by stem)')
+    parser.add_argument('--device', default='auto',
+                        help='inference device for --model: auto, cpu, cuda or cuda:N')
+    parser.add_argument('--backend', default='torch',
+                        help='inference backend for --model (torch, onnxruntime, tensorrt)')
+    parser.add_argument('--threads', type=_positive_int, default=1,
+                        help='CPU threads for inference; 1 leaves the other cores to the '
+                        'metric processes (torch threads slow down a lot on busy cores)')
+    parser.add_argument('--workers', type=_positive_int, default=2,
+                        help='processes computing the metrics (1: in this process)')
+    args = parser.parse_args(argv)
+    return EvalOptions(ir_dir=args.ir, vi_dir=args.vi, out_dir=args.out, model=args.model,
+                       fused_dir=args.fused, name=args.name, baselines=args.baselines,
+                       legacy=args.legacy, limit=args.limit, device=args.device,
+                       backend=args.backend, threads=args.threads, workers=args.workers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """occo-eval entry point: evaluate, write the outputs, print the Markdown table."""
+    options = parse_args(argv)
+    label = method_label(options)
+    if label in options.baselines:
+        _warn(f'method name {label!r} is also a baseline; pass --name to tell them apart')
+        return 2
+    start = time.perf_counter()
+    try:
+        result = run_evaluation(options)
+    except (NotADirectoryError, ValueError, ModelLoadError) as exc:
+        _warn(str(exc))
+        return 2
+    if not result.rows:
+        _warn(f'nothing could be evaluated: {len(result.problems)} pair(s) skipped, '
+              f'{len(result.unpaired)} unpaired file(s) in {options.ir_dir} / {options.vi_dir}')
+        return 1
+    if result.problems:
+        _warn(f'{len(result.problems)} pair(s) skipped:\n  ' + '\n  '.join(result.problems))
+    print(write_outputs(result, options, time.perf_counter() - start))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
