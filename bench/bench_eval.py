@@ -7,7 +7,7 @@ which; the timing is the same, the scores are not meaningful). Prints the wall-c
 and the median seconds per image of each stage (inference, each baseline, metrics per
 method) from occo-eval's timings.json.
 
-    python -m bench.bench_eval [--workers 2] [--limit 40] [--data DIR] [--out DIR]
+    python -m bench.bench_eval [--workers 1] [--limit 40] [--data DIR] [--out DIR]
 
 (from the repository root, so that ``training`` and ``occo_ros`` import).
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data', type=Path, default=DEFAULT_DATA,
                         help='folder holding ir/ and vi/')
-    parser.add_argument('--workers', type=int, default=2, help='occo-eval --workers')
+    parser.add_argument('--workers', type=int, default=1, help='occo-eval --workers')
     parser.add_argument('--limit', type=int, default=None, help='evaluate only N pairs')
     parser.add_argument('--out', type=Path, default=None,
                         help='keep occo-eval outputs here (default: a temporary folder)')

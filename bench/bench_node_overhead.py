@@ -59,10 +59,9 @@ def run(pairs: int, input_size: tuple[int, int], mode: str, crop) -> dict[str, f
     for i in range(8):      # a few distinct frames, reused
         header = Header(frame_id='f')
         header.stamp.sec, header.stamp.nanosec = i, 0
-        messages.append((Image(header=header, **array_to_image_fields(scene.thermal(i / 30),
-                                                                        'mono16')),
-                         Image(header=header, **array_to_image_fields(scene.rgb(i / 30),
-                                                                        'bgr8'))))
+        thermal = array_to_image_fields(scene.thermal(i / 30), 'mono16')
+        rgb = array_to_image_fields(scene.rgb(i / 30), 'bgr8')
+        messages.append((Image(header=header, **thermal), Image(header=header, **rgb)))
     pipeline = FusionPipeline(PassThroughEngine(),
                               Registration(crop=crop, output_size=(640, 512)),
                               ThermalNormalizer(mode), input_size, (640, 512))

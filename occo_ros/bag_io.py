@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from rosbags.interfaces import Connection, MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
-from rosbags.typesys import get_types_from_idl, get_types_from_msg, get_typestore, Stores
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
@@ -93,9 +93,9 @@ def serialize(msg: Any) -> memoryview:
 
 def image_message(fields: dict, stamp: int, frame_id: str) -> Any:
     """A sensor_msgs/Image from ``codec.array_to_image_fields`` output and a stamp in ns."""
-    return kilted_typestore().types[IMAGE](
-        header=_header(stamp, frame_id), **dict(fields, data=np.frombuffer(fields['data'],
-                                                                          np.uint8)))
+    data = np.frombuffer(fields['data'], np.uint8)
+    return kilted_typestore().types[IMAGE](header=_header(stamp, frame_id),
+                                           **dict(fields, data=data))
 
 
 def compressed_image_message(data: bytes, format: str, stamp: int, frame_id: str) -> Any:
@@ -116,8 +116,8 @@ def camera_info_message(width: int, height: int, k: np.ndarray, p: np.ndarray, s
         distortion_model=distortion_model, d=np.asarray(d, np.float64).ravel(),
         k=np.asarray(k, np.float64).ravel(), r=np.asarray(r, np.float64).ravel(),
         p=np.asarray(p, np.float64).ravel(), binning_x=0, binning_y=0,
-        roi=types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0,
-                                                       width=0, do_rectify=False))
+        roi=types['sensor_msgs/msg/RegionOfInterest'](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
 def _natural_key(path: Path) -> list:
@@ -162,58 +162,56 @@ class _ScannedMcap:
     """An .mcap file without usable summary/footer, read record by record in file order.
 
     The constructor scans the file once for its channels and the number of complete messages
-    (so progress bars know the total); :meth:`messages` reads it again and stops at the same
-    place.
+    (so progress bars know the total) and records where reading stopped in ``damage``;
+    :meth:`messages` reads it again and stops at the same place.
     """
 
     def __init__(self, path: Path, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        self.topics: dict[str, TopicInfo] = {}
-        self.damage: str | None = None
-        counts: dict[str, int] = {}
         try:
-            for record in self._records():
-                if type(record).__name__ == 'Message':
-                    topic = self._channels[record.channel_id][0]
-                    counts[topic] = counts.get(topic, 0) + 1
-        except Exception as exc:  # see _records: the first unreadable record ends the file
-            self.damage = f'{path}: {type(exc).__name__}: {exc}'.rstrip(': ')
-        for topic, msgtype, msgdef in self._channels.values():
-            self.topics[topic] = TopicInfo(topic, msgtype, counts.get(topic, 0), msgdef)
-
-    def _records(self) -> Iterator[Any]:
-        """Schema, Channel and Message records; raises whatever the mcap reader raises at the
-        first incomplete or corrupt record (EndOfFile, CRCValidationError, ...)."""
-        from mcap.records import Channel, Schema
-        from mcap.stream_reader import StreamReader
-
-        self._schemas: dict[int, tuple[str, str]] = {}
+            from mcap import records, stream_reader
+        except ImportError as exc:
+            raise BagError(f'cannot read {path}: {reason}; install the mcap package '
+                           '(pip install mcap) to recover what the file holds') from exc
+        self._records_module, self._stream_reader = records, stream_reader
+        self.path = path
+        self.damage: str | None = None
         self._channels: dict[int, tuple[str, str, str]] = {}
+        counts: dict[int, int] = {}
+        for channel_id, _, _ in self._messages():
+            counts[channel_id] = counts.get(channel_id, 0) + 1
+        self.topics = {topic: TopicInfo(topic, msgtype, counts.get(cid, 0), msgdef)
+                       for cid, (topic, msgtype, msgdef) in self._channels.items()}
+
+    def _messages(self) -> Iterator[tuple[int, int, bytes]]:
+        """(channel id, log time, data) up to the first incomplete or corrupt record, which
+        the mcap reader reports with an exception (EndOfFile, CRCValidationError, ...)."""
+        records = self._records_module
+        schemas: dict[int, tuple[str, str]] = {}
         with self.path.open('rb') as stream:
-            for record in StreamReader(stream, skip_magic=False, emit_chunks=False,
-                                       validate_crcs=True).records:
-                if isinstance(record, Schema):
-                    self._schemas[record.id] = (record.name,
-                                                record.data.decode('utf-8', 'replace'))
-                elif isinstance(record, Channel):
-                    name, msgdef = self._schemas.get(record.schema_id, ('', ''))
+            reader = self._stream_reader.StreamReader(stream, skip_magic=False,
+                                                      emit_chunks=False, validate_crcs=True)
+            iterator = iter(reader.records)
+            while True:
+                try:
+                    record = next(iterator)
+                except StopIteration:
+                    return
+                except Exception as exc:  # whatever the damage is, the file ends here
+                    self.damage = f'{self.path}: {type(exc).__name__} {exc}'.rstrip()
+                    return
+                if isinstance(record, records.Message):
+                    yield record.channel_id, record.log_time, record.data
+                elif isinstance(record, records.Schema):
+                    schemas[record.id] = (record.name, record.data.decode('utf-8', 'replace'))
+                elif isinstance(record, records.Channel):
+                    name, msgdef = schemas.get(record.schema_id, ('', ''))
                     self._channels[record.id] = (record.topic, name, msgdef)
-                yield record
 
     def messages(self, topics: Collection[str]) -> Iterator[tuple[str, int, bytes]]:
-        records = self._records()
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                return
-            except Exception:  # the damage the constructor found and reported
-                return
-            if type(record).__name__ == 'Message':
-                topic = self._channels[record.channel_id][0]
-                if topic in topics:
-                    yield topic, record.log_time, record.data
+        for channel_id, log_time, data in self._messages():
+            topic = self._channels[channel_id][0]
+            if topic in topics:
+                yield topic, log_time, data
 
     def close(self) -> None:
         pass
@@ -268,7 +266,15 @@ class InputBag:
         if not files:
             raise BagError(f'{path} is neither a bag directory with metadata.yaml nor holds '
                            f'storage files ({", ".join(STORAGE_SUFFIXES)})')
-        return [self._open_file(f) for f in files]
+        parts: list = []
+        try:
+            for file in files:
+                parts.append(self._open_file(file))
+        except BaseException:
+            for part in parts:
+                part.close()
+            raise
+        return parts
 
     def _open_file(self, path: Path):
         if path.suffix not in STORAGE_SUFFIXES:
@@ -297,12 +303,9 @@ class InputBag:
             known = info.msgtype in kilted.types
             if known and (not info.digest or info.digest == kilted.hash_rihs01(info.msgtype)):
                 self._stores[topic] = kilted
-            elif info.msgdef:
+            elif info.msgdef and not info.msgdef.startswith('=' * 80 + '\nIDL: '):
                 store = get_typestore(Stores.EMPTY)
-                is_idl = info.msgdef.startswith('=' * 80 + '\nIDL: ')
-                parse = get_types_from_idl if is_idl else get_types_from_msg
-                store.register(parse(info.msgdef, info.msgtype) if not is_idl
-                               else parse(info.msgdef))
+                store.register(get_types_from_msg(info.msgdef, info.msgtype))
                 self._stores[topic] = store
             elif known:
                 self._stores[topic] = kilted
@@ -349,10 +352,8 @@ def _looks_like_bag(path: Path) -> bool:
     """Whether ``path`` is an (empty or) rosbag2 directory we may delete on --overwrite."""
     if not path.is_dir():
         return False
-    names = [p for p in path.iterdir()]
     return (path / 'metadata.yaml').is_file() or all(
-        p.is_file() and (p.suffix in STORAGE_SUFFIXES or p.name == 'metadata.yaml')
-        for p in names)
+        p.is_file() and p.suffix in STORAGE_SUFFIXES for p in path.iterdir())
 
 
 def check_output_path(path: Path, overwrite: bool, protect: Sequence[Path] = ()) -> None:
@@ -391,18 +392,19 @@ class OutputBag:
             raise BagError(f'storage {storage!r} is not one of {list(STORAGES)}')
         self.path = Path(path)
         self.overwrite = overwrite
+        self.committed = False
         check_output_path(self.path, overwrite, protect)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer: Writer | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.', suffix='.occo-bag-tmp',
                                           dir=self.path.parent))
-        self._writer: Writer | None = Writer(self._tmp / self.path.name, version=9,
-                                             storage_plugin=STORAGES[storage])
-        try:
+        try:  # from here on, any failure or Ctrl-C removes the temporary directory
+            self._writer = Writer(self._tmp / self.path.name, version=9,
+                                  storage_plugin=STORAGES[storage])
             self._writer.open()
         except BaseException:
             self.discard()
             raise
-        self.committed = False
 
     @property
     def temp_dir(self) -> Path:

@@ -220,8 +220,12 @@ def _torch_export(module: object, path: Path, opset: int,
                 for name in (*INPUT_NAMES, OUTPUT_NAME)}
     with warnings.catch_warnings():
         # Deliberate: the TorchScript exporter is the only one that writes opset 17.
-        warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export',
+        warnings.filterwarnings('ignore', message='You are using the legacy TorchScript',
                                 category=DeprecationWarning)
+        warnings.filterwarnings('ignore', category=DeprecationWarning,
+                                module=r'torch\.onnx\.')
+        # Pad amounts are folded by _fold_pad_amounts instead.
+        warnings.filterwarnings('ignore', message='Constant folding - Only steps=1')
         # The pad branch in pad_to_match is traced at a size where it always pads (see
         # DYNAMIC_TRACE_SIZE); zero pads are no-ops, and tests check other sizes.
         warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)

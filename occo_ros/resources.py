@@ -15,7 +15,7 @@ def package_share_dir() -> Path | None:
         return None
     try:
         return Path(get_package_share_directory('occo_ros'))
-    except (PackageNotFoundError, ValueError):
+    except (PackageNotFoundError, ValueError, OSError):  # OSError: AMENT_PREFIX_PATH unset
         return None
 
 

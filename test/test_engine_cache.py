@@ -134,9 +134,13 @@ def test_decide_names_what_was_found_and_expected(tmp_path):
     assert decide(engine, key) == engine_cache.CacheDecision(
         'load', f'cached engine {engine.name} matches the key')
     assert decide(engine, key, force_rebuild=True).reason == 'force_rebuild is set'
-    engine.write_bytes(fake_plan((10, 3, 0)))  # sidecar edited by hand, plan from elsewhere
+    engine.write_bytes(fake_plan((10, 3, 0)))  # plan replaced by one from another TensorRT
+    # Header layout not confirmed at build time (no plan_header_trt): not trusted.
+    assert decide(engine, key).action == 'load'
+    sidecar['plan_header_trt'] = [8, 6, 2]  # confirmed: the header read 8.6.2 after the build
+    sidecar_path(engine).write_text(json.dumps(sidecar), encoding='utf-8')
     assert decide(engine, key).reason == (
-        'plan header says TensorRT 10.3.0, installed is 8.6.2')
+        'plan header says TensorRT 10.3.0, installed is 8.6.2 (engine file replaced or damaged)')
 
 
 def test_second_start_loads_without_rebuilding(tmp_path):
@@ -149,6 +153,7 @@ def test_second_start_loads_without_rebuilding(tmp_path):
     sidecar = json.loads(sidecar_path(result.engine_path).read_text(encoding='utf-8'))
     assert sidecar['key'] == make_key().to_json()
     assert sidecar['precision_used'] == 'fp16' and sidecar['fp32_layers'] == 64
+    assert sidecar['plan_header_trt'] == [8, 6, 2]
     assert sidecar['build_time_s'] >= 0
 
     lines.clear()
@@ -339,3 +344,40 @@ def test_parse_device():
     for bad in ('cpu', 'auto:1', 'gpu', 'cuda:x'):
         with pytest.raises(EngineError, match='is not valid for TensorRT'):
             tensorrt_engine.parse_device(bad)
+
+
+def test_missing_pycuda_is_a_clear_engine_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', None)
+    with pytest.raises(EngineError, match='pycuda not found: pip install pycuda'):
+        tensorrt_engine.import_pycuda_driver()
+
+
+def test_prebuilt_engine_from_another_tensorrt_is_flagged(fake_trt, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', None)  # not installable here either
+    engine = tmp_path / 'fifn.engine'
+    engine.write_bytes(fake_plan((8, 6, 2)))
+    lines: list[str] = []
+    with pytest.raises(EngineError, match='pycuda not found.*; engines are not portable across '
+                                          'TensorRT versions or GPUs: pass the .onnx or .pt'):
+        tensorrt_engine.load_engine_file(engine, (512, 640), log=lines.append)
+    assert lines[0].startswith(f'engine {engine}: plan header says TensorRT 8.6.2, installed '
+                               'is 10.3.0')
+    with pytest.raises(EngineError, match='engine file not found'):
+        tensorrt_engine.load_engine_file(tmp_path / 'missing.engine', None)
+
+
+def test_int8_calibration_batches_from_real_pairs(shared_data, tmp_path):
+    batches = list(tensorrt_engine.calibration_batches(shared_data / 'eval' / 'msrs', 64, 80,
+                                                       limit=4))
+    assert len(batches) == 4
+    for visible, infrared in batches:
+        for array in (visible, infrared):
+            assert array.shape == (1, 1, 64, 80) and array.dtype == np.float32
+            assert 0.0 <= array.min() and array.max() <= 1.0 and array.std() > 0.01
+    with pytest.raises(EngineError, match='must hold vi/ and ir/ subfolders'):
+        tensorrt_engine.calibration_pairs(tmp_path)
+    (tmp_path / 'vi').mkdir()
+    (tmp_path / 'ir').mkdir()
+    (tmp_path / 'vi' / 'a.png').write_bytes(b'')
+    with pytest.raises(EngineError, match='no visible/infrared pair with matching names'):
+        tensorrt_engine.calibration_pairs(tmp_path)

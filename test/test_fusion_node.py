@@ -238,8 +238,8 @@ def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, checkpoi
         assert client.wait_for_services(60), log.read_text()
         future = client.list_parameters()
         rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
-        declared = set(future.result().result.names) - {'use_sim_time',
-                                                         'start_type_description_service'}
+        ros_builtin = {'use_sim_time', 'start_type_description_service'}
+        declared = set(future.result().result.names) - ros_builtin
         yaml_names = set(yaml.safe_load((REPO / 'config' / 'fusion.yaml').read_text())
                          ['/**']['ros__parameters'])
         assert declared == yaml_names

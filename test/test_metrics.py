@@ -152,6 +152,12 @@ def test_ssim_of_a_source_with_itself_is_one(images):
     assert ssim(a, b, a) < 2.0
 
 
+def test_evaluate_fusion_takes_ssim_from_the_first_ms_ssim_scale(images):
+    scores = evaluate_fusion(*images)
+    assert scores['SSIM'] == pytest.approx(ssim(*images), abs=1e-14)
+    assert scores['MS-SSIM'] == pytest.approx(ms_ssim(*images), abs=1e-14)
+
+
 def test_ms_ssim_of_identical_images_is_two_and_scales_shrink_for_small_images(images):
     a, b, f = images
     assert ms_ssim(a, a, a) == pytest.approx(2.0)

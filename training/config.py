@@ -70,7 +70,11 @@ class TrainConfig:
     device: str = _opt('auto', "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:N'")
     amp: str = _opt('auto', 'mixed precision on CUDA: auto (bf16 if supported, else fp16), '
                     'off, bf16, fp16; always off on CPU', choices=AMP_MODES)
-    workers: int = _opt(2, 'DataLoader worker processes per training process')
+    workers: int = _opt(0, 'DataLoader worker processes per training process (0: load in '
+                        'the training process; the pairs are in memory, crops are cheap)')
+    threads: int = _opt(0, 'CPU threads for torch per process; 0: torch default. On a CPU '
+                        'shared with other jobs 1 can be several times faster (no spinning '
+                        'OpenMP threads waiting for descheduled ones)')
     ckpt_every: int = _opt(200, 'save the resumable checkpoint every this many steps')
     log_every: int = _opt(10, 'write TensorBoard scalars every this many steps')
     image_every: int = _opt(200, 'write TensorBoard image samples every this many steps')

@@ -15,6 +15,13 @@ A pair is scored only when every method produced an image for it, so all means a
 image set. Outputs in ``--out DIR``: metrics.csv (one row per image and method), summary.md
 (mean per method, best in bold, conventions), grid.png (a few pairs: IR | VI | methods),
 timings.json (seconds per stage). The Markdown table is printed at the end.
+
+Work per 640x480 pair: inference ~0.45 CPU-s (width 0.25, torch, one thread), baselines
+~0.15 s, metrics ~0.25 CPU-s per fused image (bench/bench_eval.py). By default everything
+runs in this process; ``--workers N`` moves the metrics to N spawned processes, which pays
+off only with free cores (e.g. with GPU inference): on the shared 2-core development
+machine (about one core free) 40 MSRS pairs x 5 methods took 109 s with 1 worker and 126 s
+with 2 (75 vs 86 CPU-s).
 Exit status: 0 done, 1 nothing could be evaluated, 2 bad arguments or an unusable model.
 """
 
@@ -24,6 +31,7 @@ import argparse
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 import csv
+import ctypes
 from dataclasses import dataclass, field
 import json
 import multiprocessing
@@ -37,9 +45,15 @@ import numpy as np
 from tqdm import tqdm
 
 from occo_ros.color import compose_rgb, luma_chroma
-from occo_ros.engines.base import EngineError
+from occo_ros.engines import BACKENDS, EngineError, FusionEngine, create_engine
 from training.baselines import BASELINES
-from training.metrics import LEGACY_DEVIATIONS, METRICS, MIN_SIDE, evaluate_fusion
+from training.metrics import (
+    LEGACY_DEVIATIONS,
+    LEGACY_NOTES,
+    METRICS,
+    MIN_SIDE,
+    evaluate_fusion,
+)
 from training.pairs import (
     ImagePair,
     ImageReadError,
@@ -53,11 +67,18 @@ from training.pairs import (
 GRID_PAIRS = 4            # pairs shown in grid.png
 GRID_TILE_HEIGHT = 240    # tile height in grid.png, pixels (width keeps the aspect ratio)
 GRID_LABEL_HEIGHT = 28    # label strip above each tile, pixels
+# glibc mallopt parameters and the values occo-eval sets (see keep_freed_memory).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+TRIM_THRESHOLD_BYTES, MMAP_THRESHOLD_BYTES = 256 << 20, 64 << 20
+
+
+class ModelLoadError(RuntimeError):
+    """The --model could not be loaded; the message names the file and the cause."""
 
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """One occo-eval run; exactly one of ``model`` and ``fused_dir`` may be None."""
+    """One occo-eval run; exactly one of ``model`` and ``fused_dir`` is set."""
 
     ir_dir: Path
     vi_dir: Path
@@ -71,7 +92,7 @@ class EvalOptions:
     device: str = 'auto'
     backend: str = 'torch'
     threads: int = 1                         # inference CPU threads
-    workers: int = 2                         # metric processes (1: in this process)
+    workers: int = 1                         # metric processes (1: in this process)
 
 
 @dataclass
@@ -86,6 +107,7 @@ class EvalResult:
     grid: list[tuple[str, dict[str, np.ndarray]]] = field(default_factory=list)
 
     def record(self, stage: str, seconds: float) -> None:
+        """Add one image's duration (seconds) to ``stage``."""
         self.timings.setdefault(stage, []).append(seconds)
 
     @property
@@ -94,7 +116,7 @@ class EvalResult:
         return len({row['stem'] for row in self.rows})
 
 
-def fuse_luminance(engine, ir: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
+def fuse_luminance(engine: FusionEngine, ir: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
     """Fuse uint8 HxW infrared and visible luma with a FusionEngine; uint8 HxW fused Y.
 
     The network sees both images / 255 (float32, shape (1, 1, H, W)); its [0,1] output is
@@ -106,9 +128,27 @@ def fuse_luminance(engine, ir: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(fused, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep freed blocks of this process instead of returning them to the OS.
+
+    The metrics allocate many 2.4 MB float64 temporaries per 640x480 image. By default glibc
+    maps and unmaps such blocks, and the resulting page faults cost 0.15 s of system time
+    per image in a fresh worker process (measured: 86 000 faults/image vs 1 100 with these
+    settings), about 40 % of the metric time. The price is that the process keeps its peak
+    heap (~100 MB). No-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
+
+
 def _init_worker() -> None:
-    """One OpenCV thread per metric process: the processes already fill the cores."""
+    """Metric process set-up: one OpenCV thread (the processes already fill the cores)."""
     cv2.setNumThreads(1)
+    keep_freed_memory()
 
 
 def _timed_metrics(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray,
@@ -117,10 +157,6 @@ def _timed_metrics(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray,
     start = time.perf_counter()
     scores = evaluate_fusion(ir, vi, fused, legacy)
     return scores, time.perf_counter() - start
-
-
-class ModelLoadError(RuntimeError):
-    """The --model could not be loaded; the message names the file and the cause."""
 
 
 def _warn(message: str) -> None:
@@ -155,15 +191,13 @@ class _FusedSource:
         return fused
 
 
-def _create_engine(options: EvalOptions, size: tuple[int, int]):
+def _create_engine(options: EvalOptions, size: tuple[int, int]) -> FusionEngine:
     """Load the model for (H, W) inputs; raises ModelLoadError naming the model."""
     try:
-        # Imported here so that --fused runs never import torch.
-        from occo_ros.engines import create_engine
         return create_engine(options.backend, str(options.model), device=options.device,
                              precision='fp32', input_size=size,
                              num_threads=options.threads)
-    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, EngineError) as exc:
         raise ModelLoadError(f'cannot load model {options.model} (backend '
                              f'{options.backend!r}, device {options.device!r}): '
                              f'{type(exc).__name__}: {exc}') from exc
@@ -299,13 +333,17 @@ def markdown_summary(result: EvalResult, options: EvalOptions) -> str:
               'Conventions' + (' (legacy: TANG-legacy units where marked)' if options.legacy
                                else ' (FUSION_METRICS.md §2.3)') + ':']
     for metric, info in METRICS.items():
-        text = LEGACY_DEVIATIONS.get(metric, info.convention) if options.legacy \
-            else info.convention
+        text = info.convention
+        if options.legacy and metric in LEGACY_DEVIATIONS:
+            text = LEGACY_DEVIATIONS[metric]
+        elif options.legacy and metric in LEGACY_NOTES:
+            text = f'{text} (unchanged; {LEGACY_NOTES[metric]})'
         lines.append(f'- {metric}: {text}')
     return '\n'.join(lines) + '\n'
 
 
 def write_csv(result: EvalResult, path: Path) -> None:
+    """One row per image and method: stem, method, every metric (10 significant digits)."""
     with path.open('w', newline='') as handle:
         writer = csv.writer(handle)
         writer.writerow(['stem', 'method', *METRICS])
@@ -378,6 +416,7 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> EvalOptions:
+    """Command line -> EvalOptions (argparse exits with status 2 on bad arguments)."""
     parser = argparse.ArgumentParser(
         prog='occo-eval', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Score a fusion model or a folder of fused images against classical '
@@ -398,25 +437,28 @@ def parse_args(argv: Sequence[str] | None) -> EvalOptions:
                         help='output folder (created): metrics.csv, summary.md, grid.png, '
                         'timings.json; with --model also fused/<name>/ and color/<name>/')
     parser.add_argument('--name', default=None,
-                        help='label of the evaluated method (default: model file stem or '
-                        'fused folder name)')
+                        help='label of the evaluated method in the tables; None: the model '
+                        'file stem or the fused folder name')
     parser.add_argument('--legacy', action='store_true',
-                        help='TANG-legacy units for SD, SF, MI, VIF, Nabf, MSE and PSNR '
-                        '(to compare with SeAFusion-era tables; see summary.md)')
-    parser.add_argument('--baselines', type=_baseline_list, default=tuple(BASELINES),
+                        help=f'TANG-legacy units for {", ".join(LEGACY_DEVIATIONS)} (to '
+                        'compare with SeAFusion-era tables; see summary.md)')
+    parser.add_argument('--baselines', type=_baseline_list, default=','.join(BASELINES),
                         help=f'comma-separated classical methods to score as well '
                         f'({", ".join(BASELINES)}) or none')
     parser.add_argument('--limit', type=_positive_int, default=None,
                         help='evaluate only the first N pairs (sorted by stem)')
     parser.add_argument('--device', default='auto',
                         help='inference device for --model: auto, cpu, cuda or cuda:N')
-    parser.add_argument('--backend', default='torch',
-                        help='inference backend for --model (torch, onnxruntime, tensorrt)')
+    parser.add_argument('--backend', default='torch', choices=BACKENDS,
+                        help='inference backend for --model; torch runs every image size, '
+                        'the others build a fixed-shape model for the first pair and skip '
+                        'pairs of another size')
     parser.add_argument('--threads', type=_positive_int, default=1,
                         help='CPU threads for inference; 1 leaves the other cores to the '
                         'metric processes (torch threads slow down a lot on busy cores)')
-    parser.add_argument('--workers', type=_positive_int, default=2,
-                        help='processes computing the metrics (1: in this process)')
+    parser.add_argument('--workers', type=_positive_int, default=1,
+                        help='processes computing the metrics; 1: in this process, N > 1: '
+                        'N spawned processes (faster only when cores are free)')
     args = parser.parse_args(argv)
     return EvalOptions(ir_dir=args.ir, vi_dir=args.vi, out_dir=args.out, model=args.model,
                        fused_dir=args.fused, name=args.name, baselines=args.baselines,
@@ -427,6 +469,7 @@ def parse_args(argv: Sequence[str] | None) -> EvalOptions:
 def main(argv: list[str] | None = None) -> int:
     """occo-eval entry point: evaluate, write the outputs, print the Markdown table."""
     options = parse_args(argv)
+    keep_freed_memory()
     label = method_label(options)
     if label in options.baselines:
         _warn(f'method name {label!r} is also a baseline; pass --name to tell them apart')

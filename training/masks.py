@@ -196,9 +196,9 @@ class FallbackProposer:
 class GroundedSamProposer:
     """Candidate objects from Grounding DINO boxes refined by SAM, on each modality.
 
-    Both models load from local folders written by `save_pretrained` (model + processor);
-    nothing is downloaded (local_files_only=True, HF_HUB_OFFLINE=1). The thermal image is
-    fed as a 3-channel gray image.
+    Both models load from local folders written by `save_pretrained` (model + processor)
+    with local_files_only=True, so nothing is downloaded (the occo-masks CLI also sets
+    HF_HUB_OFFLINE=1 for its own process). The thermal image is fed as 3-channel gray.
 
     Args:
         gdino_path: folder of a GroundingDinoForObjectDetection checkpoint and its processor.
@@ -212,7 +212,6 @@ class GroundedSamProposer:
     def __init__(self, gdino_path: str | Path, sam_path: str | Path,
                  prompts: str = DEFAULT_PROMPTS, box_threshold: float = 0.35,
                  text_threshold: float = 0.25, device: str = 'cpu') -> None:
-        os.environ['HF_HUB_OFFLINE'] = '1'
         try:
             import torch
             from transformers import (
@@ -361,6 +360,9 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of occo-masks; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
+    if args.method == 'gdino-sam':
+        # This process never talks to the Hugging Face hub (set before transformers loads).
+        os.environ.setdefault('HF_HUB_OFFLINE', '1')
     try:
         scan = find_pairs(args.ir, args.vi)
         proposer = make_proposer(args)

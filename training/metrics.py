@@ -2,33 +2,18 @@
 
 A = infrared source, B = visible luminance, F = fused luminance: uint8 HxW gray images of one
 size (at least 41x41, the smallest size the 4-scale VIF accepts). Every metric is computed in
-float64 on 0-255 values with the canonical conventions of FUSION_METRICS.md §2.3:
-
-==========  ========================================================================  =====
-metric      convention                                                                better
-==========  ========================================================================  =====
-EN          entropy of F, bits, 256 bins                                              higher
-SD          population standard deviation of F                                        higher
-SF          sqrt(RF² + CF²), means over the H(W-1) / (H-1)W first differences         higher
-AG          sum sqrt((Gx² + Gy²)/2) / ((H-1)(W-1)), np.gradient differences            higher
-MI          I(A;F) + I(B;F), bits, 256-bin histograms, no stretching                  higher
-SCD         r(F-B, A) + r(F-A, B), Pearson r                                          higher
-CC          (r(A,F) + r(B,F)) / 2                                                     higher
-VIF         VIFp(A,F) + VIFp(B,F), LIVE vifp_mscale, 4 scales, sigma_n² = 2           higher
-Qabf        Xydeas-Petrović, zero-padded Sobel, integer data, eps-zero s_x            higher
-Nabf        Shreyamsha Kumar artefact measure, Sobel/8, periodic border, T_d = 2      lower
-SSIM        SSIM(A,F) + SSIM(B,F), Wang 11x11 Gaussian sigma 1.5, 'valid', L = 255    higher
-MS-SSIM     sum over sources of Wang 5-scale MS-SSIM (fewer scales below 176 px)      higher
-MSE         (MSE(A,F) + MSE(B,F)) / 2                                                 lower
-PSNR        10 log10(255² / MSE)                                                      higher
-==========  ========================================================================  =====
+float64 on 0-255 values with the canonical conventions of FUSION_METRICS.md §2.3; the list,
+each metric's direction and its convention (the text occo-eval prints under its tables) are
+in :data:`METRICS`. MI, VIF, SCD, SSIM and MS-SSIM add the two sources' terms (SSIM and
+MS-SSIM max 2); CC and MSE average them.
 
 ``legacy=True`` reproduces the TANG-legacy MATLAB toolkit (SeAFusion/PIAFusion-era tables)
 where FUSION_METRICS.md documents how it differs; every deviation is listed in
-:data:`LEGACY_DEVIATIONS`. Metrics not listed there are identical in both modes.
+:data:`LEGACY_DEVIATIONS`. Metrics not listed there are identical in both modes;
+:data:`LEGACY_NOTES` says where such a canonical value still differs from TANG-legacy tables.
 
-Undefined values are NaN, not errors: a Pearson r with a constant image (SCD, CC), Qabf/Nabf
-when no image has any gradient. PSNR is inf when F equals both sources.
+Undefined values are NaN, not errors: a Pearson r with a constant image (SCD, CC), VIF of a
+flat source, Qabf when no image has any gradient. PSNR is inf when F equals both sources.
 """
 
 from __future__ import annotations
@@ -86,6 +71,14 @@ LEGACY_DEVIATIONS: dict[str, str] = {
     'Nabf': 'TANG-legacy: computed on [0,1] data (no gradient reaches T_d = 2)',
     'MSE': 'TANG-legacy: computed on [0,1] data (= canonical MSE / 255²)',
     'PSNR': 'TANG-legacy: 20 log10(255 / sqrt(MSE on [0,1])) = canonical PSNR + 48.13 dB',
+}
+
+# Metrics that stay canonical under legacy=True although TANG-legacy tables differ.
+LEGACY_NOTES: dict[str, str] = {
+    'Qabf': 'TANG-legacy ran it on [0,1] floats: per-image differences up to ~0.01, means '
+            'within 1e-3',
+    'SSIM': "TANG-legacy's SSIM column is MEF-SSIM, a different metric: not comparable",
+    'MS-SSIM': "TANG's MS_SSIM is a 3-scale MEF-SSIM, a different metric: not comparable",
 }
 
 
@@ -296,27 +289,31 @@ def _halve(image: np.ndarray) -> np.ndarray:
     return mean[::2, ::2]
 
 
-def _ms_ssim(x: np.ndarray, f: np.ndarray) -> float:
-    """Wang MS-SSIM of float64 images; fewer scales (weights renormalised to 1) when small.
+def _ms_ssim(x: np.ndarray, f: np.ndarray) -> tuple[float, float]:
+    """(MS-SSIM, SSIM) of float64 images: Wang MS-SSIM and the SSIM of its first scale.
 
-    The coarsest scale contributes the full SSIM (mean of l·cs), as in Wang's msssim.m;
-    negative terms, which a fractional power cannot take, are clamped to 0 as in
-    pytorch-msssim.
+    Fewer scales (weights renormalised to 1) for small images. The coarsest scale
+    contributes the full SSIM (mean of l·cs), as in Wang's msssim.m; negative terms, which
+    a fractional power cannot take, are clamped to 0 as in pytorch-msssim. Returning the
+    first scale's SSIM spares evaluate_fusion a second pass at full resolution.
     """
     scales = ms_ssim_scales(*x.shape)
     weights = np.array(MS_SSIM_WEIGHTS[:scales])
     if scales < len(MS_SSIM_WEIGHTS):
         weights /= weights.sum()
     result = 1.0
+    single_scale = float('nan')
     for j in range(scales):
         luminance, contrast_structure = _ssim_maps(x, f)
+        if j == 0:
+            single_scale = float(np.mean(luminance * contrast_structure))
         if j < scales - 1:
             term = np.mean(contrast_structure)
             x, f = _halve(x), _halve(f)
         else:
             term = np.mean(luminance * contrast_structure)
         result *= max(float(term), 0.0) ** float(weights[j])
-    return result
+    return result, single_scale
 
 
 def ssim(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray) -> float:
@@ -330,7 +327,7 @@ def ms_ssim(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray) -> float:
     """Fusion MS-SSIM = MS-SSIM(A,F) + MS-SSIM(B,F), Wang 5 scales (max 2)."""
     _check_sources(ir, vi, fused)
     f = fused.astype(np.float64)
-    return _ms_ssim(ir.astype(np.float64), f) + _ms_ssim(vi.astype(np.float64), f)
+    return _ms_ssim(ir.astype(np.float64), f)[0] + _ms_ssim(vi.astype(np.float64), f)[0]
 
 
 # --- edge-based metrics --------------------------------------------------------------------
@@ -456,6 +453,9 @@ def evaluate_fusion(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray,
     ir, vi, fused: uint8 HxW of one size (>= 41x41); vi is the visible luminance.
     """
     _check_sources(ir, vi, fused)
+    f = fused.astype(np.float64)
+    ms_ssim_a, ssim_a = _ms_ssim(ir.astype(np.float64), f)
+    ms_ssim_b, ssim_b = _ms_ssim(vi.astype(np.float64), f)
     return {
         'EN': entropy(fused),
         'SD': standard_deviation(fused, legacy),
@@ -467,8 +467,8 @@ def evaluate_fusion(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray,
         'VIF': vif(ir, vi, fused, legacy),
         'Qabf': qabf(ir, vi, fused),
         'Nabf': nabf(ir, vi, fused, legacy),
-        'SSIM': ssim(ir, vi, fused),
-        'MS-SSIM': ms_ssim(ir, vi, fused),
+        'SSIM': ssim_a + ssim_b,
+        'MS-SSIM': ms_ssim_a + ms_ssim_b,
         'MSE': mse(ir, vi, fused, legacy),
         'PSNR': psnr(ir, vi, fused, legacy),
     }

@@ -403,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of occo-train; returns the process exit status."""
     try:
         cfg = parse_config(argv)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         runtime = setup_runtime(cfg.device)
     except ConfigError as exc:
         print(f'occo-train: error: {exc}', file=sys.stderr)

@@ -28,9 +28,10 @@ PRECISIONS = ('fp32', 'fp16', 'int8')
 ENGINE_SUFFIXES = ('.engine', '.plan')
 MODEL_SUFFIXES = ('.pt', '.onnx', *ENGINE_SUFFIXES)
 
-# Why 'auto' prefers ONNX Runtime over PyTorch on CPU: bench/bench_backends.py, width 0.25,
-# fp32, 2 threads, 2-core Intel Xeon (docs/PERFORMANCE.md): median ms ONNX Runtime vs PyTorch
-# at 256x320: {ort_small} vs {torch_small}; at 512x640: {ort_large} vs {torch_large}.
+# Why 'auto' prefers ONNX Runtime over PyTorch on the CPU: bench/bench_backends.py, width
+# 0.25, fp32, 2-core Intel Xeon VM under background load (docs/PERFORMANCE.md), median ms
+# ONNX Runtime vs PyTorch, 2 threads: 410 vs 1291 at 256x320, 1370 vs 2964 at 512x640;
+# 1 thread: 128 vs 143 and 870 vs 1296. ONNX Runtime led in every run.
 CPU_CHOICE = 'measured faster than PyTorch on CPU (bench_backends, docs/PERFORMANCE.md)'
 
 __all__ = ['BACKENDS', 'EngineError', 'EngineInfo', 'FusionEngine', 'create_engine']
@@ -117,9 +118,8 @@ def _tensorrt(request: _Request, device: str, precision: str) -> FusionEngine:
     tensorrt_engine.import_tensorrt()  # fail fast with the install hint
     tensorrt_engine.import_pycuda_driver()
     if request.kind == 'engine':
-        engine = tensorrt_engine.load_engine_file(request.model_path, request.input_size,
-                                                  device, request.log)
-        return engine
+        return tensorrt_engine.load_engine_file(request.model_path, request.input_size, device,
+                                                request.log)
     if request.kind == 'pt':
         if request.input_size is None:
             raise EngineError('the tensorrt backend needs input_size (H, W) for a .pt model')
@@ -152,21 +152,19 @@ def _installed(module: str) -> bool:
 def _auto_plan(request: _Request) -> list[tuple[str, str, str, str]]:
     """Candidates (backend, device, precision, note) for 'auto', best first, per the rule
     TensorRT -> ONNX Runtime CUDA -> PyTorch CUDA -> fastest CPU backend."""
-    gpu_device = 'auto' if request.device == 'auto' else request.device
     reduced = request.precision != 'fp32'
     gpu_allowed = request.device != 'cpu'
+    gpu = 'cuda' if request.device == 'auto' else request.device  # for ONNX Runtime / torch
     plan = []
     if gpu_allowed:
-        plan.append(('tensorrt', gpu_device, request.precision, 'TensorRT'))
+        plan.append(('tensorrt', request.device, request.precision, 'TensorRT'))
     if request.kind == 'engine':
         return plan
     if gpu_allowed and not reduced:
-        plan.append(('onnxruntime', 'cuda' if gpu_device == 'auto' else gpu_device, 'fp32',
-                     'ONNX Runtime CUDA'))
+        plan.append(('onnxruntime', gpu, 'fp32', 'ONNX Runtime CUDA'))
     if gpu_allowed and request.kind == 'pt':
         torch_precision = 'fp16' if reduced else 'fp32'  # torch has no int8
-        plan.append(('torch', 'cuda' if gpu_device == 'auto' else gpu_device, torch_precision,
-                     'PyTorch CUDA'))
+        plan.append(('torch', gpu, torch_precision, 'PyTorch CUDA'))
     if request.device in ('auto', 'cpu'):
         plan.append(('onnxruntime', 'cpu', 'fp32', CPU_CHOICE))
         if request.kind == 'pt':

@@ -5,8 +5,9 @@ backend passes its real build and load functions to `resolve_engine`.
 
 Policy (ROS2_NOTES.md §2.3): an engine is reused only if its sidecar JSON matches the key
 we expect now (sha256 of the ONNX file, TensorRT version, GPU name and compute capability or
-DLA core, precision, input size), its plan header names the installed TensorRT version, and
-it deserialises with the expected IO tensors. Anything else is logged as found vs expected
+DLA core, precision, input size), its plan header names the installed TensorRT version
+(where the header layout was confirmed when the engine was built), and it deserialises with
+the expected IO tensors. Anything else is logged as found vs expected
 and the engine is rebuilt instead of crashing. Files are written atomically (temp + rename),
 so an interrupted build never leaves a truncated engine behind.
 """
@@ -236,15 +237,22 @@ def decide(engine_path: Path, key: EngineKey, force_rebuild: bool = False) -> Ca
     mismatches = key_mismatches(found.get('key', {}), key)
     if mismatches:
         return CacheDecision('build', 'sidecar does not match: ' + '; '.join(mismatches))
-    with open(engine_path, 'rb') as stream:
-        header = stream.read(64)
-    built_with = plan_trt_version(header)
-    installed = parse_version(key.trt_version)
-    if built_with is not None and built_with != installed:
-        return CacheDecision(
-            'build', f'plan header says TensorRT {".".join(map(str, built_with))}, installed is '
-            f'{".".join(map(str, installed))}')
+    # The header layout is undocumented: it is trusted only if it read as the installed
+    # version when this engine was built (recorded in the sidecar), so a layout change in a
+    # future TensorRT cannot cause a rebuild on every start.
+    installed = list(parse_version(key.trt_version))
+    if found.get('plan_header_trt') == installed:
+        with open(engine_path, 'rb') as stream:
+            built_with = plan_trt_version(stream.read(64))
+        if built_with is None or list(built_with) != installed:
+            return CacheDecision(
+                'build', f'plan header says TensorRT {_dotted(built_with)}, installed is '
+                f'{_dotted(installed)} (engine file replaced or damaged)')
     return CacheDecision('load', f'cached engine {engine_path.name} matches the key')
+
+
+def _dotted(version: tuple | list | None) -> str:
+    return '.'.join(map(str, version)) if version else 'unreadable'
 
 
 @dataclass
@@ -295,9 +303,11 @@ class _Resolver(Generic[EngineT]):
         started = time.monotonic()
         built = self.build()
         build_time = time.monotonic() - started
+        header = plan_trt_version(built.plan)
         sidecar = {'format': SIDECAR_FORMAT, 'key': self.key.to_json(),
                    'precision_used': built.precision_used, 'build_time_s': round(build_time, 2),
-                   'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'), **built.details}
+                   'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                   'plan_header_trt': list(header) if header else None, **built.details}
         atomic_write_bytes(self.engine_path, built.plan)
         atomic_write_bytes(sidecar_path(self.engine_path),
                            json.dumps(sidecar, indent=2, sort_keys=True).encode('utf-8'))

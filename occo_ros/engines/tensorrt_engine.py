@@ -157,12 +157,15 @@ def describe_io(engine: object, trt: types.ModuleType) -> list[TensorSpec]:
 def _make_logger(trt: types.ModuleType, log: Callable[[str], None]) -> object:
     """A trt.ILogger forwarding warnings and errors to `log` (TensorRT info is too chatty)."""
 
+    severity = trt.ILogger.Severity
+    shown = {severity.INTERNAL_ERROR, severity.ERROR, severity.WARNING}
+
     class Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
-        def log(self, severity: object, msg: str) -> None:
-            if severity <= trt.ILogger.Severity.WARNING:
+        def log(self, level: object, msg: str) -> None:
+            if level in shown:
                 log(f'[TensorRT] {msg}')
 
     return Logger()
@@ -250,6 +253,12 @@ def _make_calibrator(
             atomic_write_bytes(cache_path, bytes(cache))
             log(f'INT8 calibration: {self.count} pairs, scales cached at {cache_path}')
 
+        def release(self) -> None:
+            """Free the device buffers (while their CUDA context is still current)."""
+            for buffer in self.buffers.values():
+                buffer.free()
+            self.buffers.clear()
+
     return Calibrator()
 
 
@@ -278,7 +287,8 @@ def _build_progress(trt: types.ModuleType, config: object, log: Callable[[str], 
             def phase_finish(self, phase_name: str) -> None:
                 pass
 
-        config.progress_monitor = Monitor()
+        monitor = Monitor()  # referenced here: TensorRT does not keep the Python object alive
+        config.progress_monitor = monitor
         yield
         return
     done = threading.Event()
@@ -407,11 +417,13 @@ def build_engine(
     network, _parser = _parse_onnx(trt, builder, onnx_path, logger)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    profile = builder.create_optimization_profile()
-    shape = (1, 1, *input_shape)
-    for index in range(network.num_inputs):
-        profile.set_shape(network.get_input(index).name, shape, shape, shape)
-    config.add_optimization_profile(profile)
+    inputs = [network.get_input(index) for index in range(network.num_inputs)]
+    if any(-1 in tuple(tensor.shape) for tensor in inputs):  # dynamic ONNX: fix the profile
+        profile = builder.create_optimization_profile()
+        shape = (1, 1, *input_shape)
+        for tensor in inputs:
+            profile.set_shape(tensor.name, shape, shape, shape)
+        config.add_optimization_profile(profile)
     used = _configure_precision(trt, builder, config, precision, dla_core, log)
     pinned = pin_fp32_layers(network, trt) if used != 'fp32' else []
     if used != 'fp32':
@@ -432,9 +444,12 @@ def build_engine(
             stack.enter_context(cuda_context(driver, gpu_index))  # calibrator buffers
             batches = (iter(()) if calibration_dir is None
                        else calibration_batches(calibration_dir, *input_shape))
-            config.int8_calibrator = _make_calibrator(
+            # Kept in a local for the whole build: TensorRT holds only a raw pointer.
+            calibrator = _make_calibrator(
                 trt, driver, batches, calibration_cache or onnx_path.with_suffix(
                     f'.{input_shape[0]}x{input_shape[1]}.calib'), log)
+            config.int8_calibrator = calibrator
+            stack.callback(calibrator.release)  # runs before the context is popped
         stack.enter_context(_build_progress(trt, config, log))
         plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -491,7 +506,8 @@ class TensorRTEngine(FusionEngine):
     def _setup(self, trt: types.ModuleType, plan: bytes, input_size: tuple[int, int] | None,
                dla_core: int | None, log: Callable[[str], None]) -> None:
         """Deserialise, validate IO, set shapes, allocate buffers (CUDA context pushed)."""
-        self._runtime = trt.Runtime(_make_logger(trt, log))
+        self._logger = _make_logger(trt, log)  # must outlive the runtime and engine
+        self._runtime = trt.Runtime(self._logger)
         if dla_core is not None:
             self._runtime.DLA_core = dla_core
         self._engine = self._runtime.deserialize_cuda_engine(plan)
@@ -511,10 +527,11 @@ class TensorRTEngine(FusionEngine):
                               f'{input_size[1]}: ' + '; '.join(problems))
         self._context = self._engine.create_execution_context()
         self._shape = (1, 1, *input_size)
-        for name in INPUT_NAMES:
-            if not self._context.set_input_shape(name, self._shape):
+        for spec in specs:
+            if spec.is_input and -1 in spec.shape and not self._context.set_input_shape(
+                    spec.name, self._shape):
                 raise EngineError(f'engine {self._model_path} refuses input shape {self._shape} '
-                                  f'for {name!r} (outside its optimisation profile)')
+                                  f'for {spec.name!r} (outside its optimisation profile)')
         self._host = {name: self._cuda.pagelocked_empty(self._shape, np.float32)
                       for name in (*INPUT_NAMES, OUTPUT_NAME)}
         self._device = {name: self._cuda.mem_alloc(array.nbytes)
@@ -636,9 +653,9 @@ def load_engine_file(
 ) -> TensorRTEngine:
     """Load a prebuilt .engine/.plan file given directly by the user (no rebuild possible).
 
-    The TensorRT version in the plan header is checked first so a stale engine gets a clear
-    message instead of a deserialisation error. input_size None: taken from the engine's
-    fixed input shape.
+    A TensorRT version in the plan header that differs from the installed one is logged
+    first; a failure to load names that and what to do. input_size None: taken from the
+    engine's fixed input shape.
 
     Raises:
         EngineError: missing/corrupt file, version mismatch, dynamic engine without
@@ -650,12 +667,13 @@ def load_engine_file(
         raise EngineError(f'engine file not found: {engine_path}')
     plan = engine_path.read_bytes()
     built_with, installed = plan_trt_version(plan), parse_version(tensorrt_version(trt))
+    advice = ('engines are not portable across TensorRT versions or GPUs: pass the .onnx or '
+              '.pt model instead so the engine is rebuilt and cached, or rebuild this file with '
+              'occo-build-engine')
     if built_with is not None and built_with != installed:
-        raise EngineError(
-            f'engine {engine_path} was built by TensorRT {".".join(map(str, built_with))}, '
-            f'installed is {".".join(map(str, installed))}; engines are not portable across '
-            'versions: pass the .onnx or .pt model instead so the engine is rebuilt and cached, '
-            'or rebuild it with occo-build-engine')
+        # The header layout is undocumented, so this is a warning; deserialisation decides.
+        log(f'engine {engine_path}: plan header says TensorRT {".".join(map(str, built_with))},'
+            f' installed is {".".join(map(str, installed))}; {advice}')
     precision = 'unknown'
     sidecar = engine_path.with_name(engine_path.name + '.json')
     if sidecar.is_file():
@@ -663,5 +681,8 @@ def load_engine_file(
             precision = json.loads(sidecar.read_text(encoding='utf-8')).get(
                 'precision_used', precision)
     log(f'loading prebuilt TensorRT engine {engine_path} (not cache-managed)')
-    return TensorRTEngine(plan, str(engine_path), input_size, precision, device,
-                          {'engine_path': str(engine_path), 'cache': 'user file'}, log)
+    try:
+        return TensorRTEngine(plan, str(engine_path), input_size, precision, device,
+                              {'engine_path': str(engine_path), 'cache': 'user file'}, log)
+    except EngineError as exc:
+        raise EngineError(f'{exc}; {advice}') from exc

@@ -1,0 +1,726 @@
+"""``occo-bag``: fuse the thermal and RGB images of a recorded rosbag2 bag into a new bag.
+
+Offline and without ROS: bags are read and written with the pure-Python ``rosbags`` library
+(occo_ros.bag_io), mcap or sqlite3. Every step is the fusion node's own code, so a bag gives
+the images the node would have published:
+
+* the node's parameters (occo_ros.params) with the node's defaults, optionally read from a
+  node parameter file (``--params-file``, ``/**:`` or ``occo_fusion:`` sections), and command
+  line options on top;
+* messages in the bag's log-time (receive-time) order go through the node's
+  ApproximateTimePairer on their header stamps (``slop``, ``queue_size``);
+* each pair is decoded (occo_ros.codec; sensor_msgs/CompressedImage is decoded too), fused
+  by FusionPipeline and written as sensor_msgs/Image on ``--output-topic`` with the RGB
+  message's header, in ``output_encoding``; when the bag has the RGB camera_info topic
+  (beside the RGB topic, e.g. /rgb/camera_info), the newest one seen is adapted to the
+  output crop and size and written on ``<output namespace>/camera_info`` with the same header.
+
+Differences from the live node, all because a bag is not a live stream: every pair is fused
+(no ``max_age`` staleness drop and no dropping while the network is busy, so a slow CPU
+yields more fused frames than the node would on it); a fused message is logged at the log
+time of the message that completed its pair (when a live node could first have fused it),
+which keeps the output bag in log-time order; topics come from the command line (bags record
+absolute names; relative names get a leading '/').
+
+Memory stays flat however long the bag: messages are streamed, at most ``queue_size`` per
+camera wait for a partner, output is written as it is produced, and stage timings keep a
+bounded sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+import logging
+from pathlib import Path
+import random
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from rosbags.serde import SerdeError
+from tqdm import tqdm
+import yaml
+
+from occo_ros import codec
+from occo_ros.bag_io import (
+    CAMERA_INFO,
+    COMPRESSED_IMAGE,
+    IMAGE,
+    STORAGES,
+    BagError,
+    InputBag,
+    OutputBag,
+    OutputExistsError,
+    camera_info_message,
+    check_output_path,
+    image_message,
+    serialize,
+    stamp_ns,
+)
+from occo_ros.engines.base import EngineError
+from occo_ros.pairing import ApproximateTimePairer, Pair
+from occo_ros.params import SPECS, FusionParams, make_params
+from occo_ros.pipeline import FusionPipeline, create_pipeline
+
+_LOG = logging.getLogger('occo_ros.bag')
+
+NODE_NAME = 'occo_fusion'
+# Node parameters that mean something offline get a command line option of the same name.
+CLI_PARAMS = (
+    'slop', 'queue_size', 'model_path', 'backend', 'device', 'precision', 'num_threads',
+    'engine_cache_dir', 'force_rebuild', 'input_width', 'input_height', 'output_width',
+    'output_height', 'homography', 'crop', 'thermal_mode', 'thermal_min', 'thermal_max',
+    'thermal_percentiles', 'thermal_smoothing', 'output_encoding')
+# Topics come from the command line; these parameters hold the node's relative names.
+TOPIC_PARAMS = ('thermal_topic', 'rgb_topic', 'rgb_compressed', 'rgb_camera_info_topic')
+STAGES = ('read', 'decode', 'preprocess', 'inference', 'compose', 'write', 'per_pair')
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+_WARNINGS_PER_KIND = 3
+
+
+class Interrupted(Exception):
+    """fuse_bag stopped because its ``stop`` event was set; nothing was written."""
+
+
+# -- configuration ---------------------------------------------------------------------------
+def absolute_topic(name: str) -> str:
+    """``name`` as an absolute topic name ('fused/image' -> '/fused/image')."""
+    name = name.strip()
+    if name.strip('/') == '':
+        raise ValueError(f'topic name {name!r} is empty')
+    return name if name.startswith('/') else '/' + name
+
+
+def camera_info_beside(image_topic: str) -> str:
+    """The camera_info topic of an image topic ('/rgb/image_raw' and its image_transport
+    '/rgb/image_raw/compressed' -> '/rgb/camera_info')."""
+    base = image_topic[:-len('/compressed')] if image_topic.endswith('/compressed') \
+        else image_topic
+    return base.rsplit('/', 1)[0] + '/camera_info'
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Input and output topics (made absolute). ``rgb_camera_info`` None: beside ``rgb``."""
+
+    thermal: str
+    rgb: str
+    output: str = '/fused/image'
+    rgb_camera_info: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ('thermal', 'rgb', 'output', 'rgb_camera_info'):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, absolute_topic(value))
+        if self.thermal == self.rgb:
+            raise ValueError(f'thermal and RGB topic are the same: {self.thermal}')
+        if self.output in (self.thermal, self.rgb):
+            raise ValueError(f'output topic {self.output} is an input topic')
+
+    @property
+    def rgb_info(self) -> str:
+        return self.rgb_camera_info or camera_info_beside(self.rgb)
+
+    @property
+    def thermal_info(self) -> str:
+        return camera_info_beside(self.thermal)
+
+    @property
+    def output_info(self) -> str:
+        return camera_info_beside(self.output)
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return 'true or false'
+    if isinstance(default, int):
+        return 'an integer'
+    if isinstance(default, float):
+        return 'a number'
+    if isinstance(default, list):
+        return f'a list of {len(default)} numbers'
+    return 'a string'
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """A parameter value from YAML checked against the type of its default (ints are
+    accepted for floats); ValueError names the file, parameter, value and expected type."""
+    default = SPECS[name].default
+    number = (int, float)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, number) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(
+            isinstance(v, number) and not isinstance(v, bool) for v in value)
+        value = [float(v) for v in value] if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ValueError(f'{where}: parameter {name}={value!r} must be {_kind(default)}')
+    return value
+
+
+def _node_section(key: Any) -> bool:
+    """Whether a top-level key of a parameter file addresses the fusion node: '/**', its
+    name, or its name under a namespace or wildcard ('/ns/occo_fusion', '/**/occo_fusion')."""
+    key = str(key)
+    return key in ('/**', '**') or key.rsplit('/', 1)[-1] == NODE_NAME
+
+
+def _flatten(values: dict, prefix: str = '') -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_params_file(path: str | Path,
+                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Node parameter values from a ROS 2 parameter YAML file (e.g. config/fusion.yaml).
+
+    Reads the ``ros__parameters`` of the sections for every node (``/**``) and for the fusion
+    node (``occo_fusion``, also under a namespace), merged in file order (later wins); nested
+    names are joined with dots. Names that are not node parameters are skipped with a note to
+    ``log``. Raises OSError when the file cannot be read and ValueError for bad YAML, a file
+    without such a section (naming the sections it has) or a value of the wrong type.
+    """
+    path = Path(path)
+    log = log or _LOG.warning
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f'{path} is not valid YAML: {exc}') from None
+    if not isinstance(document, dict):
+        raise ValueError(f'{path}: expected a mapping of node names to {{ros__parameters: ...}}'
+                         f', got {type(document).__name__}')
+    sections = [key for key, value in document.items()
+                if _node_section(key) and isinstance(value, dict)
+                and 'ros__parameters' in value]
+    if not sections:
+        raise ValueError(f'{path} has no ros__parameters for /** or {NODE_NAME}; its sections: '
+                         f'{", ".join(map(str, document)) or "none"}')
+    values: dict[str, Any] = {}
+    for key in sections:
+        parameters = document[key]['ros__parameters'] or {}
+        if not isinstance(parameters, dict):
+            raise ValueError(f'{path}: {key}.ros__parameters must be a mapping')
+        for name, value in _flatten(parameters).items():
+            if name not in SPECS:
+                log(f'{path}: {name} is not a parameter of {NODE_NAME}; ignored')
+                continue
+            values[name] = _coerce(name, value, str(path))
+    return values
+
+
+def build_params(file_values: dict[str, Any] | None = None,
+                 overrides: dict[str, Any] | None = None) -> FusionParams:
+    """The node's defaults, then ``file_values``, then ``overrides``, validated by
+    occo_ros.params.make_params (ValueError naming every bad value)."""
+    values = {name: spec.default for name, spec in SPECS.items()}
+    values.update(file_values or {})
+    values.update(overrides or {})
+    return make_params(values)
+
+
+# -- results ---------------------------------------------------------------------------------
+class StageTimes:
+    """Per-stage durations in ms: exact count and sum, and the median of a uniform random
+    sample of at most ``capacity`` values per stage (exact up to that many; reservoir
+    sampling keeps memory flat on long bags)."""
+
+    def __init__(self, capacity: int = 10_000, seed: int = 0) -> None:
+        self.capacity = capacity
+        self._rng = random.Random(seed)
+        self._samples: dict[str, array] = {}
+        self._count: dict[str, int] = {}
+        self._sum: dict[str, float] = {}
+
+    def add(self, stage: str, ms: float) -> None:
+        sample = self._samples.setdefault(stage, array('d'))
+        seen = self._count.get(stage, 0) + 1
+        self._count[stage] = seen
+        self._sum[stage] = self._sum.get(stage, 0.0) + ms
+        if len(sample) < self.capacity:
+            sample.append(ms)
+        else:
+            slot = self._rng.randrange(seen)
+            if slot < self.capacity:
+                sample[slot] = ms
+
+    def median(self, stage: str) -> float:
+        """Median ms of ``stage``; NaN when it never ran."""
+        sample = self._samples.get(stage)
+        return float(np.median(sample)) if sample else float('nan')
+
+    def total(self, stage: str) -> float:
+        """Sum of every ``stage`` duration in ms."""
+        return self._sum.get(stage, 0.0)
+
+    def count(self, stage: str) -> int:
+        return self._count.get(stage, 0)
+
+
+@dataclass
+class BagSummary:
+    """What :func:`fuse_bag` did. ``received``/``unpaired``/``bad`` are keyed by 'thermal' and
+    'rgb' (``bad`` also by 'pair': the pipeline rejected the pair); ``bad_kinds`` counts the
+    skipped messages by '<topic>: <reason>'. ``seconds`` is the wall time of the message loop
+    (engine loading excluded); ``damage`` says where a damaged input stopped being read."""
+
+    input: str
+    output: str
+    engine: str = ''
+    received: dict[str, int] = field(default_factory=lambda: {'thermal': 0, 'rgb': 0})
+    pairs: int = 0
+    fused: int = 0
+    unpaired: dict[str, int] = field(default_factory=lambda: {'thermal': 0, 'rgb': 0})
+    time_jumps: int = 0
+    bad: dict[str, int] = field(default_factory=lambda: {'thermal': 0, 'rgb': 0, 'pair': 0})
+    bad_kinds: dict[str, int] = field(default_factory=dict)
+    camera_info: int = 0
+    copied: int = 0
+    load_seconds: float = 0.0
+    seconds: float = 0.0
+    times: StageTimes = field(default_factory=StageTimes)
+    damage: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        """Fused pairs per second of the message loop."""
+        return self.fused / self.seconds if self.seconds > 0 else 0.0
+
+    def report(self) -> str:
+        """A few human-readable lines."""
+        lines = [
+            f'occo-bag: fused {self.fused} pairs into {self.output} in {self.seconds:.1f} s '
+            f'({self.fps:.1f} pairs/s; engine loaded in {self.load_seconds:.1f} s)',
+            f'  read {self.received["thermal"]} thermal + {self.received["rgb"]} RGB messages; '
+            f'{self.pairs} pairs; unpaired thermal {self.unpaired["thermal"]}, RGB '
+            f'{self.unpaired["rgb"]}; time jumps {self.time_jumps}',
+            f'  skipped: thermal {self.bad["thermal"]}, RGB {self.bad["rgb"]}, pairs '
+            f'{self.bad["pair"]}' + ''.join(f'; {k} x{v}' for k, v in self.bad_kinds.items()),
+            f'  written: {self.fused} fused images, {self.camera_info} camera_info, '
+            f'{self.copied} copied input messages',
+            f'  engine: {self.engine}',
+            '  median ms: ' + ' | '.join(f'{s} {self.times.median(s):.2f}' for s in STAGES
+                                         if self.times.count(s)),
+        ]
+        if self.damage:
+            lines.append(f'  WARNING: the input is damaged; read up to: {self.damage}')
+        return '\n'.join(lines)
+
+
+# -- the run ---------------------------------------------------------------------------------
+def _format_stamp(ns: int) -> str:
+    return f'{ns // 1_000_000_000}.{ns % 1_000_000_000:09d} s'
+
+
+def _topic_list(bag: InputBag) -> str:
+    return '; '.join(f'{t.name} ({t.msgtype}, {t.count} messages)'
+                     for t in sorted(bag.topics.values(), key=lambda t: t.name)) or 'none'
+
+
+def check_topics(bag: InputBag, topics: BagTopics) -> bool:
+    """Raise BagError unless the bag has both image topics with image types; returns whether
+    the RGB camera_info topic is there (an explicitly named one must be)."""
+    missing = [t for t in (topics.thermal, topics.rgb) if t not in bag.topics]
+    if topics.rgb_camera_info and topics.rgb_camera_info not in bag.topics:
+        missing.append(topics.rgb_camera_info)
+    if missing:
+        raise BagError(f'{bag.path} has no topic {" and no topic ".join(missing)}; its topics: '
+                       f'{_topic_list(bag)}')
+    for topic in (topics.thermal, topics.rgb):
+        if bag.topics[topic].msgtype not in IMAGE_TYPES:
+            raise BagError(f'topic {topic} has type {bag.topics[topic].msgtype}; expected '
+                           f'{" or ".join(IMAGE_TYPES)}')
+    info = bag.topics.get(topics.rgb_info)
+    if info is not None and info.msgtype != CAMERA_INFO:
+        raise BagError(f'camera_info topic {topics.rgb_info} has type {info.msgtype}; expected '
+                       f'{CAMERA_INFO} (name another with --rgb-camera-info-topic)')
+    return info is not None
+
+
+class _BagFusion:
+    """State of one fuse_bag run: the pairer, the newest RGB camera_info, counters, timings."""
+
+    def __init__(self, bag: InputBag, out: OutputBag, pipeline: FusionPipeline,
+                 params: FusionParams, topics: BagTopics, summary: BagSummary,
+                 has_info: bool, copy_inputs: bool, log: Callable[[str], None],
+                 stop: threading.Event | None) -> None:
+        self.bag, self.out, self.pipeline, self.params = bag, out, pipeline, params
+        self.topics, self.summary, self.log, self.stop = topics, summary, log, stop
+        self.streams = {topics.thermal: 'thermal', topics.rgb: 'rgb'}
+        self.msgtypes = {'thermal': bag.topics[topics.thermal].msgtype,
+                         'rgb': bag.topics[topics.rgb].msgtype}
+        self.has_info = has_info
+        self.read_topics = [topics.thermal, topics.rgb]
+        if self.has_info:
+            self.read_topics.append(topics.rgb_info)
+        self.copies = {}
+        if copy_inputs:
+            if topics.thermal_info in bag.topics and topics.thermal_info != topics.rgb_info:
+                self.read_topics.append(topics.thermal_info)
+            for name in self.read_topics:
+                if name in (topics.output, topics.output_info):
+                    raise BagError(f'--copy-inputs would write {name} twice: it is also an '
+                                   'output topic; choose another --output-topic')
+                t = bag.topics[name]
+                self.copies[name] = out.add_topic(name, t.msgtype, t.msgdef, t.digest, t.qos)
+        self.image_conn = out.add_topic(topics.output, IMAGE)
+        self.info_conn = out.add_topic(topics.output_info, CAMERA_INFO) if self.has_info \
+            else None
+        self.pairer = ApproximateTimePairer(params.slop, params.queue_size)
+        self.camera_info = None
+        self.stamp_range: dict[str, list[int]] = {}
+        self._warned: dict[tuple[str, str], int] = {}
+        self._last_output = 0.0
+
+    def run(self, progress: bool) -> None:
+        total = sum(self.bag.topics[t].count for t in (self.topics.thermal, self.topics.rgb))
+        bar = tqdm(total=total, unit='msg', desc='occo-bag', disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        start = self._last_output = time.perf_counter()
+        messages = self.bag.messages(self.read_topics)
+        try:
+            while True:
+                if self.stop is not None and self.stop.is_set():
+                    raise Interrupted('stopped on request after '
+                                      f'{sum(self.summary.received.values())} image messages')
+                begin = time.perf_counter()
+                item = next(messages, None)
+                if item is None:
+                    break
+                self._handle(*item, begin, bar)
+        finally:
+            bar.close()
+        self.summary.seconds = time.perf_counter() - start
+        counts = self.pairer.counts
+        self.summary.pairs, self.summary.time_jumps = counts.paired, counts.time_jumps
+        for stream in ('thermal', 'rgb'):  # the ones still waiting at the end never paired
+            self.summary.unpaired[stream] = (getattr(counts, f'unpaired_{stream}')
+                                             + self.pairer.waiting(stream))
+        self.summary.damage = self.bag.damage
+
+    def _handle(self, topic: str, log_time: int, raw: bytes, begin: float, bar: tqdm) -> None:
+        if topic in self.copies:
+            self.out.write(self.copies[topic], log_time, raw)
+            self.summary.copied += 1
+        if topic == self.topics.rgb_info and self.has_info:
+            try:
+                self.camera_info = self.bag.deserialize(topic, raw)
+            except SerdeError as exc:
+                self._skip('camera_info', topic, f'log time {_format_stamp(log_time)}', 'cdr',
+                           exc)
+            return
+        stream = self.streams.get(topic)
+        if stream is None:  # a copied thermal camera_info
+            return
+        bar.update()
+        self.summary.received[stream] += 1
+        try:
+            msg = self.bag.deserialize(topic, raw)
+        except SerdeError as exc:
+            self._skip(stream, topic, f'log time {_format_stamp(log_time)}', 'cdr', exc)
+            return
+        stamp = stamp_ns(msg.header)
+        low_high = self.stamp_range.setdefault(stream, [stamp, stamp])
+        low_high[0], low_high[1] = min(low_high[0], stamp), max(low_high[1], stamp)
+        self.summary.times.add('read', (time.perf_counter() - begin) * 1e3)
+        pair = self.pairer.add(stream, stamp, msg)
+        if pair is not None:
+            self._fuse(pair, log_time)
+
+    def _decode(self, stream: str, msg: Any, stamp: int) -> codec.DecodedImage | None:
+        try:
+            if self.msgtypes[stream] == COMPRESSED_IMAGE:
+                return codec.decode_compressed(msg.format, msg.data)
+            return codec.decode_image(msg)
+        except codec.ImageDecodeError as exc:
+            topic = self.topics.thermal if stream == 'thermal' else self.topics.rgb
+            self._skip(stream, topic, f'stamp {_format_stamp(stamp)}', exc.reason, exc)
+            return None
+
+    def _fuse(self, pair: Pair, log_time: int) -> None:
+        start = time.perf_counter()
+        thermal = self._decode('thermal', pair.thermal, pair.thermal_stamp_ns)
+        rgb = self._decode('rgb', pair.rgb, pair.rgb_stamp_ns)
+        if thermal is None or rgb is None:
+            return
+        decoded = time.perf_counter()
+        try:
+            frame = self.pipeline.fuse(thermal.array, rgb.array, rgb.order)
+        except ValueError as exc:  # e.g. an image the registration or colour code rejects
+            self._skip('pair', f'{self.topics.thermal} + {self.topics.rgb}',
+                       f'stamps {_format_stamp(pair.thermal_stamp_ns)} / '
+                       f'{_format_stamp(pair.rgb_stamp_ns)}', 'fusion', exc)
+            return
+        fused = time.perf_counter()
+        encoding = self.params.output_encoding
+        header = pair.rgb.header
+        fields = codec.array_to_image_fields(frame.in_encoding(encoding), encoding)
+        self.out.write(self.image_conn, log_time,
+                       serialize(image_message(fields, pair.rgb_stamp_ns, header.frame_id)))
+        self.summary.fused += 1
+        if self.info_conn is not None and self.camera_info is not None:
+            self._write_camera_info(pair.rgb_stamp_ns, header.frame_id, log_time)
+        done = time.perf_counter()
+        times = self.summary.times
+        times.add('decode', (decoded - start) * 1e3)
+        for stage in ('preprocess', 'inference', 'compose'):
+            times.add(stage, frame.times_ms[stage])
+        times.add('write', (done - fused) * 1e3)
+        times.add('per_pair', (done - self._last_output) * 1e3)
+        self._last_output = done
+
+    def _write_camera_info(self, stamp: int, frame_id: str, log_time: int) -> None:
+        """fused/camera_info: the RGB camera's K and P adapted to the crop and output size,
+        like the node's."""
+        src = self.camera_info
+        try:
+            k, p = self.pipeline.registration.adapt_camera_matrices(
+                np.asarray(src.k).reshape(3, 3), np.asarray(src.p).reshape(3, 4),
+                (src.width, src.height))
+        except ValueError as exc:
+            self._skip('camera_info', self.topics.rgb_info, f'stamp {_format_stamp(stamp)}',
+                       'camera_info', exc)
+            return
+        msg = camera_info_message(self.params.output_width, self.params.output_height, k, p,
+                                  stamp, frame_id, src.distortion_model, src.d, src.r)
+        self.out.write(self.info_conn, log_time, serialize(msg))
+        self.summary.camera_info += 1
+
+    def _skip(self, kind: str, topic: str, where: str, reason: str, exc: Exception) -> None:
+        """Count a message (or pair) that cannot be used; warn for the first few of a kind."""
+        if kind in self.summary.bad:
+            self.summary.bad[kind] += 1
+        key = f'{topic}: {reason}'
+        self.summary.bad_kinds[key] = self.summary.bad_kinds.get(key, 0) + 1
+        seen = self._warned.get((topic, reason), 0)
+        self._warned[(topic, reason)] = seen + 1
+        if seen < _WARNINGS_PER_KIND:
+            more = (' (further ones like this are counted in the summary)'
+                    if seen == _WARNINGS_PER_KIND - 1 else '')
+            self.log(f'skipping {kind} on {topic} at {where}: {exc}{more}')
+
+    def nothing_fused(self) -> str:
+        """Why no pair was fused, with what would help."""
+        ranges = '; '.join(f'{s} stamps {_format_stamp(lo)} .. {_format_stamp(hi)}'
+                           for s, (lo, hi) in self.stamp_range.items())
+        s = self.summary
+        why = (f'no pair was fused: read {s.received["thermal"]} thermal and '
+               f'{s.received["rgb"]} RGB messages ({ranges or "no stamps"}), formed {s.pairs} '
+               f'pairs (|dt| < slop {self.params.slop} s; see --slop), skipped '
+               f'{sum(s.bad.values())}')
+        if s.damage:
+            why += f'; the input is damaged: {s.damage}'
+        return why
+
+
+def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams,
+             topics: BagTopics, *, pipeline: FusionPipeline | None = None,
+             storage: str = 'mcap', copy_inputs: bool = False, overwrite: bool = False,
+             progress: bool = False, log: Callable[[str], None] | None = None,
+             stop: threading.Event | None = None) -> BagSummary:
+    """Fuse every thermal/RGB pair of ``input_bag`` into the new bag ``output_bag``.
+
+    Args:
+        input_bag: rosbag2 directory, or a single .mcap/.db3 file; never modified.
+        output_bag: rosbag2 directory to create ('mcap' or 'sqlite3' ``storage``); it
+            appears only when complete (see occo_ros.bag_io.OutputBag).
+        params: node parameters (:func:`build_params`); topic and QoS ones are not used.
+        topics: input and output topics.
+        pipeline: an existing pipeline to use (its thermal normaliser state carries over);
+            None builds one from ``params`` and closes its engine at the end.
+        copy_inputs: also copy the two image topics and their camera_info topics.
+        overwrite: replace an existing bag at ``output_bag`` (only once the new one is done).
+        progress: show a tqdm bar on stderr (total: messages of the two image topics).
+        log: receives warnings (skipped messages, damaged input); default: logging.
+        stop: when set (e.g. by a signal handler), the run stops at the next message and
+            raises :class:`Interrupted`; checked between messages, so no exception is ever
+            raised inside library code.
+
+    Returns:
+        The :class:`BagSummary`; ``damage`` is set when the input could be read only in part
+        (the output then holds what was read).
+
+    Raises:
+        OutputExistsError: output exists without ``overwrite``.
+        BagError: unreadable input, missing or mistyped topics (the message lists the bag's
+            topics), an output that overlaps the input, or no pair fused at all (the message
+            says why; no output is written).
+        EngineError, ValueError: the model cannot be loaded.
+        Interrupted: ``stop`` was set; no output is written.
+    """
+    log = log or _LOG.warning
+    input_path, output_path = Path(input_bag), Path(output_bag)
+    check_output_path(output_path, overwrite, protect=[input_path])  # before any slow work
+    summary = BagSummary(str(input_path), str(output_path))
+    with InputBag(input_path) as bag:
+        has_info = check_topics(bag, topics)
+        for note in bag.notes:
+            log(note)
+        summary.notes = list(bag.notes)
+        own_pipeline = pipeline is None
+        start = time.perf_counter()
+        if own_pipeline:
+            pipeline = create_pipeline(params, log=_LOG.info)
+        summary.load_seconds = time.perf_counter() - start
+        info = pipeline.engine.info
+        summary.engine = f'{info.backend} on {info.device}, {info.precision}'
+        try:
+            with OutputBag(output_path, storage, overwrite, protect=[input_path]) as out:
+                run = _BagFusion(bag, out, pipeline, params, topics, summary, has_info,
+                                 copy_inputs, log, stop)
+                run.run(progress)
+                if summary.fused == 0:
+                    raise BagError(run.nothing_fused())
+                out.commit()
+        finally:
+            if own_pipeline:
+                pipeline.engine.close()
+    if summary.damage:
+        log(f'the input bag is damaged; fused what could be read up to: {summary.damage}')
+    return summary
+
+
+# -- command line ----------------------------------------------------------------------------
+def _param_option(group: argparse._ArgumentGroup, name: str) -> None:
+    spec = SPECS[name]
+    flags = ['--model', '--model-path'] if name == 'model_path' \
+        else ['--' + name.replace('_', '-')]
+    default = spec.default
+    shown = 'the shipped models/fifn_w025.pt' if name == 'model_path' else repr(default)
+    kwargs: dict[str, Any] = {
+        'dest': name, 'default': None,
+        'help': f'{spec.description} Node parameter {name}; default {shown}.'.replace(
+            '%', '%%')}
+    if isinstance(default, bool):
+        kwargs['action'] = 'store_true'
+    elif isinstance(default, list):
+        kwargs.update(nargs=len(default), type=float,
+                      metavar={'crop': ('X', 'Y', 'W', 'H'),
+                               'thermal_percentiles': ('LOW', 'HIGH')}.get(name, 'H'))
+    else:
+        kwargs['type'] = type(default)
+        if spec.choices:
+            kwargs['choices'] = spec.choices
+    group.add_argument(*flags, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='occo-bag', description=__doc__.split('\n\n')[0].split(': ', 1)[1],
+        epilog='Parameters: node defaults < --params-file < options. Exit status: 0 done; '
+        '1 failed (nothing written); 2 bad arguments or the output exists; 3 the input bag '
+        'is damaged (truncated): the output holds the pairs read before the damage; '
+        '130 interrupted (nothing written).')
+    parser.add_argument('input', type=Path, metavar='INPUT_BAG',
+                        help='rosbag2 bag directory, or a single .mcap/.db3 file (read only)')
+    parser.add_argument('output', type=Path, metavar='OUTPUT_BAG',
+                        help='rosbag2 bag directory to create (appears only when complete)')
+    topics = parser.add_argument_group('topics')
+    topics.add_argument('--thermal-topic', required=True,
+                        help='thermal image topic in the bag (sensor_msgs/Image, e.g. mono16)')
+    topics.add_argument('--rgb-topic', required=True,
+                        help='RGB image topic in the bag (sensor_msgs/Image, or '
+                        'CompressedImage such as /rgb/image_raw/compressed)')
+    topics.add_argument('--rgb-camera-info-topic', default=None,
+                        help='RGB camera_info topic (default: camera_info beside the RGB '
+                        'topic, e.g. /rgb/camera_info); when present fused camera_info is '
+                        'written')
+    topics.add_argument('--output-topic', default='/fused/image',
+                        help='fused image topic; fused camera_info goes beside it')
+    output = parser.add_argument_group('output')
+    output.add_argument('--storage', choices=list(STORAGES), default='mcap',
+                        help='storage format of the output bag')
+    output.add_argument('--copy-inputs', action='store_true',
+                        help='also copy the thermal and RGB topics and their camera_info '
+                        'topics into the output bag')
+    output.add_argument('--overwrite', action='store_true',
+                        help='replace OUTPUT_BAG if it exists (only a bag directory, and only '
+                        'once the new bag is complete)')
+    output.add_argument('--no-progress', action='store_true', help='no progress bar')
+    node = parser.add_argument_group('fusion node parameters')
+    node.add_argument('--params-file', type=Path, default=None,
+                      help='node parameter YAML (e.g. config/fusion.yaml, /** or occo_fusion '
+                      'sections); topic and QoS parameters in it are not used')
+    for name in CLI_PARAMS:
+        _param_option(node, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``occo-bag``; returns the exit status (see --help)."""
+    args = build_parser().parse_args(argv)
+
+    def warn(message: str) -> None:
+        tqdm.write(f'occo-bag: {message}', file=sys.stderr)
+
+    try:
+        file_values = load_params_file(args.params_file, warn) if args.params_file else {}
+        for name in TOPIC_PARAMS:
+            if name in file_values:
+                warn(f'{args.params_file} sets {name}; occo-bag takes topics from the '
+                     'command line')
+        overrides = {name: getattr(args, name) for name in CLI_PARAMS
+                     if getattr(args, name) is not None}
+        params = build_params(file_values, overrides)
+        topics = BagTopics(args.thermal_topic, args.rgb_topic, args.output_topic,
+                           args.rgb_camera_info_topic)
+    except (OSError, ValueError) as exc:
+        print(f'occo-bag: {exc}', file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        # Only a flag: an exception raised here could land in (and be swallowed by) any
+        # finaliser. A second Ctrl-C/SIGTERM stops at once, e.g. during an engine build.
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        warn('stopping at the next message (again to stop at once)')
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if in_main_thread else {}
+    try:
+        summary = fuse_bag(args.input, args.output, params, topics,
+                           storage=args.storage, copy_inputs=args.copy_inputs,
+                           overwrite=args.overwrite, progress=not args.no_progress, log=warn,
+                           stop=stop)
+    except OutputExistsError as exc:
+        print(f'occo-bag: {exc}', file=sys.stderr)
+        return EXIT_USAGE
+    except (BagError, EngineError, ValueError, OSError) as exc:
+        print(f'occo-bag: {exc}; nothing written', file=sys.stderr)
+        return EXIT_FAILED
+    except (Interrupted, KeyboardInterrupt):
+        print('occo-bag: interrupted; nothing written', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(summary.report())
+    return EXIT_DAMAGED_INPUT if summary.damage else EXIT_OK
+
+
+if __name__ == '__main__':
+    sys.exit(main())

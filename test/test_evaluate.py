@@ -1,0 +1,250 @@
+"""occo-eval (training.evaluate) end to end, its error paths, and the paired-folder reader."""
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from occo_ros.engines.base import EngineInfo, FusionEngine
+from training.baselines import fuse_average
+from training.evaluate import fuse_luminance, main
+from training.metrics import METRICS
+from training.pairs import ImageReadError, find_pairs, find_pairs_in_roots, read_gray, read_rgb
+
+
+def write(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def scene(seed: int, shape=(48, 52)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def read_rows(out: Path) -> list[dict]:
+    with (out / 'metrics.csv').open() as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- paired folders --------------------------------------------------------------------------
+
+
+def test_find_pairs_matches_stems_across_extensions_and_reports_the_rest(tmp_path):
+    write(tmp_path / 'ir' / 'a.PNG', scene(0))
+    write(tmp_path / 'vi' / 'a.jpg', scene(1))
+    write(tmp_path / 'ir' / 'b.png', scene(2))
+    write(tmp_path / 'vi' / 'c.bmp', scene(3))
+    (tmp_path / 'vi' / 'notes.txt').write_text('not an image')
+    scan = find_pairs(tmp_path / 'ir', tmp_path / 'vi')
+    assert [(p.stem, p.ir_path.name, p.vi_path.name) for p in scan.pairs] == [
+        ('a', 'a.PNG', 'a.jpg')]
+    assert [p.name for p in scan.unpaired] == ['b.png', 'c.bmp']
+
+
+def test_find_pairs_errors_name_the_problem(tmp_path):
+    write(tmp_path / 'ir' / 'a.png', scene(0))
+    write(tmp_path / 'ir' / 'a.tif', scene(0))
+    (tmp_path / 'vi').mkdir()
+    with pytest.raises(ValueError, match="two images with stem 'a'.*a.png and a.tif"):
+        find_pairs(tmp_path / 'ir', tmp_path / 'vi')
+    with pytest.raises(NotADirectoryError, match='missing'):
+        find_pairs(tmp_path / 'missing', tmp_path / 'vi')
+
+
+def test_find_pairs_in_roots_refuses_a_stem_in_two_roots(tmp_path):
+    for root in ('one', 'two'):
+        write(tmp_path / root / 'ir' / 'x.png', scene(0))
+        write(tmp_path / root / 'vi' / 'x.png', scene(1))
+    write(tmp_path / 'two' / 'ir' / 'y.png', scene(0))
+    write(tmp_path / 'two' / 'vi' / 'y.png', scene(1))
+    assert [p.stem for p in find_pairs_in_roots([tmp_path / 'two']).pairs] == ['x', 'y']
+    with pytest.raises(ValueError, match="stem 'x' occurs in two roots"):
+        find_pairs_in_roots([tmp_path / 'one', tmp_path / 'two'])
+
+
+def test_read_gray_uses_rounded_bt601_luma_and_read_rgb_keeps_rgb_order(tmp_path):
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]]], np.uint8)
+    path = write(tmp_path / 'c.png', rgb[:, :, ::-1])               # files store BGR
+    # 0.299*255 = 76.245, 0.587*255 = 149.685, 0.114*255 = 29.07, 2.99+11.74+3.42 = 18.15
+    np.testing.assert_array_equal(read_gray(path), [[76, 150, 29, 18]])
+    np.testing.assert_array_equal(read_rgb(path), rgb)
+    gray = write(tmp_path / 'g.png', np.array([[5, 6]], np.uint8))
+    np.testing.assert_array_equal(read_rgb(gray), [[[5, 5, 5], [6, 6, 6]]])
+
+
+def test_read_errors_name_the_file(tmp_path):
+    broken = tmp_path / 'broken.png'
+    broken.write_bytes(b'not a png')
+    with pytest.raises(ImageReadError, match='broken.png'):
+        read_gray(broken)
+    deep = write(tmp_path / 'deep.png', np.zeros((4, 4), np.uint16))
+    with pytest.raises(ImageReadError, match='deep.png has uint16 pixels, expected 8-bit'):
+        read_gray(deep)
+    with pytest.raises(FileNotFoundError, match='gone.png'):
+        read_rgb(tmp_path / 'gone.png')
+
+
+# --- inference helper ------------------------------------------------------------------------
+
+
+class VisibleEngine(FusionEngine):
+    """Test double honouring the FusionEngine contract: returns the visible input."""
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo('test', 'cpu', 'fp32', '')
+
+    def infer(self, visible_y: np.ndarray, infrared: np.ndarray) -> np.ndarray:
+        assert visible_y.dtype == infrared.dtype == np.float32
+        assert visible_y.shape == infrared.shape == (1, 1, 48, 52)
+        assert 0.0 <= visible_y.min() and visible_y.max() <= 1.0
+        return visible_y
+
+
+def test_fuse_luminance_round_trips_8_bit_values():
+    vi_y = scene(5)
+    np.testing.assert_array_equal(fuse_luminance(VisibleEngine(), scene(6), vi_y), vi_y)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def msrs_three(shared_data, tmp_path_factory):
+    """Three real MSRS pairs and a folder of their average-fused luminances."""
+    scan = find_pairs(shared_data / 'eval' / 'msrs' / 'ir', shared_data / 'eval' / 'msrs' / 'vi')
+    root = tmp_path_factory.mktemp('msrs')
+    for pair in scan.pairs[:3]:
+        write(root / 'avg' / f'{pair.stem}.png',
+              fuse_average(read_gray(pair.ir_path), read_gray(pair.vi_path)))
+    return shared_data / 'eval' / 'msrs', root / 'avg', [p.stem for p in scan.pairs[:3]]
+
+
+def test_end_to_end_on_real_pairs_with_metric_processes(msrs_three, tmp_path, capsys):
+    data, fused, stems = msrs_three
+    out = tmp_path / 'out'
+    assert main(['--ir', str(data / 'ir'), '--vi', str(data / 'vi'), '--fused', str(fused),
+                 '--out', str(out), '--limit', '3', '--workers', '2']) == 0
+    rows = read_rows(out)
+    methods = ['avg', 'average', 'max', 'laplacian', 'gff']
+    assert [(r['stem'], r['method']) for r in rows] == [(s, m) for s in stems for m in methods]
+    for row in rows:
+        assert all(np.isfinite(float(row[m])) for m in METRICS), row
+    # The fused folder holds average fusions, so its scores equal the 'average' baseline's.
+    for fused_row, baseline_row in zip(rows[0::5], rows[1::5]):
+        assert all(fused_row[m] == baseline_row[m] for m in METRICS)
+
+    summary = (out / 'summary.md').read_text()
+    assert summary in capsys.readouterr().out
+    assert '| method | EN ↑ |' in summary and 'Nabf ↓' in summary
+    assert '3 image pairs' in summary and '**' in summary
+    assert 'SSIM/MS-SSIM are sums over the two sources' in summary
+    assert 'MI: I(A;F) + I(B;F) in bits' in summary
+    grid = cv2.imread(str(out / 'grid.png'))
+    assert grid is not None and grid.shape[0] > 3 * 240 and grid.shape[1] > 7 * 300
+    timings = json.loads((out / 'timings.json').read_text())
+    assert timings['stages']['metrics gff']['count'] == 3
+
+
+def test_legacy_table_states_the_legacy_units(msrs_three, tmp_path, capsys):
+    data, fused, _ = msrs_three
+    out = tmp_path / 'legacy'
+    assert main(['--ir', str(data / 'ir'), '--vi', str(data / 'vi'), '--fused', str(fused),
+                 '--out', str(out), '--limit', '1', '--legacy', '--baselines', 'none']) == 0
+    summary = (out / 'summary.md').read_text()
+    assert 'canonical PSNR + 48.13 dB' in summary and 'MEF-SSIM' in summary
+    assert float(read_rows(out)[0]['PSNR']) > 60.0
+
+
+def make_set(root: Path, stems=('p1', 'p2', 'p3')) -> tuple[Path, Path]:
+    for i, stem in enumerate(stems):
+        write(root / 'ir' / f'{stem}.png', scene(2 * i))
+        write(root / 'vi' / f'{stem}.png', cv2.cvtColor(scene(2 * i + 1), cv2.COLOR_GRAY2BGR))
+    return root / 'ir', root / 'vi'
+
+
+def run(ir: Path, vi: Path, fused: Path, out: Path, *extra: str) -> int:
+    return main(['--ir', str(ir), '--vi', str(vi), '--fused', str(fused), '--out', str(out),
+                 '--baselines', 'average', *extra])
+
+
+def average_folder(ir: Path, vi: Path, folder: Path) -> Path:
+    for pair in find_pairs(ir, vi).pairs:
+        write(folder / f'{pair.stem}.png',
+              fuse_average(read_gray(pair.ir_path), read_gray(pair.vi_path)))
+    return folder
+
+
+def test_problems_are_named_counted_and_skipped(tmp_path, capsys):
+    ir, vi = make_set(tmp_path)
+    fused = average_folder(ir, vi, tmp_path / 'fused')
+    write(ir / 'lonely.png', scene(9))                               # unpaired
+    (ir / 'p2.png').write_bytes(b'garbage')                          # unreadable
+    write(vi / 'p3.png', scene(9, (48, 60)))                         # size mismatch
+    assert run(ir, vi, fused, tmp_path / 'out') == 0
+    err = capsys.readouterr().err
+    assert '1 image(s) without a partner' in err and 'lonely.png' in err
+    assert 'p2.png' in err and 'cannot decode' in err
+    assert f'{ir / "p3.png"} is 52x48 but {vi / "p3.png"} is 60x48' in err
+    assert '2 pair(s) skipped' in err
+    assert {row['stem'] for row in read_rows(tmp_path / 'out')} == {'p1'}
+    assert '2 skipped, 1 unpaired' in (tmp_path / 'out' / 'summary.md').read_text()
+
+
+def test_missing_fused_image_skips_the_pair(tmp_path, capsys):
+    ir, vi = make_set(tmp_path)
+    fused = average_folder(ir, vi, tmp_path / 'fused')
+    (fused / 'p1.png').unlink()
+    assert run(ir, vi, fused, tmp_path / 'out') == 0
+    assert f"no fused image for stem 'p1' in {fused}" in capsys.readouterr().err
+    assert {row['stem'] for row in read_rows(tmp_path / 'out')} == {'p2', 'p3'}
+
+
+def test_nothing_evaluated_exits_non_zero(tmp_path, capsys):
+    ir, vi = make_set(tmp_path, stems=('p1',))
+    (tmp_path / 'empty').mkdir()
+    assert run(ir, vi, tmp_path / 'empty', tmp_path / 'out') == 1
+    assert 'nothing could be evaluated' in capsys.readouterr().err
+    assert run(tmp_path / 'nowhere', vi, tmp_path / 'empty', tmp_path / 'out') == 2
+    assert 'nowhere does not exist' in capsys.readouterr().err
+
+
+def test_arguments_are_validated(tmp_path, capsys):
+    ir, vi = make_set(tmp_path, stems=('p1',))
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--ir', str(ir), '--vi', str(vi), '--fused', str(ir), '--out', 'o',
+              '--baselines', 'average,wavelet'])
+    assert exit_info.value.code == 2
+    assert "unknown baseline(s) ['wavelet']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(['--ir', str(ir), '--vi', str(vi), '--out', 'o'])      # neither model nor fused
+    fused = average_folder(ir, vi, tmp_path / 'average')
+    assert run(ir, vi, fused, tmp_path / 'out') == 2                  # label clashes
+    assert 'pass --name' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--help'])
+    assert exit_info.value.code == 0
+    assert '--legacy' in capsys.readouterr().out
+
+
+def test_model_scores_are_reproduced_from_its_written_images(tmp_path, capsys):
+    engines = pytest.importorskip('occo_ros.engines')
+    if not hasattr(engines, 'create_engine'):
+        pytest.skip('occo_ros.engines.create_engine is not available in this checkout')
+    torch = pytest.importorskip('torch')
+    from occo_ros.checkpoint import save_checkpoint
+    from occo_ros.model import build_fifn
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp_path / 'tiny.pt', build_fifn(0.25))
+    ir, vi = make_set(tmp_path, stems=('p1', 'p2'))
+    out = tmp_path / 'out'
+    assert main(['--ir', str(ir), '--vi', str(vi), '--model', str(model), '--out', str(out),
+                 '--baselines', 'none', '--device', 'cpu']) == 0
+    assert sorted(p.name for p in (out / 'color' / 'tiny').iterdir()) == ['p1.png', 'p2.png']
+    assert run(ir, vi, out / 'fused' / 'tiny', tmp_path / 'again', '--baselines', 'none') == 0
+    assert read_rows(out) == read_rows(tmp_path / 'again')
