@@ -14,14 +14,13 @@ dicts with str or int keys, so that the file never needs unpickling of Python ob
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-import tempfile
 
 import torch
 from torch import nn
 
+from occo_ros.atomic_file import atomic_write
 from occo_ros.model import FIFN, WIDTH_RULE, InferenceFIFN
 
 FORMAT = 'occo_ros.fifn'
@@ -104,19 +103,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta: object) -
         'state_dict': {k: v.detach().cpu() for k, v in fifn.state_dict().items()},
         **meta,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            torch.save(checkpoint, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
+    path = atomic_write(path, lambda stream: torch.save(checkpoint, stream))
     return path
 
 

@@ -42,11 +42,11 @@ import warnings
 import numpy as np
 
 from occo_ros import __version__
+from occo_ros.atomic_file import atomic_write_bytes
 from occo_ros.engines.base import EngineError
 from occo_ros.engines.engine_cache import (
     INPUT_NAMES,
     OUTPUT_NAME,
-    atomic_write_bytes,
     default_cache_dir,
     sha256_file,
 )

@@ -20,13 +20,13 @@ import types
 import numpy as np
 import pytest
 
+from occo_ros.atomic_file import atomic_write_bytes
 from occo_ros.engines import engine_cache, tensorrt_engine
 from occo_ros.engines.base import EngineError
 from occo_ros.engines.engine_cache import (
     BuiltPlan,
     EngineKey,
     TensorSpec,
-    atomic_write_bytes,
     decide,
     io_problems,
     plan_trt_version,

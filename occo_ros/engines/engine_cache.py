@@ -15,17 +15,16 @@ so an interrupted build never leaves a truncated engine behind.
 from __future__ import annotations
 
 from collections.abc import Callable
-import contextlib
 from dataclasses import asdict, dataclass, field
 import hashlib
 import json
 import os
 from pathlib import Path
 import re
-import tempfile
 import time
 from typing import Generic, TypeVar
 
+from occo_ros.atomic_file import atomic_write_bytes
 from occo_ros.engines.base import EngineError
 
 #: Environment variable that moves the default cache folder.
@@ -58,28 +57,6 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
         for chunk in iter(lambda: stream.read(chunk_bytes), b''):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to a temp file beside `path`, fsync, then os.replace onto `path`.
-
-    A reader sees either the old file or the complete new one, never a partial write.
-    Parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
-    return path
 
 
 def slug(text: str) -> str:

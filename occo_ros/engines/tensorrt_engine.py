@@ -34,6 +34,7 @@ import types
 
 import numpy as np
 
+from occo_ros.atomic_file import atomic_write_bytes
 from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine
 from occo_ros.engines.engine_cache import (
     INPUT_NAMES,
@@ -43,7 +44,6 @@ from occo_ros.engines.engine_cache import (
     CacheResult,
     EngineKey,
     TensorSpec,
-    atomic_write_bytes,
     default_cache_dir,
     io_problems,
     parse_version,
