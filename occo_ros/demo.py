@@ -84,12 +84,18 @@ class Observer(Node):
 
 
 def snapshot(thermal: Image, rgb: Image, fused: Image) -> np.ndarray:
-    """Thermal | RGB | fused side by side at the fused image's height, labelled."""
+    """Thermal | RGB (fused crop outlined) | fused side by side at the fused image's height."""
     height = fused.height
     normalizer = ThermalNormalizer('percentile')
     t8 = (normalizer(decode_image(thermal)[0]) * 255).astype(np.uint8)
     rgb_pixels, order = decode_image(rgb)
-    rgb_bgr = rgb_pixels if order == 'bgr' else cv2.cvtColor(rgb_pixels, cv2.COLOR_RGB2BGR)
+    # a writable BGR copy to draw the crop on (decoded images are read-only views)
+    rgb_bgr = (cv2.cvtColor(rgb_pixels, cv2.COLOR_RGB2BGR) if order == 'rgb'
+               else rgb_pixels.copy())
+    x, y, w, h = SYNTHETIC_CROP
+    cv2.rectangle(rgb_bgr, (round(x * rgb.width), round(y * rgb.height)),
+                  (round((x + w) * rgb.width) - 1, round((y + h) * rgb.height) - 1),
+                  (0, 255, 255), 2)
     fused_pixels, _ = decode_image(fused)
     panels = [cv2.cvtColor(t8, cv2.COLOR_GRAY2BGR), rgb_bgr,
               cv2.cvtColor(fused_pixels, cv2.COLOR_RGB2BGR)]
