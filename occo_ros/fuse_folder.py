@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ir, vi = read_gray(pair.ir_path), read_rgb(pair.vi_path)
         except (OSError, ImageReadError) as exc:
-            tqdm.write(f'occo-fuse: {exc}; skipped')
+            tqdm.write(f'occo-fuse: {exc}; skipped', file=sys.stderr)
             failed += 1
             continue
         if ir.shape != vi.shape[:2]:
             tqdm.write(f'occo-fuse: {pair.ir_path} is {ir.shape[1]}x{ir.shape[0]} but '
                        f'{pair.vi_path} is {vi.shape[1]}x{vi.shape[0]}; pairs must be '
-                       'registered images of one size; skipped')
+                       'registered images of one size; skipped', file=sys.stderr)
             failed += 1
             continue
         size = (ir.shape[1], ir.shape[0])

@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 
 from occo_ros.engines.base import EngineInfo, FusionEngine
+from occo_ros.image_pairs import (
+    ImageReadError,
+    find_pairs,
+    find_pairs_in_roots,
+    read_gray,
+    read_rgb,
+)
 from training.baselines import fuse_average
 from training.evaluate import fuse_luminance, main
 from training.metrics import METRICS
-from training.pairs import ImageReadError, find_pairs, find_pairs_in_roots, read_gray, read_rgb
 
 
 def write(path: Path, image: np.ndarray) -> Path:

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from occo_ros.image_pairs import read_gray
 from training import masks
-from training.pairs import read_gray
 
 
 def scene(size: tuple[int, int] = (96, 128)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from occo_ros.image_pairs import read_gray
 from training.data import (
     INPUT_NORMALIZATION,
     CropDataset,
@@ -17,7 +18,6 @@ from training.data import (
     load_pairs,
     read_mask,
 )
-from training.pairs import read_gray
 
 
 def write_pair(root: Path, stem: str, size: tuple[int, int] = (40, 48), ext: str = '.png',

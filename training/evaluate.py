@@ -46,15 +46,7 @@ from tqdm import tqdm
 
 from occo_ros.color import compose_rgb, luma_chroma
 from occo_ros.engines import BACKENDS, EngineError, FusionEngine, create_engine
-from training.baselines import BASELINES
-from training.metrics import (
-    LEGACY_DEVIATIONS,
-    LEGACY_NOTES,
-    METRICS,
-    MIN_SIDE,
-    evaluate_fusion,
-)
-from training.pairs import (
+from occo_ros.image_pairs import (
     ImagePair,
     ImageReadError,
     bt601_luma,
@@ -62,6 +54,14 @@ from training.pairs import (
     images_by_stem,
     read_gray,
     read_rgb,
+)
+from training.baselines import BASELINES
+from training.metrics import (
+    LEGACY_DEVIATIONS,
+    LEGACY_NOTES,
+    METRICS,
+    MIN_SIDE,
+    evaluate_fusion,
 )
 
 GRID_PAIRS = 4            # pairs shown in grid.png

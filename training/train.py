@@ -38,12 +38,12 @@ from occo_ros.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
+from occo_ros.image_pairs import find_pairs, read_gray
 from occo_ros.model import FIFN
 from training import metrics
 from training.config import ConfigError, TrainConfig, parse_config
 from training.data import INPUT_NORMALIZATION, CropDataset, load_pairs, to_tensor
 from training.losses import OCCOLoss
-from training.pairs import find_pairs, read_gray
 from training.vgg import build_loss_extractors
 
 EXIT_CONFIG = 2
