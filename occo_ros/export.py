@@ -43,7 +43,7 @@ import numpy as np
 
 from occo_ros import __version__
 from occo_ros.atomic_file import atomic_write_bytes
-from occo_ros.engines.base import EngineError
+from occo_ros.engines.base import MIN_INPUT_SIZE, EngineError
 from occo_ros.engines.engine_cache import (
     INPUT_NAMES,
     OUTPUT_NAME,
@@ -296,7 +296,7 @@ def export_onnx(
     import torch
 
     from occo_ros.checkpoint import CheckpointError, load_checkpoint
-    from occo_ros.model import MIN_INPUT_SIZE, InferenceFIFN
+    from occo_ros.model import InferenceFIFN
 
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(f'opset {opset} is not supported; choose one of {SUPPORTED_OPSETS}')

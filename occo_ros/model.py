@@ -25,7 +25,6 @@ from torch import nn
 import torch.nn.functional as F
 
 #: Smallest input height and width: three 2x2 poolings must leave at least 1x1.
-MIN_INPUT_SIZE = 8
 
 #: The width rule of `scaled_widths` (ours, OCCO_METHOD.md §2), also stored in checkpoints.
 WIDTH_RULE = ('C_l(w) = max(8, 8 * round_half_up(w * C_l / 8)); '

@@ -110,7 +110,7 @@ def test_fixed_shape_model_rejects_other_sizes_by_name(fixed_onnx, cache):
     with pytest.raises(EngineError, match='takes batch 1, got 2'):
         engine.infer(*pair((64, 80), batch=2))
     visible, infrared = pair((64, 80))
-    with pytest.raises(EngineError, match='visible_y must be a float32 array'):
+    with pytest.raises(EngineError, match='visible_y must be float32'):
         engine.infer(visible.astype(np.float64), infrared)
     with pytest.raises(EngineError, match='must have one shape'):
         engine.infer(visible, infrared[:, :, :32])

@@ -11,17 +11,21 @@ Two ways to find candidate objects, then one discernment rule:
 * ``--method fallback`` (weight-free): hot objects in the thermal image (pixels well above a
   smooth local background, cleaned by morphology, connected components kept by size) plus
   salient regions of the visible luma (spectral-residual saliency, Hou & Zhang 2007,
-  thresholded the same way). A heuristic stand-in for the detector, documented as such.
+  above 3x its mean, cleaned the same way). A heuristic stand-in for the detector.
+* Precomputed mask folders from any other source need no tool: occo-train reads mask_vi/
+  and mask_ir/ PNGs directly and thresholds them (> 127) on load (training.data).
 
-Mask discernment (both methods): the candidates of both modalities are merged into objects
-(connected components of their union). For each object O and each modality, the local
-contrast against a ring R around it (R = O dilated by `ring` pixels, minus every object) is
+Mask discernment (both methods): every candidate object O (from either modality; candidates
+may overlap) is tested in each modality by its local contrast against a ring R around it
+(R = O dilated by max(ring, sqrt(area)/4) pixels, minus every candidate object):
 
     d = |mean(O) - mean(R)| / sqrt((var(O) + var(R)) / 2 + noise^2)
 
 (images in [0, 1], noise = 0.02, about 5 gray levels). The object goes into that modality's
-mask when d >= threshold (default 1.0): shared objects land in both masks, objects seen by
-one sensor only (a pedestrian in the dark) in one.
+mask when d >= threshold (default 1.0): objects seen by both sensors land in both masks (the
+shared region S of OCCO), objects seen by one sensor only (a pedestrian in the dark) in one.
+The fallback also drops components touching the top image border (sky, canopy, roofs in
+road scenes) and keeps components of 0.02 % to 15 % of the image area.
 """
 
 from __future__ import annotations

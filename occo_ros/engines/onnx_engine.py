@@ -21,7 +21,13 @@ import platform
 
 import numpy as np
 
-from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine
+from occo_ros.engines.base import (
+    MIN_INPUT_SIZE,
+    EngineError,
+    EngineInfo,
+    FusionEngine,
+    validate_inputs,
+)
 from occo_ros.engines.engine_cache import (
     INPUT_NAMES,
     OUTPUT_NAME,
@@ -32,8 +38,6 @@ from occo_ros.engines.engine_cache import (
 CPU_EP = 'CPUExecutionProvider'
 CUDA_EP = 'CUDAExecutionProvider'
 TENSORRT_EP = 'TensorrtExecutionProvider'
-#: Below this size (pixels per side) FIFN's three poolings leave nothing (model.MIN_INPUT_SIZE).
-MIN_INPUT_SIZE = 8
 
 
 def import_onnxruntime() -> object:
@@ -258,16 +262,7 @@ class OnnxRuntimeEngine(FusionEngine):
         """Fuse float32 (N, 1, H, W) visible Y and infrared in [0, 1] -> float32 (N, 1, H, W)."""
         if self._session is None:
             raise EngineError('the onnxruntime engine was closed; create a new one')
-        for name, array in zip(INPUT_NAMES, (visible_y, infrared)):
-            if not isinstance(array, np.ndarray) or array.dtype != np.float32 \
-                    or array.ndim != 4 or array.shape[1] != 1:
-                raise EngineError(
-                    f'{name} must be a float32 array (N, 1, H, W), got '
-                    f'{getattr(array, "dtype", type(array).__name__)} '
-                    f'{getattr(array, "shape", "")}')
-        if visible_y.shape != infrared.shape:
-            raise EngineError(
-                f'visible_y {visible_y.shape} and infrared {infrared.shape} must have one shape')
+        validate_inputs(visible_y, infrared)
         self._check_shape(visible_y.shape[2:], 'the input')
         batch = self._inputs[0]
         if isinstance(batch, int) and visible_y.shape[0] != batch:

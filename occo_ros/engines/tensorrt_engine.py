@@ -35,7 +35,7 @@ import types
 import numpy as np
 
 from occo_ros.atomic_file import atomic_write_bytes
-from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine
+from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine, validate_inputs
 from occo_ros.engines.engine_cache import (
     INPUT_NAMES,
     OUTPUT_NAME,
@@ -548,8 +548,9 @@ class TensorRTEngine(FusionEngine):
         """Fuse float32 (1, 1, H, W) inputs (H, W as built) -> float32 (1, 1, H, W) in [0, 1]."""
         if self._context is None:
             raise EngineError('the TensorRT engine was closed; create a new one')
+        validate_inputs(visible_y, infrared)
         for name, array in zip(INPUT_NAMES, (visible_y, infrared)):
-            if array.shape != self._shape or array.dtype != np.float32:
+            if array.shape != self._shape:
                 raise EngineError(
                     f'TensorRT engine {Path(self._model_path).name} takes {name} float32 of '
                     f'shape {self._shape}; got {array.dtype} {array.shape} (resize the input or '

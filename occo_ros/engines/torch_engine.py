@@ -12,30 +12,10 @@ import numpy as np
 import torch
 
 from occo_ros.checkpoint import CheckpointError, load_checkpoint
-from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine
-from occo_ros.model import MIN_INPUT_SIZE, InferenceFIFN
+from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine, validate_inputs
+from occo_ros.model import InferenceFIFN
 
 PRECISIONS = ('fp32', 'fp16', 'int8')
-
-
-def validate_inputs(
-    visible_y: np.ndarray, infrared: np.ndarray, min_size: int = MIN_INPUT_SIZE
-) -> None:
-    """Raise EngineError unless both are float32 (N, 1, H, W) of one shape, H, W >= min_size."""
-    for name, array in (('visible_y', visible_y), ('infrared', infrared)):
-        if not isinstance(array, np.ndarray):
-            raise EngineError(f'{name} must be a numpy array, got {type(array).__name__}')
-        if array.dtype != np.float32:
-            raise EngineError(f'{name} must be float32 in [0, 1], got dtype {array.dtype}')
-        if array.ndim != 4 or array.shape[1] != 1:
-            raise EngineError(f'{name} must have shape (N, 1, H, W), got {array.shape}')
-        if min(array.shape[2:]) < min_size:
-            raise EngineError(
-                f'{name} is {array.shape[2]}x{array.shape[3]} (HxW); the network needs at '
-                f'least {min_size}x{min_size}')
-    if visible_y.shape != infrared.shape:
-        raise EngineError(
-            f'visible_y {visible_y.shape} and infrared {infrared.shape} must have one shape')
 
 
 def resolve_device(device: str) -> torch.device:
