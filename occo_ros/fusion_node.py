@@ -25,8 +25,6 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -35,6 +33,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from occo_ros import codec
 from occo_ros.allocator import tune_allocator
 from occo_ros.engines.base import EngineError
+from occo_ros.node_main import run_node
 from occo_ros.pairing import ApproximateTimePairer, Pair
 from occo_ros.params import PARAMS, SPECS, FusionParams, make_params, validate
 from occo_ros.pipeline import create_pipeline, thermal_normalizer
@@ -315,26 +314,9 @@ class FusionNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``fusion_node``; returns non-zero when the node cannot start."""
     tune_allocator()
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = FusionNode()
-        if node.params.build_only:
-            node.get_logger().info('build_only: engine ready, exiting')
-            return 0
-        rclpy.spin(node)
-    except (ValueError, EngineError, OSError) as exc:
-        logger = rclpy.logging.get_logger('occo_fusion')
-        logger.fatal(f'cannot start: {exc}')
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(FusionNode, 'occo_fusion', args,
+                    startup_errors=(ValueError, EngineError, OSError),
+                    spin=lambda node: not node.params.build_only)
 
 
 if __name__ == '__main__':

@@ -15,8 +15,6 @@ import sys
 
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -24,6 +22,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from occo_ros.codec import array_to_image_fields
+from occo_ros.node_main import run_node
 from occo_ros.synthetic import SceneConfig, SyntheticScene
 
 PARAMETERS = {
@@ -107,22 +106,7 @@ class SyntheticCameras(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``synthetic_cameras``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SyntheticCameras()
-        rclpy.spin(node)
-    except ValueError as exc:
-        rclpy.logging.get_logger('synthetic_cameras').fatal(f'cannot start: {exc}')
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(SyntheticCameras, 'synthetic_cameras', args)
 
 
 if __name__ == '__main__':
