@@ -182,6 +182,7 @@ class Trainer:
             raise ConfigError(f'per-process batch {self.local_batch} must be a multiple of 4 '
                               'for loss=full (the contrastive loss uses batch quarters)')
         resume_meta = read_checkpoint_meta(cfg.resume) if cfg.resume else None
+        self.init_record: dict | None = (resume_meta or {}).get('training', {}).get('init')
         torch.manual_seed(cfg.seed)
         self.model = self._initial_model(resume_meta).to(runtime.device).train()
         self._last_fused: torch.Tensor | None = None
@@ -229,6 +230,10 @@ class Trainer:
             return FIFN(**resume_meta['model_args'])
         if cfg.init_from:
             model, meta = load_checkpoint(cfg.init_from)
+            parent = meta.get('training', {})
+            # Lineage: the starting checkpoint's own training record, recursively.
+            self.init_record = {'path': cfg.init_from, 'step': parent.get('step'),
+                                'config': parent.get('config'), 'init': parent.get('init')}
             self.log(f"initialised from {cfg.init_from} (width {meta['model_args']['width']})")
             return model
         return FIFN(width=cfg.width)
@@ -261,6 +266,7 @@ class Trainer:
                 'batch_in_epoch': self.batch_in_epoch, 'seed': self.cfg.seed,
                 'best': self.best, 'nonfinite_total': self.nonfinite_total,
                 'world_size': self.rt.world_size, 'pairs': self.data_report.loaded,
+                'init': self.init_record,
             },
         }
         if not lean:
