@@ -39,10 +39,11 @@ from occo_ros.bag import BagTopics, build_params, fuse_bag
 from occo_ros.bag_io import IMAGE, OutputBag, image_message, serialize
 from occo_ros.engines import BACKENDS
 from occo_ros.pipeline import create_pipeline
+from occo_ros.resources import default_model_path
 from occo_ros.synthetic import SceneConfig, SyntheticScene
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = REPO / 'models' / 'fifn_w025.pt'
+SHIPPED_MODEL = default_model_path()
 THERMAL, RGB = '/thermal/image_raw', '/rgb/image_raw'
 TARGET = 0.20
 STAGES = ('read', 'decode', 'preprocess', 'inference', 'compose', 'write', 'per_pair')
@@ -68,7 +69,7 @@ def model_for_bench(scratch: Path) -> tuple[Path, str]:
     from occo_ros.model import build_fifn
     torch.manual_seed(0)
     path = save_checkpoint(scratch / 'fifn_w025_random.pt', build_fifn(0.25).eval())
-    return path, 'random-init width-0.25 FIFN (models/fifn_w025.pt not found; same cost)'
+    return path, 'random-init width-0.25 FIFN (shipped model not found; same cost)'
 
 
 def write_synthetic_bag(path: Path, pairs: int, thermal_size: tuple[int, int],

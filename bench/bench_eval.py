@@ -26,11 +26,12 @@ import sys
 import tempfile
 import time
 
+from occo_ros.resources import default_model_path
 from training.evaluate import main as occo_eval
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / 'shared' / 'data' / 'eval' / 'msrs'
-SHIPPED_MODEL = REPO / 'models' / 'fifn_w025.pt'
+SHIPPED_MODEL = default_model_path()
 TARGET_S = 120.0
 
 

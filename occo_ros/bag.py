@@ -607,7 +607,7 @@ def _param_option(group: argparse._ArgumentGroup, name: str) -> None:
     flags = ['--model', '--model-path'] if name == 'model_path' \
         else ['--' + name.replace('_', '-')]
     default = spec.default
-    shown = 'the shipped models/fifn_w025.pt' if name == 'model_path' else repr(default)
+    shown = 'the shipped models/fifn_w025_pixel.pt' if name == 'model_path' else repr(default)
     kwargs: dict[str, Any] = {
         'dest': name, 'default': None,
         'help': f'{spec.description} Node parameter {name}; default {shown}.'.replace(

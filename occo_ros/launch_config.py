@@ -31,7 +31,7 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument('rgb_topic', 'rgb/image_raw', 'RGB image topic; its camera_info is '
                    'expected beside it (…/camera_info).'),
     LaunchArgument('model', '', 'Model file (.pt, .onnx or .engine); empty = the parameter '
-                   'file (default: the shipped models/fifn_w025.pt).'),
+                   'file (default: the shipped models/fifn_w025_pixel.pt).'),
     LaunchArgument('backend', 'auto', 'Inference backend.',
                    ('auto', 'torch', 'onnxruntime', 'tensorrt')),
     LaunchArgument('precision', 'fp32', 'Network precision (fp16/int8 need a GPU backend).',

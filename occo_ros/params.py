@@ -57,7 +57,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               'the worker takes it is dropped instead of fused.', min_value=0.0, max_value=60.0),
     # model and backend
     ParamSpec('model_path', '', 'FIFN checkpoint (.pt), ONNX model (.onnx) or TensorRT engine '
-              '(.engine); empty = the shipped models/fifn_w025.pt.'),
+              '(.engine); empty = the shipped models/fifn_w025_pixel.pt.'),
     ParamSpec('backend', 'auto', 'Inference backend; auto picks TensorRT, then ONNX Runtime '
               'CUDA, PyTorch CUDA, then the faster CPU backend.',
               choices=('auto', 'torch', 'onnxruntime', 'tensorrt')),
