@@ -29,9 +29,9 @@ ENGINE_SUFFIXES = ('.engine', '.plan')
 MODEL_SUFFIXES = ('.pt', '.onnx', *ENGINE_SUFFIXES)
 
 # Why 'auto' prefers ONNX Runtime over PyTorch on the CPU: bench/bench_backends.py, width
-# 0.25, fp32, 2-core Intel Xeon VM under background load (docs/PERFORMANCE.md), median ms
-# ONNX Runtime vs PyTorch, 2 threads: 410 vs 1291 at 256x320, 1370 vs 2964 at 512x640;
-# 1 thread: 128 vs 143 and 870 vs 1296. ONNX Runtime led in every run.
+# 0.25, fp32, 2 threads, idle 2-core Intel Xeon VM (docs/PERFORMANCE.md): median 64.4 vs
+# 93.4 ms at 256x320 and 244.9 vs 358.7 ms at 512x640 (ONNX Runtime vs PyTorch); ONNX
+# Runtime also led in every run on the loaded machine.
 CPU_CHOICE = 'measured faster than PyTorch on CPU (bench_backends, docs/PERFORMANCE.md)'
 
 __all__ = ['BACKENDS', 'EngineError', 'EngineInfo', 'FusionEngine', 'create_engine']
