@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -157,13 +158,12 @@ def test_two_process_ddp_on_gloo(tmp_path):
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
-    checksums = {line.split()[1]: line.split()[-1] for line in result.stdout.splitlines()
-                 if 'parameter checksum' in line}
-    assert set(checksums) == {'0:', '1:'}
-    assert checksums['0:'] == checksums['1:']
+    checksums = dict(re.findall(r'rank (\d+): parameter checksum (\S+)', result.stdout))
+    assert set(checksums) == {'0', '1'}, result.stdout
+    assert checksums['0'] == checksums['1']
     run = tmp_path / 'run'
     assert sorted(p.name for p in run.iterdir()) == ['last.pt', 'tb']
     model, meta = load_checkpoint(run / 'last.pt')
     assert meta['training']['world_size'] == 2 and meta['training']['step'] == 2
     assert float(sum(p.detach().double().sum() for p in model.parameters())) == pytest.approx(
-        float(checksums['0:']), rel=1e-12)
+        float(checksums['0']), rel=1e-12)

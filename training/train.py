@@ -401,7 +401,10 @@ class Trainer:
             self.log(f'done: {self.step} steps, {crops} crops in {elapsed:.0f} s '
                      f'({crops / max(elapsed, 1e-9):.2f} crops/s over {self.rt.world_size} '
                      f'process(es)); best {self.best}')
-        print(f'rank {self.rt.rank}: parameter checksum {checksum!r}', flush=True)
+        # One write per line: the ranks share stdout, and print() writes the text and the
+        # newline separately, so lines of two ranks could interleave.
+        sys.stdout.write(f'rank {self.rt.rank}: parameter checksum {checksum!r}\n')
+        sys.stdout.flush()
         return 0
 
 
