@@ -491,19 +491,16 @@ class _BagFusion:
         self._last_output = done
 
     def _write_camera_info(self, stamp: int, frame_id: str, log_time: int) -> None:
-        """fused/camera_info: the RGB camera's K and P adapted to the crop and output size,
-        like the node's."""
-        src = self.camera_info
+        """fused/camera_info: the RGB camera's, adapted exactly as the node does."""
         try:
-            k, p = self.pipeline.registration.adapt_camera_matrices(
-                np.asarray(src.k).reshape(3, 3), np.asarray(src.p).reshape(3, 4),
-                (src.width, src.height))
+            fields = self.pipeline.fused_camera_info(self.camera_info)
         except ValueError as exc:
             self._skip('camera_info', self.topics.rgb_info, f'stamp {_format_stamp(stamp)}',
                        'camera_info', exc)
             return
-        msg = camera_info_message(self.params.output_width, self.params.output_height, k, p,
-                                  stamp, frame_id, src.distortion_model, src.d, src.r)
+        msg = camera_info_message(fields['width'], fields['height'], fields['k'], fields['p'],
+                                  stamp, frame_id, fields['distortion_model'], fields['d'],
+                                  fields['r'])
         self.out.write(self.info_conn, log_time, serialize(msg))
         self.summary.camera_info += 1
 

@@ -18,7 +18,6 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-import numpy as np
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -214,7 +213,8 @@ class FusionNode(Node):
         self.image_pub.publish(Image(header=header,
                                      **codec.array_to_image_fields(out, self.output_encoding)))
         if self._camera_info is not None:
-            self.info_pub.publish(self._fused_camera_info(header))
+            self.info_pub.publish(CameraInfo(
+                header=header, **self.pipeline.fused_camera_info(self._camera_info)))
         times = dict(frame.times_ms, decode=decode_ms,
                      publish=(time.perf_counter() - start) * 1e3)
         for stage in STAGES:
@@ -223,16 +223,6 @@ class FusionNode(Node):
         self.latency['end_to_end'].add((now - pair.rgb_stamp_ns) * 1e-6)
         self.rates['output'].tick()
         self.counts['fused'] += 1
-
-    def _fused_camera_info(self, header) -> CameraInfo:
-        src = self._camera_info
-        k, p = self.pipeline.registration.adapt_camera_matrices(
-            np.asarray(src.k).reshape(3, 3), np.asarray(src.p).reshape(3, 4),
-            (src.width, src.height))
-        return CameraInfo(header=header, width=self.params.output_width,
-                          height=self.params.output_height,
-                          distortion_model=src.distortion_model, d=src.d,
-                          k=k.ravel().tolist(), r=src.r, p=p.ravel().tolist())
 
     # -- parameters and diagnostics ------------------------------------------------------------
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:

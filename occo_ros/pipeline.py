@@ -102,6 +102,17 @@ class FusionPipeline:
         prepared.times_ms['compose'] = (time.perf_counter() - start) * 1e3
         return FusedFrame(rgb, fused_y, prepared.times_ms)
 
+    def fused_camera_info(self, info) -> dict:
+        """Fields of the fused image's sensor_msgs/CameraInfo, from the RGB camera's (any
+        object with width, height, k, p, d, r, distortion_model): K and P adapted to the crop
+        and the output size; distortion and R copied. Raises ValueError for a bad K or P."""
+        k, p = self.registration.adapt_camera_matrices(
+            np.asarray(info.k, np.float64).reshape(3, 3),
+            np.asarray(info.p, np.float64).reshape(3, 4), (info.width, info.height))
+        return {'width': self.output_size[0], 'height': self.output_size[1],
+                'distortion_model': info.distortion_model, 'd': info.d,
+                'k': k.ravel().tolist(), 'r': info.r, 'p': p.ravel().tolist()}
+
     def fuse(self, thermal: np.ndarray, rgb: np.ndarray, rgb_order: str = 'rgb') -> FusedFrame:
         """All three stages in sequence."""
         prepared = self.preprocess(thermal, rgb, rgb_order)
