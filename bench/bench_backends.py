@@ -17,11 +17,11 @@ import argparse
 import json
 import os
 from pathlib import Path
-import platform
 import sys
 import tempfile
 import time
 
+from machine import cpu_description  # bench/machine.py (run as python bench/...)
 import numpy as np
 from tqdm import tqdm
 
@@ -30,17 +30,6 @@ from occo_ros.resources import DEFAULT_MODEL, default_model_path
 
 SIZES = ((256, 320), (512, 640))  # (H, W)
 BACKENDS = ('onnxruntime', 'torch')
-
-
-def cpu_name() -> str:
-    """CPU model as lscpu reports it ('model name' in /proc/cpuinfo), plus the core count."""
-    try:
-        for line in Path('/proc/cpuinfo').read_text(encoding='utf-8').splitlines():
-            if line.startswith('model name'):
-                return f'{line.split(":", 1)[1].strip()}, {os.cpu_count()} cores'
-    except OSError:
-        pass
-    return f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
 
 
 def random_checkpoint(width: float, folder: Path) -> Path:
@@ -126,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             for engine in engines.values():
                 engine.close()
         load_after = os.getloadavg()
-    header = (f'CPU: {cpu_name()}; threads {args.threads}; fp32; model {model.name}; '
+    header = (f'CPU: {cpu_description()}; threads {args.threads}; fp32; model {model.name}; '
               f'load average {load_before[0]:.1f} -> {load_after[0]:.1f}')
     print(header)
     print()

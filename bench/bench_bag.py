@@ -29,10 +29,11 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-import platform
 import subprocess
 import sys
 import tempfile
+
+from machine import cpu_description  # bench/machine.py (run as python bench/...)
 
 from occo_ros import codec
 from occo_ros.bag import BagTopics, build_params, fuse_bag
@@ -47,16 +48,6 @@ SHIPPED_MODEL = default_model_path()
 THERMAL, RGB = '/thermal/image_raw', '/rgb/image_raw'
 TARGET = 0.20
 STAGES = ('read', 'decode', 'preprocess', 'inference', 'compose', 'write', 'per_pair')
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
 
 
 def model_for_bench(scratch: Path) -> tuple[Path, str]:
@@ -165,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         peak_rss(20, scratch, model)  # warm-up: fills the ONNX cache, so no child exports
         memory = [(n, *peak_rss(n, scratch, model)) for n in args.memory_pairs]
 
-    print(f'\nmachine: {cpu_name()}, {os.cpu_count()} cores, load average '
+    print(f'\nmachine: {cpu_description()}, load average '
           f'{os.getloadavg()[0]:.1f} at the end; model: {label}; engine: {cases[0][1]["engine"]}')
     print(f'bag: {args.pairs} pairs, thermal mono16 640x512 + RGB bgr8 1280x720 '
           f'({size / 1e6:.0f} MB) -> fused rgb8 640x512; medians in ms (read: per message)\n')

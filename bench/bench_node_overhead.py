@@ -14,10 +14,9 @@ Target (issue 2): median total <= 5 ms per pair at 640x512 thermal + 1280x720 RG
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
+from machine import cpu_description  # bench/machine.py (run as python bench/...)
 import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -41,16 +40,6 @@ class PassThroughEngine(FusionEngine):
 
     def infer(self, visible_y: np.ndarray, infrared: np.ndarray) -> np.ndarray:
         return visible_y
-
-
-def cpu_name() -> str:
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run(pairs: int, input_size: tuple[int, int], mode: str, crop) -> dict[str, float]:
@@ -97,7 +86,7 @@ def main() -> None:
     parser.add_argument('--pairs', type=int, default=300, help='timed pairs per case')
     args = parser.parse_args()
     synthetic_crop = SyntheticScene(SceneConfig()).thermal_crop
-    print(f'machine: {cpu_name()}, {os.cpu_count()} cores; thermal mono16 640x512 + RGB bgr8 '
+    print(f'machine: {cpu_description()}; thermal mono16 640x512 + RGB bgr8 '
           f'1280x720 -> 640x512 rgb8; medians over {args.pairs} pairs, ms')
     print('| network input | thermal mode | crop | pair | decode | preprocess | compose | '
           'message | total |')
