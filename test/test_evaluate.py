@@ -17,7 +17,7 @@ from occo_ros.image_pairs import (
     read_rgb,
 )
 from training.baselines import fuse_average
-from training.evaluate import fuse_luminance, main
+from training.evaluate import QUALITY_BAR, fuse_luminance, main, metrics_won
 from training.metrics import METRICS
 
 
@@ -151,10 +151,21 @@ def test_end_to_end_on_real_pairs_with_metric_processes(msrs_three, tmp_path, ca
     assert '3 image pairs' in summary and '**' in summary
     assert 'SSIM/MS-SSIM are sums over the two sources' in summary
     assert 'MI: I(A;F) + I(B;F) in bits' in summary
+    # Equal scores are not wins: the average-fused folder wins nothing against 'average'.
+    assert 'Quality bar (issue 3): avg beats each baseline' in summary
+    assert '**not met**' in summary and '| average | 0 | - |' in summary
     grid = cv2.imread(str(out / 'grid.png'))
     assert grid is not None and grid.shape[0] > 3 * 240 and grid.shape[1] > 7 * 300
     timings = json.loads((out / 'timings.json').read_text())
     assert timings['stages']['metrics gff']['count'] == 3
+
+
+def test_metrics_won_counts_strict_wins_on_the_quality_bar_metrics():
+    baseline = {m: 1.0 for m in METRICS}
+    candidate = dict(baseline, EN=2.0, SF=2.0, VIF=0.5, MI=9.0)
+    # MI is not a quality-bar metric; VIF is lower; the rest are ties.
+    assert metrics_won(candidate, baseline) == ['EN', 'SF']
+    assert metrics_won({m: 3.0 for m in METRICS}, baseline) == list(QUALITY_BAR)
 
 
 def test_legacy_table_states_the_legacy_units(msrs_three, tmp_path, capsys):

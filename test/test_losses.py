@@ -37,11 +37,19 @@ def test_ssim_drops_for_different_images_and_is_symmetric():
 
 def test_gaussian_window_matches_definition():
     window = losses.gaussian_window()
-    assert window.shape == (1, 1, 11, 11)
+    assert window.shape == (11,)
     assert window.sum().item() == pytest.approx(1.0, abs=1e-6)
-    # Ratio centre / one pixel off-centre along a row is exp(1 / (2 sigma^2)).
-    ratio = (window[0, 0, 5, 5] / window[0, 0, 5, 6]).item()
+    # Ratio centre / one pixel off-centre is exp(1 / (2 sigma^2)).
+    ratio = (window[5] / window[6]).item()
     assert ratio == pytest.approx(torch.exp(torch.tensor(1 / (2 * 1.5 ** 2))).item(), rel=1e-5)
+
+
+def test_separable_filter_equals_the_2d_window():
+    maps = torch.rand(2, 3, 30, 25, generator=torch.Generator().manual_seed(3))
+    window = losses.gaussian_window()
+    kernel = torch.outer(window, window)[None, None].expand(3, 1, 11, 11)
+    expected = torch.nn.functional.conv2d(maps, kernel, groups=3)
+    assert torch.allclose(losses.gaussian_filter_valid(maps, window), expected, atol=1e-6)
 
 
 def test_intensity_loss_on_constructed_arrays():

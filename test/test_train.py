@@ -114,24 +114,52 @@ def test_full_loss_run_writes_checkpoints(tmp_path):
     assert not list(run.glob('.*.tmp'))
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_scheduled_lr():
+    assert train.scheduled_lr(1e-3, 'constant', 0.7) == 1e-3
+    assert train.scheduled_lr(1e-3, 'cosine', 0.0) == pytest.approx(1e-3)
+    assert train.scheduled_lr(1e-3, 'cosine', 0.5) == pytest.approx(5e-4)
+    assert train.scheduled_lr(1e-3, 'cosine', 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert train.scheduled_lr(1e-3, 'cosine', 2.0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(SystemExit):
+        parse_config(['--train-roots', 'x', '--lr-schedule', 'linear'])
+    with pytest.raises(ConfigError, match='lr_schedule'):
+        TrainConfig(train_roots=['x'], loss='pixel', lr_schedule='linear').validate()
+
+
+@pytest.mark.parametrize('schedule', ['constant', 'cosine'])
+def test_resume_continues_exactly(tmp_path, monkeypatch, schedule):
     data, _ = make_data(tmp_path)
-    common = {'loss': 'pixel', 'batch_size': 2, 'crops_per_pair': 2}
-    assert train.main(base_args(tmp_path, data, 'straight', max_steps=5, **common)) == 0
-    assert train.main(base_args(tmp_path, data, 'split', max_steps=3, **common)) == 0
+    common = {'loss': 'pixel', 'batch_size': 2, 'crops_per_pair': 2, 'lr_schedule': schedule,
+              'max_steps': 5, 'ckpt_every': 3}
+    assert train.main(base_args(tmp_path, data, 'straight', **common)) == 0
+    # The split run crashes in its 4th step, after last.pt was saved at step 3.
+    real_step, calls = train.Trainer.train_step, []
+
+    def crashing_step(self, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError('simulated crash')
+        return real_step(self, batch)
+
+    monkeypatch.setattr(train.Trainer, 'train_step', crashing_step)
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        train.main(base_args(tmp_path, data, 'split', **common))
+    monkeypatch.setattr(train.Trainer, 'train_step', real_step)
     split = tmp_path / 'split' / 'last.pt'
     assert torch.load(split, weights_only=True)['training']['batch_in_epoch'] == 3
-    assert train.main(base_args(tmp_path, data, 'split', max_steps=5, resume=split,
-                                **common)) == 0
+    assert train.main(base_args(tmp_path, data, 'split', resume=split, **common)) == 0
     straight, _ = load_checkpoint(tmp_path / 'straight' / 'last.pt')
     resumed, meta = load_checkpoint(split)
     assert meta['training']['step'] == 5
+    # The last step (index 4 of 5) ran at the scheduled rate.
+    last_lr = meta['optimizer']['param_groups'][0]['lr']
+    assert last_lr == pytest.approx(train.scheduled_lr(1e-4, schedule, 4 / 5))
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
     # A run started from another run's weights records that lineage.
     parent = tmp_path / 'straight' / 'last.pt'
-    assert train.main(base_args(tmp_path, data, 'child', max_steps=1, init_from=parent,
-                                **common)) == 0
+    common['max_steps'] = 1
+    assert train.main(base_args(tmp_path, data, 'child', init_from=parent, **common)) == 0
     _, child = load_checkpoint(tmp_path / 'child' / 'last.pt')
     assert child['training']['init']['step'] == 5
     assert child['training']['init']['path'] == str(parent)

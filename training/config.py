@@ -18,6 +18,7 @@ import yaml
 LOSSES = ('pixel', 'full')
 AMP_MODES = ('auto', 'off', 'bf16', 'fp16')
 SMALL_IMAGE_POLICIES = ('pad', 'skip')
+LR_SCHEDULES = ('constant', 'cosine')
 
 
 class ConfigError(ValueError):
@@ -61,7 +62,11 @@ class TrainConfig:
     flip: bool = _opt(True, 'random horizontal flips')
     batch_size: int = _opt(12, 'crops per optimizer step over all processes (multiple of 4 '
                            'for --loss full; the contrastive loss splits it in quarters)')
-    lr: float = _opt(1e-4, 'Adam learning rate (no schedule)')
+    lr: float = _opt(1e-4, 'Adam learning rate (the start of the schedule)')
+    lr_schedule: str = _opt('constant', 'constant (OCCO_METHOD.md §4) or cosine: decay from lr '
+                            'to 0 over the run, i.e. over epochs / max_steps, or over '
+                            'max_minutes when the time limit ends the run first (short '
+                            'budgets get further with it)', choices=LR_SCHEDULES)
     epochs: int = _opt(25, 'passes over the training pairs')
     max_steps: int = _opt(0, 'stop after this many optimizer steps in total; 0: no limit')
     max_minutes: float = _opt(0.0, 'stop (after saving) when this much wall time has passed '
@@ -103,6 +108,9 @@ class TrainConfig:
             raise ConfigError(f'batch_size={self.batch_size}; loss=full needs a multiple of 4')
         if self.amp not in AMP_MODES:
             raise ConfigError(f'amp={self.amp!r}; expected one of {AMP_MODES}')
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f'lr_schedule={self.lr_schedule!r}; expected one of '
+                              f'{LR_SCHEDULES}')
         if self.small_images not in SMALL_IMAGE_POLICIES:
             raise ConfigError(f'small_images={self.small_images!r}; expected one of '
                               f'{SMALL_IMAGE_POLICIES}')

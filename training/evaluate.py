@@ -64,6 +64,10 @@ from training.metrics import (
     evaluate_fusion,
 )
 
+# Issue 3's quality bar: beat each classical baseline on >= 5 of these 8 metrics (MI is left
+# out on purpose: copying one source maximises it).
+QUALITY_BAR = ('EN', 'SD', 'SF', 'AG', 'SCD', 'VIF', 'Qabf', 'SSIM')
+QUALITY_BAR_WINS = 5
 GRID_PAIRS = 4            # pairs shown in grid.png
 GRID_TILE_HEIGHT = 240    # tile height in grid.png, pixels (width keeps the aspect ratio)
 GRID_LABEL_HEIGHT = 28    # label strip above each tile, pixels
@@ -299,6 +303,27 @@ def mean_scores(result: EvalResult) -> dict[str, dict[str, float]]:
     return means
 
 
+def metrics_won(candidate: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    """The QUALITY_BAR metrics on which `candidate` scores strictly better than `baseline`."""
+    return [m for m in QUALITY_BAR if (candidate[m] > baseline[m]
+                                       if METRICS[m].higher_is_better
+                                       else candidate[m] < baseline[m])]
+
+
+def quality_bar_lines(means: dict[str, dict[str, float]], method: str,
+                      baselines: Sequence[str]) -> list[str]:
+    """Markdown: on how many of the QUALITY_BAR metrics `method` beats each baseline."""
+    if not baselines:
+        return []
+    won = {name: metrics_won(means[method], means[name]) for name in baselines}
+    met = all(len(names) >= QUALITY_BAR_WINS for names in won.values())
+    return ['', f'Quality bar (issue 3): {method} beats each baseline on at least '
+            f'{QUALITY_BAR_WINS} of the {len(QUALITY_BAR)} metrics {", ".join(QUALITY_BAR)}: '
+            + ('**met**' if met else '**not met**') + '.', '',
+            '| baseline | metrics won | which |', '|---|---:|---|'] + [
+        f'| {name} | {len(names)} | {", ".join(names) or "-"} |' for name, names in won.items()]
+
+
 def _format(value: float) -> str:
     if not np.isfinite(value) or value == 0 or abs(value) >= 1e-3:
         return f'{value:.4f}'
@@ -325,6 +350,7 @@ def markdown_summary(result: EvalResult, options: EvalOptions) -> str:
             text = _format(means[method][metric])
             cells.append(f'**{text}**' if means[method][metric] == best.get(metric) else text)
         lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += quality_bar_lines(means, result.methods[0], options.baselines)
     lines += ['', f'Set: {options.ir_dir} + {options.vi_dir}; {result.evaluated} pairs scored '
               f'by every method ({len(result.problems)} skipped, {len(result.unpaired)} '
               'unpaired files). Means over images; per-image values in metrics.csv. '

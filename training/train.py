@@ -143,6 +143,14 @@ def validate(model: torch.nn.Module, pairs: list, device: torch.device) -> dict[
     return result
 
 
+def scheduled_lr(base_lr: float, schedule: str, progress: float) -> float:
+    """Learning rate at `progress` (0 = start, 1 = end of the run): constant, or cosine from
+    base_lr down to 0."""
+    if schedule == 'constant':
+        return base_lr
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
 def image_grid(batch: dict[str, torch.Tensor], fused: torch.Tensor, count: int = 4
                ) -> torch.Tensor:
     """(1, count*H, 4*W) grid: rows = crops; columns = visible, infrared, fused, masks."""
@@ -310,23 +318,33 @@ class Trainer:
         self._last_fused = fused
         return {k: float(v.detach()) for k, v in out.terms.items()}
 
-    def _log_step(self, terms: dict[str, float], batch: dict, throughput: float) -> None:
+    def _log_step(self, terms: dict[str, float], batch: dict, throughput: float,
+                  lr: float) -> None:
         if self.step % self.cfg.log_every == 0:
             for name, value in terms.items():
                 self.writer.add_scalar(f'loss/{name}', value, self.step)
             self.writer.add_scalar('train/crops_per_s', throughput, self.step)
+            self.writer.add_scalar('train/lr', lr, self.step)
         if self.step % self.cfg.image_every == 0:
             self.writer.add_image('samples', image_grid(batch, self._last_fused), self.step)
 
-    def _out_of_time(self, start: float) -> bool:
-        """max_minutes reached; ranks agree (one stopping alone would hang the others)."""
+    def _time_fraction(self, start: float) -> float:
+        """Elapsed share of max_minutes (0: no limit); the ranks agree on the largest, so
+        they stop together and use the same learning rate (else the replicas diverge)."""
         if not self.cfg.max_minutes:
-            return False
-        late = torch.tensor(float(time.monotonic() - start > 60 * self.cfg.max_minutes))
+            return 0.0
+        fraction = torch.tensor((time.monotonic() - start) / (60 * self.cfg.max_minutes),
+                                dtype=torch.float64)
         if self.rt.distributed:
-            late = late.to(self.rt.device)
-            dist.all_reduce(late, op=dist.ReduceOp.MAX)
-        return bool(late.item())
+            fraction = fraction.to(self.rt.device)
+            dist.all_reduce(fraction, op=dist.ReduceOp.MAX)
+        return float(fraction.item())
+
+    def _set_lr(self, progress: float) -> float:
+        lr = scheduled_lr(self.cfg.lr, self.cfg.lr_schedule, progress)
+        for group in self.optimizer.param_groups:
+            group['lr'] = lr
+        return lr
 
     def _end_of_epoch(self) -> None:
         """Validate (rank 0), keep the best, save last.pt; all ranks wait for rank 0."""
@@ -357,11 +375,13 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=self.step, disable=not self.rt.is_main,
                    desc='occo-train', unit='step', dynamic_ncols=True)
         stop = self.step >= total_steps
+        time_fraction = 0.0
         while not stop and self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch)
             self.dataset.set_epoch(self.epoch)
             batches = itertools.islice(self.loader, self.batch_in_epoch, None)
             for batch in batches:
+                lr = self._set_lr(max(self.step / total_steps, time_fraction))
                 terms = self.train_step(batch)
                 self.batch_in_epoch += 1
                 if terms is None:
@@ -379,12 +399,13 @@ class Trainer:
                 crops += cfg.batch_size
                 throughput = crops / max(time.monotonic() - start, 1e-9)
                 if self.rt.is_main:
-                    self._log_step(terms, batch, throughput)
+                    self._log_step(terms, batch, throughput, lr)
                     bar.update(1)
                     bar.set_postfix(loss=f"{terms['total']:.3f}", crops_s=f'{throughput:.1f}')
                     if self.step % cfg.ckpt_every == 0:
                         self.save('last.pt')
-                stop = self.step >= total_steps or self._out_of_time(start)
+                time_fraction = self._time_fraction(start)
+                stop = self.step >= total_steps or time_fraction >= 1.0
                 if stop:
                     break
             if not stop:
