@@ -1,0 +1,62 @@
+"""bench/bench_objective_ceiling.py: the per-image optimum of L_pixel, run as a script."""
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+from training.losses import pixel_loss
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / 'bench' / 'bench_objective_ceiling.py'
+
+
+def load_bench():
+    """The script's module (bench/ is not a package: import it the way it runs)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import bench_objective_ceiling
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return bench_objective_ceiling
+
+
+def loss_of(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
+    v, i, f = (torch.from_numpy(x).float()[None, None] / 255 for x in (visible, infrared, fused))
+    return float(pixel_loss(f, v, i)['pixel'])
+
+
+def test_optimum_lowers_the_pixel_loss_below_every_baseline(shared_data):
+    bench = load_bench()
+    ir = cv2.imread(str(shared_data / 'eval' / 'msrs' / 'ir' / '00004N.png'), 0)[:96, :128]
+    vi = cv2.imread(str(shared_data / 'eval' / 'msrs' / 'vi' / '00004N.png'), 0)[:96, :128]
+    halfway, optimum = bench.optimise_pixel_loss(vi, ir, iters=60, lr=0.01)
+    assert optimum.dtype == np.uint8 and optimum.shape == ir.shape
+    assert loss_of(optimum, vi, ir) <= loss_of(halfway, vi, ir) + 1e-3
+    for name, fuse in bench.BASELINES.items():
+        assert loss_of(optimum, vi, ir) < loss_of(fuse(ir, vi), vi, ir), name
+
+
+def test_script_prints_wins_per_baseline(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder in ('ir', 'vi'):
+        (tmp_path / 'set' / folder).mkdir(parents=True)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (64, 72), dtype=np.uint8), (5, 5), 2)
+    cv2.imwrite(str(tmp_path / 'set' / 'ir' / 'a.png'), image)
+    cv2.imwrite(str(tmp_path / 'set' / 'vi' / 'a.png'),
+                cv2.cvtColor(255 - image, cv2.COLOR_GRAY2BGR))
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), '--sets', str(tmp_path / 'set'), '--pairs', '1',
+         '--iters', '6', '--json', str(tmp_path / 'means.json')],
+        capture_output=True, text=True, timeout=300, check=True)
+    assert '| L_pixel optimum @6 |' in result.stdout and '| gff |' in result.stdout
+    means = json.loads((tmp_path / 'means.json').read_text())
+    assert set(means['set']) == {'L_pixel optimum @3', 'L_pixel optimum @6', 'average', 'max',
+                                 'laplacian', 'gff'}
+    missing = subprocess.run([sys.executable, str(SCRIPT), '--sets', str(tmp_path / 'none')],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and 'no ir/ folder' in missing.stderr
