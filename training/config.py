@@ -66,7 +66,8 @@ class TrainConfig:
     lr_schedule: str = _opt('constant', 'constant (OCCO_METHOD.md §4) or cosine: decay from lr '
                             'to 0 over the run, i.e. over epochs / max_steps, or over '
                             'max_minutes when the time limit ends the run first (short '
-                            'budgets get further with it)', choices=LR_SCHEDULES)
+                            'budgets get further with it; a resumed run decays over its own '
+                            'max_minutes again)', choices=LR_SCHEDULES)
     epochs: int = _opt(25, 'passes over the training pairs')
     max_steps: int = _opt(0, 'stop after this many optimizer steps in total; 0: no limit')
     max_minutes: float = _opt(0.0, 'stop (after saving) when this much wall time has passed '
