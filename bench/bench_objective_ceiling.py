@@ -32,6 +32,7 @@ from tqdm import tqdm
 from occo_ros.checkpoint import load_checkpoint
 from occo_ros.image_pairs import bt601_luma, find_pairs, read_gray, read_rgb
 from training.baselines import BASELINES
+from training.data import to_tensor, to_uint8
 from training.evaluate import QUALITY_BAR, metrics_won
 from training.losses import pixel_loss
 from training.metrics import evaluate_fusion
@@ -61,16 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(1, 1, H, W) float image in [0, 1] -> uint8 HxW, rounded half up (as occo-eval)."""
-    return np.floor(image.detach()[0, 0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
-
-
 def optimise_pixel_loss(visible: np.ndarray, infrared: np.ndarray, iters: int,
                         lr: float) -> tuple[np.ndarray, np.ndarray]:
     """The fused image minimising L_pixel for one pair: (after iters // 2, after iters)."""
-    v = torch.from_numpy(visible).float()[None, None] / 255
-    i = torch.from_numpy(infrared).float()[None, None] / 255
+    v, i = to_tensor(visible)[None], to_tensor(infrared)[None]
     fused = ((v + i) / 2).requires_grad_(True)
     optimizer = torch.optim.Adam([fused], lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iters)
@@ -81,8 +76,8 @@ def optimise_pixel_loss(visible: np.ndarray, infrared: np.ndarray, iters: int,
         optimizer.step()
         schedule.step()
         if step + 1 == iters // 2:
-            halfway = to_uint8(fused)
-    return halfway, to_uint8(fused)
+            halfway = to_uint8(fused.detach()[0, 0].numpy())
+    return halfway, to_uint8(fused.detach()[0, 0].numpy())
 
 
 def score_set(root: Path, args: argparse.Namespace, model) -> dict[str, dict[str, float]]:

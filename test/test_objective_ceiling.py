@@ -7,8 +7,8 @@ import sys
 
 import cv2
 import numpy as np
-import torch
 
+from training.data import to_tensor
 from training.losses import pixel_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def load_bench():
 
 
 def loss_of(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
-    v, i, f = (torch.from_numpy(x).float()[None, None] / 255 for x in (visible, infrared, fused))
+    v, i, f = (to_tensor(x)[None] for x in (visible, infrared, fused))
     return float(pixel_loss(f, v, i)['pixel'])
 
 

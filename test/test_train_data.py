@@ -17,6 +17,8 @@ from training.data import (
     choose_crop,
     load_pairs,
     read_mask,
+    to_tensor,
+    to_uint8,
 )
 
 
@@ -37,6 +39,13 @@ def write_masks(mask_root: Path, stem: str, mask_vi: np.ndarray, mask_ir: np.nda
     for folder, mask in (('mask_vi', mask_vi), ('mask_ir', mask_ir)):
         (mask_root / folder).mkdir(parents=True, exist_ok=True)
         assert cv2.imwrite(str(mask_root / folder / f'{stem}.png'), mask.astype(np.uint8))
+
+
+def test_to_uint8_clamps_rounds_half_up_and_inverts_to_tensor():
+    values = np.array([[-0.2, 0.0, 0.5 / 255, 1.49 / 255, 1.0, 1.7]], np.float32)
+    assert to_uint8(values).tolist() == [[0, 0, 1, 1, 255, 255]]
+    every_level = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(to_uint8(to_tensor(every_level)[0].numpy()), every_level)
 
 
 def test_normalisation_matches_inference(tmp_path):

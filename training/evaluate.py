@@ -56,6 +56,7 @@ from occo_ros.image_pairs import (
     read_rgb,
 )
 from training.baselines import BASELINES
+from training.data import to_uint8
 from training.metrics import (
     LEGACY_DEVIATIONS,
     LEGACY_NOTES,
@@ -129,7 +130,7 @@ def fuse_luminance(engine: FusionEngine, ir: np.ndarray, vi_y: np.ndarray) -> np
     visible = (vi_y.astype(np.float32) / np.float32(255.0))[None, None]
     infrared = (ir.astype(np.float32) / np.float32(255.0))[None, None]
     fused = engine.infer(visible, infrared)[0, 0]
-    return np.floor(np.clip(fused, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(fused)
 
 
 def keep_freed_memory() -> None:

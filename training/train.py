@@ -42,7 +42,7 @@ from occo_ros.image_pairs import find_pairs, read_gray
 from occo_ros.model import FIFN
 from training import metrics
 from training.config import ConfigError, TrainConfig, parse_config
-from training.data import INPUT_NORMALIZATION, CropDataset, load_pairs, to_tensor
+from training.data import INPUT_NORMALIZATION, CropDataset, load_pairs, to_tensor, to_uint8
 from training.losses import OCCOLoss
 from training.vgg import build_loss_extractors
 
@@ -124,8 +124,7 @@ def fuse_uint8(model: torch.nn.Module, visible: np.ndarray, infrared: np.ndarray
     """Fuse uint8 HxW luma and infrared at full size; output uint8 HxW (clamped, rounded)."""
     with torch.no_grad():
         fused = model(to_tensor(visible)[None].to(device), to_tensor(infrared)[None].to(device))
-    fused = fused.float().clamp(0, 1)[0, 0].cpu().numpy()
-    return np.floor(fused * 255 + 0.5).astype(np.uint8)
+    return to_uint8(fused.float()[0, 0].cpu().numpy())
 
 
 def validate(model: torch.nn.Module, pairs: list, device: torch.device) -> dict[str, float]:
