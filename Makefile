@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench onnx clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_node_overhead.py
 	$(PY) bench/bench_backends.py
+
+# The dynamic ONNX export shipped beside the default model, for robots without PyTorch;
+# re-run after changing the model, the network code or the exporter (a test checks it).
+onnx: $(STAMP)
+	$(PY) -m occo_ros.export --dynamic --out models/fifn_w025_pixel.onnx
 
 clean:
 	rm -rf out build install log *.egg-info

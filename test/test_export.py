@@ -238,6 +238,32 @@ def test_graph_uses_only_tensorrt_supported_operators(fixed17, fixed18, dynamic1
     assert ops <= TRT86_SUPPORTED
 
 
+def test_shipped_onnx_is_the_current_export_of_the_shipped_checkpoint(dynamic17, shared_data):
+    """models/fifn_w025_pixel.onnx serves robots without PyTorch (export.cached_onnx)."""
+    from collections import Counter
+
+    from occo_ros.checkpoint import load_checkpoint
+    from occo_ros.resources import default_model_path
+
+    checkpoint = default_model_path()
+    shipped = checkpoint.with_suffix('.onnx')
+    meta = read_metadata(shipped)
+    assert meta['checkpoint_sha256'] == sha256_file(checkpoint), \
+        'stale shipped ONNX: run make onnx (the checkpoint changed)'
+    assert (meta['input_shape'], meta['opset']) == ('dynamic', '17')
+    # Same graph as today's exporter makes for this architecture (weights aside).
+    ops = [Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+           for path in (shipped, dynamic17)]
+    assert ops[0] == ops[1], 'stale shipped ONNX: run make onnx (network/exporter changed)'
+    module = InferenceFIFN(load_checkpoint(checkpoint)[0])
+    visible, infrared = real_pair(shared_data, 'msrs', (240, 320), index=2)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(visible), torch.from_numpy(infrared)).numpy()
+    session = ort.InferenceSession(str(shipped), providers=['CPUExecutionProvider'])
+    fused = session.run(['fused_y'], {'visible_y': visible, 'infrared': infrared})[0]
+    assert np.abs(fused - expected).max() <= TOLERANCE
+
+
 def test_truncated_onnx_file_is_reported(fixed17, tmp_path):
     truncated = tmp_path / 'truncated.onnx'
     truncated.write_bytes(fixed17.read_bytes()[:len(fixed17.read_bytes()) // 2])

@@ -224,6 +224,42 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(ros, checkpoint, tm
         stop_node(proc)
 
 
+def test_node_serves_the_shipped_model_without_pytorch(ros, tmp_path):
+    """A robot with ONNX Runtime but no PyTorch (README: torch is optional there).
+
+    Seam: torch cannot be uninstalled from the test environment, so the node process is
+    started with it made unimportable (sys.modules['torch'] = None: imports fail and
+    importlib.util.find_spec reports it missing); everything else is the real node.
+    """
+    log = tmp_path / 'node.log'
+    code = ("import sys; sys.modules['torch'] = None; "
+            'from occo_ros.fusion_node import main; sys.exit(main())')
+    proc = subprocess.Popen(
+        [sys.executable, '-c', code, '--ros-args', '--params-file',
+         str(REPO / 'config' / 'fusion.yaml'), '-p', 'input_reliability:=reliable',
+         '-p', f'engine_cache_dir:={tmp_path / "cache"}', '-p', 'max_age:=30.0',
+         '-p', 'diagnostics_period:=0.5'],
+        stdout=log.open('w'), stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    peer = Peer()
+    try:
+        assert peer.spin_until(lambda: peer.count_subscribers('thermal/image_raw') > 0
+                               and peer.count_subscribers('rgb/image_raw') > 0, 60), \
+            log.read_text()
+        thermal, rgb = camera_images(np.random.default_rng(2))
+        peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
+        assert peer.spin_until(lambda: peer.fused, 60), log.read_text()
+        assert peer.spin_until(lambda: peer.diagnostics
+                               and int(peer.diagnostics[-1]['paired']) >= 1, 10)
+        assert peer.diagnostics[-1]['backend'] == 'onnxruntime'
+        text = log.read_text()
+        assert 'PyTorch is not installed: using the ONNX export shipped' in text, text
+        assert 'fifn_w025_pixel.onnx' in text
+    finally:
+        peer.destroy_node()
+        assert stop_node(proc) == 0, log.read_text()
+
+
 def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, checkpoint, tmp_path):
     proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
                       'max_age:=30.0')

@@ -13,6 +13,7 @@ from occo_ros.checkpoint import (
     save_checkpoint,
 )
 from occo_ros.model import (
+    FIFB,
     FIFN,
     InferenceFIFN,
     attention_context,
@@ -118,22 +119,69 @@ def test_every_parameter_gets_a_finite_gradient():
         assert parameter.grad.abs().sum() > 0, f'{name} has an all-zero gradient'
 
 
+def fifb_on_tokens(block: FIFB, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
+    """FIFB written as OCCO_METHOD.md §2 states it, on tokens (B, N, C): the reference."""
+    batch, channels, height, width = visible.shape
+
+    def tokens(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).transpose(1, 2)                              # (B, N, C)
+
+    def heads(x: torch.Tensor, count: int) -> torch.Tensor:
+        return x.reshape(batch, -1, count, channels // count).transpose(1, 2)  # (B, h, N, d)
+
+    w_v, w_i = block.channel_weights(visible, infrared)
+    attention = block.cross_attention
+    projected = {}
+    for name, branch, gated in (('v', attention.visible, w_v * visible),
+                                ('i', attention.infrared, w_i * infrared)):
+        queries = torch.relu(torch.nn.functional.linear(
+            tokens(gated), branch.context.weight, branch.context.bias))
+        keys, values = torch.nn.functional.linear(queries, branch.key_value.weight).chunk(2, -1)
+        keys, values = heads(keys, branch.heads), heads(values, branch.heads)
+        depth = channels // branch.heads
+        context = torch.softmax(keys.transpose(-2, -1) @ values / depth ** 0.5, dim=-2)
+        projected[name] = (heads(queries, branch.heads), context)
+    merged = []
+    for name, other, branch, original in (('v', 'i', attention.visible, visible),
+                                          ('i', 'v', attention.infrared, infrared)):
+        attended = (projected[name][0] @ projected[other][1]).transpose(1, 2)
+        attended = attended.reshape(batch, -1, channels)
+        enhanced = tokens(block.spatial_gate(original))
+        y = branch.output(torch.cat([enhanced, attended], dim=-1))
+        out = branch.norm(tokens(original) + y)                          # (B, N, C)
+        merged.append(out.transpose(1, 2).reshape(batch, channels, height, width))
+    return block.merge(torch.cat(merged, dim=1))
+
+
+@pytest.mark.parametrize('channels, heads', [(8, 1), (32, 4)])
+def test_channel_first_fifb_equals_the_token_form_of_the_paper(channels, heads):
+    torch.manual_seed(3)
+    block = FIFB(channels, heads).eval()
+    for parameter in block.parameters():  # non-trivial LayerNorm affine and biases
+        torch.nn.init.normal_(parameter, std=0.3)
+    visible, infrared = torch.randn(2, channels, 11, 14), torch.randn(2, channels, 11, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(block(visible, infrared),
+                                   fifb_on_tokens(block, visible, infrared),
+                                   atol=1e-5, rtol=1e-5)
+
+
 def test_attention_context_normalises_columns_over_key_channels():
-    keys, values = torch.randn(2, 3, 50, 8), torch.randn(2, 3, 50, 8)
+    keys, values = torch.randn(2, 3, 8, 50), torch.randn(2, 3, 8, 50)   # (B, h, d, N)
     ctx = attention_context(keys, values)
     assert ctx.shape == (2, 3, 8, 8)
     torch.testing.assert_close(ctx.sum(dim=-2), torch.ones(2, 3, 8))
-    logits = keys[0, 1].T @ values[0, 1] / 8 ** 0.5
+    logits = keys[0, 1] @ values[0, 1].T / 8 ** 0.5
     torch.testing.assert_close(ctx[0, 1], torch.softmax(logits, dim=0))
 
 
 def test_attention_context_stays_float32_under_autocast():
-    keys, values = torch.randn(1, 2, 4096, 16) * 4, torch.randn(1, 2, 4096, 16) * 4
+    keys, values = torch.randn(1, 2, 16, 4096) * 4, torch.randn(1, 2, 16, 4096) * 4
     reference = attention_context(keys, values)
     keys16, values16 = keys.bfloat16(), values.bfloat16()
     with torch.autocast('cpu', dtype=torch.bfloat16):
         # Autocast alone would run this matmul in bfloat16.
-        assert (keys16.transpose(-2, -1) @ values16).dtype == torch.bfloat16
+        assert (keys16 @ values16.transpose(-2, -1)).dtype == torch.bfloat16
         ctx = attention_context(keys16, values16)
     assert ctx.dtype == torch.float32
     # Same result as float32 on the bf16-rounded inputs: no bf16 arithmetic inside.

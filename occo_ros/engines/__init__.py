@@ -6,7 +6,8 @@ folder tool, benchmarks) pass the `backend` parameter through and read EngineInf
 
 Model path kinds:
     .pt           FIFN checkpoint: torch runs it; onnxruntime and tensorrt export it to ONNX in
-                  the cache folder first (keyed by checkpoint sha256 + shape + opset).
+                  the cache folder first (keyed by checkpoint sha256 + shape + opset,
+                  re-exported when the network/exporter code or torch changes).
     .onnx         from occo-export: onnxruntime or tensorrt.
     .engine/.plan prebuilt TensorRT plan: tensorrt only (cannot be rebuilt from here).
 """

@@ -164,7 +164,7 @@ class OnnxRuntimeEngine(FusionEngine):
         if path.suffix == '.onnx':
             return path
         if path.suffix == '.pt':
-            from occo_ros.export import cached_onnx  # imports torch; only needed for .pt
+            from occo_ros.export import cached_onnx  # only .pt models need the exporter
 
             return cached_onnx(path, self._cache, input_size, log=self._log)
         raise EngineError(f'onnxruntime runs .onnx models or .pt checkpoints, got {path.name}')
