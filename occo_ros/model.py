@@ -157,7 +157,11 @@ def pixelwise_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 
 
 def channel_layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    """`norm` (LayerNorm over C) on every pixel of (B, C, H, W), without a transpose."""
+    """`norm` (LayerNorm over C) on every pixel of (B, C, H, W), without a transpose.
+
+    Unlike the attention context this stays well inside FP16 in engines: |x - mean| was at
+    most 10 (squares ~100) for the shipped model on the MSRS and RoadScene eval pairs.
+    """
     centred = x - x.mean(dim=1, keepdim=True)
     variance = centred.square().mean(dim=1, keepdim=True)
     return (centred * torch.rsqrt(variance + norm.eps) * norm.weight[:, None, None]

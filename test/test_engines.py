@@ -236,6 +236,25 @@ def test_auto_picks_onnxruntime_on_this_cpu_and_says_why(checkpoint, cache, torc
     assert '(precision fp16 unavailable there, using fp32)' in half.info.details['reason']
 
 
+def test_auto_falls_back_when_a_backend_breaks_unexpectedly(checkpoint, cache, monkeypatch):
+    """Seam: a library failing in a way we did not anticipate (simulated by replacing the
+    ONNX Runtime creator); auto must log it and fall back instead of stopping the node."""
+    import occo_ros.engines as engines
+
+    def broken(*args):
+        raise RuntimeError('CUDA driver version is insufficient')
+
+    monkeypatch.setitem(engines._CREATORS, 'onnxruntime', broken)
+    log = Log()
+    engine = create_engine('auto', str(checkpoint), device='cpu', input_size=(64, 80),
+                           cache_dir=str(cache), log=log)
+    assert engine.info.backend == 'torch'
+    assert log.has('onnxruntime on cpu unavailable: unexpected RuntimeError: CUDA driver')
+    with pytest.raises(EngineError, match="'onnxruntime' failed to load fifn_test.pt: "
+                       'unexpected RuntimeError: CUDA driver'):   # explicit: no fallback
+        create_engine('onnxruntime', str(checkpoint), device='cpu', log=quiet)
+
+
 def test_explicit_backends(checkpoint, fixed_onnx, cache, monkeypatch):
     engine = create_engine('torch', str(checkpoint), device='cpu', log=quiet)
     assert engine.info.backend == 'torch'

@@ -209,6 +209,8 @@ def _create_auto(request: _Request) -> tuple[FusionEngine, str]:
                 engine = _CREATORS[backend](request, device, precision)
             except EngineError as exc:
                 problem = str(exc)
+            except Exception as exc:  # noqa: BLE001 - auto must fall back, not stop the node
+                problem = f'unexpected {type(exc).__name__}: {exc}'
             else:
                 if precision != request.precision:
                     note += (f' (precision {request.precision} unavailable there, '
@@ -262,7 +264,8 @@ def create_engine(
 
     Raises:
         EngineError: invalid argument, or no backend could run the model; the message says
-            what was found and what was expected.
+            what was found and what was expected. An unexpected exception from a backend
+            library is wrapped (its type named); 'auto' logs it and tries the next one.
     """
     if log is None:
         log = logging.getLogger('occo_ros.engines').info
@@ -284,7 +287,13 @@ def create_engine(
     if backend == 'auto':
         engine, reason = _create_auto(request)
     else:
-        engine = _CREATORS[backend](request, device, precision)
+        try:
+            engine = _CREATORS[backend](request, device, precision)
+        except EngineError:
+            raise
+        except Exception as exc:  # a library failing in a way not anticipated: say which
+            raise EngineError(f'backend {backend!r} failed to load {path.name}: unexpected '
+                              f'{type(exc).__name__}: {exc}') from exc
         reason = f'backend {backend!r} requested'
     selected = SelectedEngine(engine, reason)
     log(f'inference engine: {selected.info.backend} on {selected.info.device}, '
