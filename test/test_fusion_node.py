@@ -15,7 +15,7 @@ import sys
 import time
 
 import cv2
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import pytest
 import rclpy
@@ -86,6 +86,7 @@ class Peer(Node):
         self.fused: list[Image] = []
         self.infos: list[CameraInfo] = []
         self.diagnostics: list[dict] = []
+        self.states: list[tuple[bytes, str]] = []   # (level, message) of each status
         self.create_subscription(Image, 'fused/image', self.fused.append, qos)
         self.create_subscription(CameraInfo, 'fused/camera_info', self.infos.append, qos)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
@@ -94,6 +95,7 @@ class Peer(Node):
         for status in msg.status:
             if status.name.endswith('fusion'):
                 self.diagnostics.append({kv.key: kv.value for kv in status.values})
+                self.states.append((status.level, status.message))
 
     def spin_until(self, condition, timeout: float) -> bool:
         end = time.monotonic() + timeout
@@ -255,6 +257,41 @@ def test_node_serves_the_shipped_model_without_pytorch(ros, tmp_path):
         text = log.read_text()
         assert 'PyTorch is not installed: using the ONNX export shipped' in text, text
         assert 'fifn_w025_pixel.onnx' in text
+    finally:
+        peer.destroy_node()
+        assert stop_node(proc) == 0, log.read_text()
+
+
+def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros, checkpoint,
+                                                                            tmp_path):
+    log = tmp_path / 'node.log'
+    proc = start_node(log, f'model_path:={checkpoint}', 'backend:=torch', 'max_age:=30.0',
+                      'diagnostics_period:=0.3', 'input_timeout:=1.0')
+    peer = Peer()
+    try:
+        assert peer.spin_until(lambda: peer.count_subscribers('thermal/image_raw') > 0
+                               and peer.count_subscribers('rgb/image_raw') > 0, 60), \
+            log.read_text()
+        thermal, rgb = camera_images(np.random.default_rng(3))
+        peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
+        assert peer.spin_until(lambda: len(peer.fused) == 1, 30), log.read_text()
+        assert peer.spin_until(lambda: peer.states[-1] == (DiagnosticStatus.OK, 'fusing'), 5)
+
+        # The thermal camera stops; RGB goes on at 10 Hz for 2.5 s.
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            header = Header(frame_id='rgb_optical_frame')
+            header.stamp = peer.get_clock().now().to_msg()
+            peer.rgb_pub.publish(Image(header=header, **array_to_image_fields(rgb, 'bgr8')))
+            peer.spin_until(lambda: False, 0.1)
+        assert peer.states[-1] == (DiagnosticStatus.WARN, 'no data from thermal camera')
+        assert 'no data from thermal camera for more than 1.0 s' in log.read_text()
+        assert len(peer.fused) == 1 and proc.poll() is None
+
+        # It comes back: fused images and an OK status again.
+        peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
+        assert peer.spin_until(lambda: len(peer.fused) == 2, 30), log.read_text()
+        assert peer.spin_until(lambda: peer.states[-1] == (DiagnosticStatus.OK, 'fusing'), 5)
     finally:
         peer.destroy_node()
         assert stop_node(proc) == 0, log.read_text()
