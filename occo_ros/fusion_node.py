@@ -261,7 +261,10 @@ class FusionNode(Node):
         """Everything /diagnostics reports, as strings (KeyValue values)."""
         info = self.pipeline.engine.info
         values = {'backend': info.backend, 'device': info.device, 'precision': info.precision,
-                  'model': info.model_path, 'backend_reason': str(info.details.get('reason', ''))}
+                  'model': info.model_path, 'backend_reason': str(info.details.get('reason', '')),
+                  # The file that actually runs: a cached/shipped ONNX export or an engine.
+                  'model_file': str(info.details.get('engine_path')
+                                    or info.details.get('onnx_path') or info.model_path)}
         for name, meter in self.rates.items():
             values[f'{name}_rate_hz'] = f'{meter.rate():.2f}'
         for name, stats in self.latency.items():

@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 THERMAL_SIZE = (640, 512)
 RGB_SIZE = (1280, 720)
 DIAGNOSTIC_KEYS = (
-    'backend', 'device', 'precision', 'thermal_rate_hz', 'rgb_rate_hz', 'output_rate_hz',
-    'pair_dt_ms_p50', 'decode_ms_p50', 'preprocess_ms_p50', 'inference_ms_p50',
+    'backend', 'device', 'precision', 'model', 'model_file', 'thermal_rate_hz', 'rgb_rate_hz',
+    'output_rate_hz', 'pair_dt_ms_p50', 'decode_ms_p50', 'preprocess_ms_p50', 'inference_ms_p50',
     'inference_ms_p99', 'compose_ms_p50', 'publish_ms_p50', 'end_to_end_ms_p50',
     'end_to_end_ms_p99', 'paired', 'dropped_stale', 'dropped_busy', 'unpaired_thermal',
     'unpaired_rgb', 'bad_thermal', 'bad_rgb')
@@ -254,6 +254,8 @@ def test_node_serves_the_shipped_model_without_pytorch(ros, tmp_path):
         assert peer.spin_until(lambda: peer.diagnostics
                                and int(peer.diagnostics[-1]['paired']) >= 1, 10)
         assert peer.diagnostics[-1]['backend'] == 'onnxruntime'
+        assert peer.diagnostics[-1]['model'].endswith('fifn_w025_pixel.pt')
+        assert peer.diagnostics[-1]['model_file'].endswith('models/fifn_w025_pixel.onnx')
         text = log.read_text()
         assert 'PyTorch is not installed: using the ONNX export shipped' in text, text
         assert 'fifn_w025_pixel.onnx' in text
