@@ -154,6 +154,22 @@ def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tm
     assert log.has('using cached ONNX export')
 
 
+def test_without_pytorch_only_a_shipped_export_serves(checkpoint, tmp_path, monkeypatch):
+    """Seam: torch cannot be uninstalled here, so export.torch_installed reports it missing."""
+    import occo_ros.export as export
+    from occo_ros.resources import default_model_path
+
+    monkeypatch.setattr(export, 'torch_installed', lambda: False)
+    message = 'PyTorch is not installed, and exporting fifn_test.pt to ONNX needs it'
+    with pytest.raises(EngineError, match=message):
+        cached_onnx(checkpoint, tmp_path, (64, 80), log=quiet)
+    with pytest.raises(EngineError, match='PyTorch is not installed'):
+        create_engine('onnxruntime', str(checkpoint), device='cpu', cache_dir=str(tmp_path),
+                      log=quiet)
+    shipped = default_model_path()
+    assert cached_onnx(shipped, tmp_path, (64, 80), log=quiet) == shipped.with_suffix('.onnx')
+
+
 def test_foreign_onnx_model_is_refused(tmp_path):
     from onnx import TensorProto, helper
 
