@@ -7,6 +7,14 @@ printed with the table because a shared machine skews absolute numbers.
 
     .venv/bin/python bench/bench_backends.py --random-width 0.25 --threads 2 --runs 30
 
+--also-onnx FILE (repeatable) times further ONNX exports in the same alternation, e.g. the
+export of another occo_ros version to measure a change of the network code:
+
+    git worktree add /tmp/occo_old OLD_COMMIT
+    (cd /tmp/occo_old && PYTHONPATH=. /path/to/.venv/bin/python -m occo_ros.export \
+        --dynamic --out /tmp/old.onnx)
+    .venv/bin/python bench/bench_backends.py --also-onnx /tmp/old.onnx
+
 Output: a markdown table (median and p90 in ms per size and backend) on stdout, optionally
 JSON (--json). The numbers in docs/PERFORMANCE.md come from this script.
 """
@@ -79,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help='comma-separated HxW sizes (default %(default)s)')
     parser.add_argument('--cache-dir', type=Path, default=None,
                         help='ONNX export cache (default: a temporary folder)')
+    parser.add_argument('--also-onnx', type=Path, action='append', default=[],
+                        metavar='FILE',
+                        help='also time this ONNX export with ONNX Runtime (dynamic, or fixed '
+                             'at every --sizes entry), alternating with the backends; '
+                             'repeatable')
     parser.add_argument('--json', type=Path, default=None, help='also write results as JSON')
     return parser
 
@@ -89,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         print('bench_backends: --runs must be >= 20', file=sys.stderr)
         return 2
     sizes = [tuple(int(v) for v in text.split('x')) for text in args.sizes.split(',')]
+    missing = [str(path) for path in args.also_onnx if not path.is_file()]
+    if missing:
+        print(f'bench_backends: --also-onnx file(s) not found: {missing}', file=sys.stderr)
+        return 1
     with tempfile.TemporaryDirectory(prefix='occo_bench_') as folder:
         if args.random_width is not None:
             model = random_checkpoint(args.random_width, Path(folder))
@@ -102,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         results = []
         for size in sizes:
-            engines = {name: create_engine(name, str(model), device='cpu', input_size=size,
-                                           cache_dir=cache, num_threads=args.threads,
-                                           log=lambda line: None) for name in BACKENDS}
+            sources = [(name, name, model) for name in BACKENDS] + [
+                (f'onnxruntime: {path.name}', 'onnxruntime', path) for path in args.also_onnx]
+            engines = {label: create_engine(backend, str(path), device='cpu', input_size=size,
+                                            cache_dir=cache, num_threads=args.threads,
+                                            log=lambda line: None)
+                       for label, backend, path in sources}
             times = measure(engines, size, args.warmup, args.runs)
             for name, values in times.items():
                 results.append({
