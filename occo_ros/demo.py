@@ -235,7 +235,8 @@ def summarize(fused: list[tuple[float, float]], elapsed: float, diagnostics: dic
               snapshots: list[str]) -> dict:
     latencies = np.array([lat for _, lat in fused]) if fused else np.array([np.nan])
     half = len(latencies) // 2
-    stages = ('decode', 'preprocess', 'inference', 'compose', 'publish', 'end_to_end')
+    stages = ('arrival', 'queue', 'decode', 'preprocess', 'inference', 'compose', 'publish',
+              'end_to_end')
     return {
         'pairs': len(fused),
         'duration_s': round(elapsed, 3),

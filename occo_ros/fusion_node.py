@@ -39,6 +39,11 @@ from occo_ros.pipeline import create_pipeline, thermal_normalizer
 from occo_ros.stats import LatestSlot, RateMeter, RollingStats
 
 STAGES = ('decode', 'preprocess', 'inference', 'compose', 'publish')
+#: Waits before the worker starts: 'arrival' = RGB stamp -> the pair is complete here
+#: (camera driver, DDS, the later of the two images), 'queue' = pair complete -> worker
+#: starts on it (the network still busy with the previous pair). Together with STAGES they
+#: add up to end_to_end, so /diagnostics shows where the latency goes.
+WAITS = ('arrival', 'queue')
 
 
 def stamp_ns(header) -> int:
@@ -114,7 +119,8 @@ class FusionNode(Node):
         self._camera_info: CameraInfo | None = None
 
         self.rates = {name: RateMeter() for name in ('thermal', 'rgb', 'output')}
-        self.latency = {name: RollingStats() for name in STAGES + ('end_to_end', 'pair_dt')}
+        self.latency = {name: RollingStats()
+                        for name in WAITS + STAGES + ('end_to_end', 'pair_dt')}
         self.counts = {'fused': 0, 'dropped_stale': 0, 'dropped_busy': 0, 'bad_thermal': 0,
                        'bad_rgb': 0, 'errors': 0}
         self._last_seen = {'thermal': None, 'rgb': None}
@@ -160,7 +166,9 @@ class FusionNode(Node):
             pair = self.pairer.add(stream, stamp_ns(msg.header), msg)
         if pair is not None:
             self.latency['pair_dt'].add(pair.dt * 1e3)
-            if self._slot.put(pair) is not None:
+            self.latency['arrival'].add(
+                (self.get_clock().now().nanoseconds - pair.rgb_stamp_ns) * 1e-6)
+            if self._slot.put((pair, time.perf_counter())) is not None:
                 self.counts['dropped_busy'] += 1
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -169,9 +177,11 @@ class FusionNode(Node):
     # -- worker ------------------------------------------------------------------------------
     def _work(self) -> None:
         while self._running:
-            pair = self._slot.get(timeout=0.2)
-            if pair is None or not self.context.ok():   # Ctrl-C shuts the context down first
+            item = self._slot.get(timeout=0.2)
+            if item is None or not self.context.ok():   # Ctrl-C shuts the context down first
                 continue
+            pair, completed = item
+            self.latency['queue'].add((time.perf_counter() - completed) * 1e3)
             age = (self.get_clock().now().nanoseconds - pair.rgb_stamp_ns) * 1e-9
             if age > self.params.max_age:
                 self.counts['dropped_stale'] += 1

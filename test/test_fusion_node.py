@@ -37,10 +37,10 @@ THERMAL_SIZE = (640, 512)
 RGB_SIZE = (1280, 720)
 DIAGNOSTIC_KEYS = (
     'backend', 'device', 'precision', 'model', 'model_file', 'thermal_rate_hz', 'rgb_rate_hz',
-    'output_rate_hz', 'pair_dt_ms_p50', 'decode_ms_p50', 'preprocess_ms_p50', 'inference_ms_p50',
-    'inference_ms_p99', 'compose_ms_p50', 'publish_ms_p50', 'end_to_end_ms_p50',
-    'end_to_end_ms_p99', 'paired', 'dropped_stale', 'dropped_busy', 'unpaired_thermal',
-    'unpaired_rgb', 'bad_thermal', 'bad_rgb')
+    'output_rate_hz', 'pair_dt_ms_p50', 'arrival_ms_p50', 'queue_ms_p50', 'decode_ms_p50',
+    'preprocess_ms_p50', 'inference_ms_p50', 'inference_ms_p99', 'compose_ms_p50',
+    'publish_ms_p50', 'end_to_end_ms_p50', 'end_to_end_ms_p99', 'paired', 'dropped_stale',
+    'dropped_busy', 'unpaired_thermal', 'unpaired_rgb', 'bad_thermal', 'bad_rgb')
 
 
 @pytest.fixture(scope='module')
@@ -180,6 +180,12 @@ def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp
         assert diag['precision'] == 'fp32'
         assert float(diag['inference_ms_p50']) > 0
         assert float(diag['pair_dt_ms_p50']) == pytest.approx(3.0, abs=0.01)
+        # The waits and stages account for the end-to-end latency (medians, so roughly).
+        parts = sum(float(diag[f'{name}_ms_p50']) for name in (
+            'arrival', 'queue', 'decode', 'preprocess', 'inference', 'compose', 'publish'))
+        end_to_end = float(diag['end_to_end_ms_p50'])
+        assert float(diag['arrival_ms_p50']) >= 0 and float(diag['queue_ms_p50']) >= 0
+        assert abs(parts - end_to_end) <= 0.25 * end_to_end + 10, diag
         assert int(diag['bad_thermal']) == 0
     finally:
         peer.destroy_node()
