@@ -283,7 +283,8 @@ def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros,
         thermal, rgb = camera_images(np.random.default_rng(3))
         peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
         assert peer.spin_until(lambda: len(peer.fused) == 1, 30), log.read_text()
-        assert peer.spin_until(lambda: peer.states[-1] == (DiagnosticStatus.OK, 'fusing'), 5)
+        assert peer.spin_until(lambda: peer.states[-1:] == [(DiagnosticStatus.OK, 'fusing')],
+                               5)
 
         # The thermal camera stops; RGB goes on at 10 Hz for 2.5 s.
         end = time.monotonic() + 2.5
@@ -299,7 +300,8 @@ def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros,
         # It comes back: fused images and an OK status again.
         peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
         assert peer.spin_until(lambda: len(peer.fused) == 2, 30), log.read_text()
-        assert peer.spin_until(lambda: peer.states[-1] == (DiagnosticStatus.OK, 'fusing'), 5)
+        assert peer.spin_until(lambda: peer.states[-1:] == [(DiagnosticStatus.OK, 'fusing')],
+                               5)
     finally:
         peer.destroy_node()
         assert stop_node(proc) == 0, log.read_text()
