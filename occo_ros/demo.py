@@ -34,6 +34,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from occo_ros.codec import decode_image  # noqa: E402
+from occo_ros.fusion_node import STAGES, WAITS  # noqa: E402
 from occo_ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY  # noqa: E402
 from occo_ros.resources import shipped_file  # noqa: E402
 from occo_ros.thermal import ThermalNormalizer  # noqa: E402
@@ -235,8 +236,7 @@ def summarize(fused: list[tuple[float, float]], elapsed: float, diagnostics: dic
               snapshots: list[str]) -> dict:
     latencies = np.array([lat for _, lat in fused]) if fused else np.array([np.nan])
     half = len(latencies) // 2
-    stages = ('arrival', 'queue', 'decode', 'preprocess', 'inference', 'compose', 'publish',
-              'end_to_end')
+    stages = WAITS + STAGES + ('end_to_end',)
     return {
         'pairs': len(fused),
         'duration_s': round(elapsed, 3),

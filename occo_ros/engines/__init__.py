@@ -209,7 +209,7 @@ def _create_auto(request: _Request) -> tuple[FusionEngine, str]:
                 engine = _CREATORS[backend](request, device, precision)
             except EngineError as exc:
                 problem = str(exc)
-            except Exception as exc:  # noqa: BLE001 - auto must fall back, not stop the node
+            except Exception as exc:  # auto must fall back, not stop the node
                 problem = f'unexpected {type(exc).__name__}: {exc}'
             else:
                 if precision != request.precision:
