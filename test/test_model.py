@@ -18,6 +18,7 @@ from occo_ros.model import (
     InferenceFIFN,
     attention_context,
     build_fifn,
+    channel_layer_norm,
     count_parameters,
     fifn_half,
     fifn_occo,
@@ -164,6 +165,21 @@ def test_channel_first_fifb_equals_the_token_form_of_the_paper(channels, heads):
         torch.testing.assert_close(block(visible, infrared),
                                    fifb_on_tokens(block, visible, infrared),
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_channel_layer_norm_equals_layer_norm_per_pixel_also_under_autocast():
+    torch.manual_seed(4)
+    norm = torch.nn.LayerNorm(8)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(2, 8, 5, 6) * 3 + 1
+    expected = norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(channel_layer_norm(x, norm), expected)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low = channel_layer_norm(x.bfloat16(), norm)
+    assert low.dtype == torch.bfloat16   # computed in float32, handed back in bf16
+    torch.testing.assert_close(low.float(), channel_layer_norm(x.bfloat16().float(), norm),
+                               atol=0.02, rtol=0.01)
 
 
 def test_attention_context_normalises_columns_over_key_channels():
