@@ -192,7 +192,10 @@ def test_attention_context_normalises_columns_over_key_channels():
 
 
 def test_attention_context_stays_float32_under_autocast():
-    keys, values = torch.randn(1, 2, 16, 4096) * 4, torch.randn(1, 2, 16, 4096) * 4
+    torch.manual_seed(5)
+    # Unit-scale inputs: 4096 tokens already give logits of ~16; much larger ones saturate
+    # the softmax, where bf16 rounding of the inputs alone can flip it (seen at scale 4).
+    keys, values = torch.randn(1, 2, 16, 4096), torch.randn(1, 2, 16, 4096)
     reference = attention_context(keys, values)
     keys16, values16 = keys.bfloat16(), values.bfloat16()
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -202,7 +205,7 @@ def test_attention_context_stays_float32_under_autocast():
     assert ctx.dtype == torch.float32
     # Same result as float32 on the bf16-rounded inputs: no bf16 arithmetic inside.
     torch.testing.assert_close(ctx, attention_context(keys16.float(), values16.float()))
-    assert (ctx - reference).abs().max() < 0.1
+    assert (ctx - reference).abs().max() < 0.05
 
 
 def test_model_runs_under_autocast_close_to_fp32(quarter):
