@@ -1,0 +1,62 @@
+"""The install layout, from a real wheel built with setup.py (what colcon's ament_python
+build installs): runtime files in share/occo_ros, every entry point's package present.
+
+colcon itself is not installable here; its ament_python build runs the same setup.py, so
+the data files and packages checked here are the ones a workspace install gets.
+"""
+
+import configparser
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from occo_ros.resources import DEFAULT_MODEL
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'config', 'launch', 'rviz',
+           'models', 'occo_ros', 'training')
+
+
+def test_wheel_installs_runtime_files_and_entry_points(tmp_path):
+    source = tmp_path / 'src'
+    for name in SOURCES:   # a copy, so the build leaves no build/ folder in the checkout
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns('__pycache__'))
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(path, source / name)
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
+                    '--no-build-isolation', '-w', str(tmp_path / 'dist'), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = zipfile.ZipFile(next((tmp_path / 'dist').glob('occo_ros-*.whl')))
+    names = set(wheel.namelist())
+    marker = '.data/data/share/occo_ros/package.xml'
+    data = next(n.split('/')[0] for n in names if n.endswith(marker))
+    share = f'{data}/data/share/occo_ros/'
+    expected = ['package.xml', 'config/fusion.yaml', 'launch/fusion.launch.py', 'rviz/occo.rviz',
+                f'models/{DEFAULT_MODEL}', f'models/{Path(DEFAULT_MODEL).stem}.onnx',
+                'models/MODEL_CARD.md']
+    missing = [name for name in expected if share + name not in names]
+    assert not missing, f'not installed to share/occo_ros: {missing}'
+    assert f'{data}/data/share/ament_index/resource_index/packages/occo_ros' in names
+
+    entry_points = configparser.ConfigParser()
+    dist_info = next(n.split('/')[0] for n in names if n.endswith('.dist-info/METADATA'))
+    entry_points.read_string(wheel.read(f'{dist_info}/entry_points.txt').decode())
+    scripts = dict(entry_points['console_scripts'])
+    assert {'fusion_node', 'synthetic_cameras', 'occo-export', 'occo-build-engine', 'occo-bag',
+            'occo-eval', 'occo-train'} <= set(scripts)
+    for target in scripts.values():
+        module = target.split(':')[0]
+        assert module.replace('.', '/') + '.py' in names, f'{target}: module not in the wheel'
+
+
+def test_scripts_go_where_ros2_run_looks():
+    """ros2 run / ros2 launch find executables in lib/<package>; setup.cfg puts them there."""
+    config = configparser.ConfigParser()
+    config.read(REPO / 'setup.cfg')
+    assert config['develop']['script_dir'] == '$base/lib/occo_ros'
+    assert config['install']['install_scripts'] == '$base/lib/occo_ros'
