@@ -51,10 +51,13 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def start_node(log: Path, *params: str) -> subprocess.Popen:
+def start_node(log: Path, *params: str, code: str | None = None) -> subprocess.Popen:
+    """The node as its own process with the shipped YAML and `params`; `code` (python -c)
+    replaces `python -m occo_ros.fusion_node` where a test must prepare the process first."""
     # Reliable inputs: Fast DDS drops most full-size best-effort images between processes on
     # this machine (measured, see README "QoS"), and these tests count every frame.
-    cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args',
+    start = ['-c', code] if code else ['-m', 'occo_ros.fusion_node']
+    cmd = [sys.executable, *start, '--ros-args',
            '--params-file', str(REPO / 'config' / 'fusion.yaml'),
            '-p', 'input_reliability:=reliable']
     for p in params:
@@ -105,6 +108,12 @@ class Peer(Node):
                 return True
         return False
 
+    def wait_for_node(self, log: Path) -> None:
+        """Until the node subscribes to both cameras (its log on failure)."""
+        assert self.spin_until(lambda: self.count_subscribers('thermal/image_raw') > 0
+                               and self.count_subscribers('rgb/image_raw') > 0, 60), \
+            log.read_text()
+
     def publish_pair(self, stamp_ns: int, thermal: np.ndarray, rgb: np.ndarray,
                      thermal_offset_ns: int = 3_000_000) -> Header:
         rgb_header = Header(frame_id='rgb_optical_frame')
@@ -146,9 +155,7 @@ def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp
         info = CameraInfo(width=RGB_SIZE[0], height=RGB_SIZE[1],
                           k=[900.0, 0, 640, 0, 900, 360, 0, 0, 1],
                           p=[900.0, 0, 640, 0, 0, 900, 360, 0, 0, 0, 1, 0])
-        assert peer.spin_until(lambda: peer.count_subscribers('thermal/image_raw') > 0
-                               and peer.count_subscribers('rgb/image_raw') > 0, 60), \
-            (tmp_path / 'node.log').read_text()
+        peer.wait_for_node(tmp_path / 'node.log')
         n = 5
         base = peer.get_clock().now().nanoseconds
         sent = []
@@ -242,18 +249,11 @@ def test_node_serves_the_shipped_model_without_pytorch(ros, tmp_path):
     log = tmp_path / 'node.log'
     code = ("import sys; sys.modules['torch'] = None; "
             'from occo_ros.fusion_node import main; sys.exit(main())')
-    proc = subprocess.Popen(
-        [sys.executable, '-c', code, '--ros-args', '--params-file',
-         str(REPO / 'config' / 'fusion.yaml'), '-p', 'input_reliability:=reliable',
-         '-p', f'engine_cache_dir:={tmp_path / "cache"}', '-p', 'max_age:=30.0',
-         '-p', 'diagnostics_period:=0.5'],
-        stdout=log.open('w'), stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    proc = start_node(log, f'engine_cache_dir:={tmp_path / "cache"}', 'max_age:=30.0',
+                      'diagnostics_period:=0.5', code=code)
     peer = Peer()
     try:
-        assert peer.spin_until(lambda: peer.count_subscribers('thermal/image_raw') > 0
-                               and peer.count_subscribers('rgb/image_raw') > 0, 60), \
-            log.read_text()
+        peer.wait_for_node(log)
         thermal, rgb = camera_images(np.random.default_rng(2))
         peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
         assert peer.spin_until(lambda: peer.fused, 60), log.read_text()
@@ -277,9 +277,7 @@ def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros,
                       'diagnostics_period:=0.3', 'input_timeout:=1.0')
     peer = Peer()
     try:
-        assert peer.spin_until(lambda: peer.count_subscribers('thermal/image_raw') > 0
-                               and peer.count_subscribers('rgb/image_raw') > 0, 60), \
-            log.read_text()
+        peer.wait_for_node(log)
         thermal, rgb = camera_images(np.random.default_rng(3))
         ok, warn = (DiagnosticStatus.OK, 'fusing'), (DiagnosticStatus.WARN,
                                                      'no data from thermal camera')
