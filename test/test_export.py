@@ -102,9 +102,8 @@ def checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'fifn_test.pt')
 
 
-@pytest.fixture(scope='module')
-def reference(checkpoint):
-    """The checkpoint's InferenceFIFN in PyTorch as a numpy function (loaded once)."""
+def torch_reference(checkpoint: Path):
+    """The checkpoint's InferenceFIFN in PyTorch as a numpy function."""
     from occo_ros.checkpoint import load_checkpoint
 
     module = InferenceFIFN(load_checkpoint(checkpoint)[0])
@@ -114,6 +113,12 @@ def reference(checkpoint):
             return module(torch.from_numpy(visible), torch.from_numpy(infrared)).numpy()
 
     return run
+
+
+@pytest.fixture(scope='module')
+def reference(checkpoint):
+    """torch_reference of the test checkpoint, loaded once."""
+    return torch_reference(checkpoint)
 
 
 @pytest.fixture(scope='module')
@@ -242,7 +247,6 @@ def test_shipped_onnx_is_the_current_export_of_the_shipped_checkpoint(dynamic17,
     """models/fifn_w025_pixel.onnx serves robots without PyTorch (export.cached_onnx)."""
     from collections import Counter
 
-    from occo_ros.checkpoint import load_checkpoint
     from occo_ros.resources import default_model_path
 
     checkpoint = default_model_path()
@@ -255,13 +259,8 @@ def test_shipped_onnx_is_the_current_export_of_the_shipped_checkpoint(dynamic17,
     ops = [Counter(node.op_type for node in onnx.load(str(path)).graph.node)
            for path in (shipped, dynamic17)]
     assert ops[0] == ops[1], 'stale shipped ONNX: run make onnx (network/exporter changed)'
-    module = InferenceFIFN(load_checkpoint(checkpoint)[0])
     visible, infrared = real_pair(shared_data, 'msrs', (240, 320), index=2)
-    with torch.inference_mode():
-        expected = module(torch.from_numpy(visible), torch.from_numpy(infrared)).numpy()
-    session = ort.InferenceSession(str(shipped), providers=['CPUExecutionProvider'])
-    fused = session.run(['fused_y'], {'visible_y': visible, 'infrared': infrared})[0]
-    assert np.abs(fused - expected).max() <= TOLERANCE
+    assert max_error(shipped, torch_reference(checkpoint), visible, infrared) <= TOLERANCE
 
 
 def test_truncated_onnx_file_is_reported(fixed17, tmp_path):
