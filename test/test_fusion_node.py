@@ -30,6 +30,7 @@ import yaml
 
 from occo_ros.checkpoint import save_checkpoint
 from occo_ros.codec import array_to_image_fields, decode_image
+from occo_ros.fusion_node import STAGES, WAITS
 from occo_ros.model import build_fifn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,8 +189,7 @@ def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp
         assert float(diag['inference_ms_p50']) > 0
         assert float(diag['pair_dt_ms_p50']) == pytest.approx(3.0, abs=0.01)
         # The waits and stages account for the end-to-end latency (medians, so roughly).
-        parts = sum(float(diag[f'{name}_ms_p50']) for name in (
-            'arrival', 'queue', 'decode', 'preprocess', 'inference', 'compose', 'publish'))
+        parts = sum(float(diag[f'{name}_ms_p50']) for name in WAITS + STAGES)
         end_to_end = float(diag['end_to_end_ms_p50'])
         assert float(diag['arrival_ms_p50']) >= 0 and float(diag['queue_ms_p50']) >= 0
         assert abs(parts - end_to_end) <= 0.25 * end_to_end + 10, diag
