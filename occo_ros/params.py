@@ -8,6 +8,7 @@ are checked against this table by the tests, so the three cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+import math
 from typing import Any
 
 
@@ -69,6 +70,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('build_only', False, 'Build (or validate) the TensorRT engine, then exit.'),
     ParamSpec('force_rebuild', False, 'Rebuild the TensorRT engine even if a valid one is '
               'cached.'),
+    ParamSpec('calibration_dir', '', 'INT8 calibration pairs for the TensorRT build: a '
+              'folder with vi/ and ir/ images of the same names; empty = reuse the cached '
+              'calibration scales (a first int8 build needs the folder).'),
+    ParamSpec('workspace_mb', 1024, 'TensorRT builder workspace in MiB.', min_value=64,
+              max_value=1 << 20),
     ParamSpec('num_threads', 0, 'CPU threads for inference; 0 = the library default.',
               min_value=0, max_value=256),
     ParamSpec('input_width', 320, 'Network input width in pixels.', min_value=8, max_value=8192),
@@ -105,8 +111,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
               min_value=0.1, max_value=60.0),
     ParamSpec('input_timeout', 2.0, 'Seconds without messages after which a camera is '
-              'reported stale (WARN in diagnostics and the log).', min_value=0.1,
-              max_value=3600.0),
+              'reported stale, or without fused output while both cameras send, after which '
+              'health is WARN (ERROR after twice as long).', min_value=0.1, max_value=3600.0),
+    ParamSpec('max_input_pixels', 4096 * 2160, 'Largest width x height accepted on an input '
+              '(4K by default); larger images are refused before decoding (compressed ones '
+              'from their header).', min_value=1, max_value=1 << 30, dynamic=True),
 )
 
 SPECS = {spec.name: spec for spec in PARAMS}
@@ -132,6 +141,8 @@ class FusionParams:
     engine_cache_dir: str
     build_only: bool
     force_rebuild: bool
+    calibration_dir: str
+    workspace_mb: int
     num_threads: int
     input_width: int
     input_height: int
@@ -147,23 +158,64 @@ class FusionParams:
     output_encoding: str
     diagnostics_period: float
     input_timeout: float
+    max_input_pixels: int
+
+
+#: list parameters and their number of elements
+LIST_LENGTHS = {'homography': 9, 'crop': 4, 'thermal_percentiles': 2}
 
 
 def validate(name: str, value: Any) -> str | None:
-    """Why ``value`` is not acceptable for parameter ``name``, or None when it is."""
-    spec = SPECS[name]
+    """Why ``value`` is not acceptable for parameter ``name``, or None when it is.
+
+    Any value may be passed (a parameter set over ROS carries any type): the type must be
+    the type of the row's default (an int is accepted for a float), numbers finite, within
+    the row's range and choices, lists of the row's length.
+    """
+    spec = SPECS.get(name)
+    if spec is None:
+        return f'{name!r} is not a parameter of this node'
+    problem = _type_problem(spec, value)
+    if problem:
+        return problem
     if spec.choices and value not in spec.choices:
         return f'{name}={value!r} is not one of {list(spec.choices)}'
     if spec.min_value is not None and value < spec.min_value:
         return f'{name}={value!r} is below the minimum {spec.min_value}'
     if spec.max_value is not None and value > spec.max_value:
         return f'{name}={value!r} is above the maximum {spec.max_value}'
-    lengths = {'homography': 9, 'crop': 4, 'thermal_percentiles': 2}
-    if name in lengths and len(value) != lengths[name]:
-        return f'{name} needs {lengths[name]} numbers, got {len(value)}'
+    if name in LIST_LENGTHS and len(value) != LIST_LENGTHS[name]:
+        return f'{name} needs {LIST_LENGTHS[name]} numbers, got {len(value)}'
     if name == 'thermal_percentiles' and not 0.0 <= value[0] < value[1] <= 100.0:
         return f'thermal_percentiles={list(value)} must satisfy 0 <= low < high <= 100'
     return None
+
+
+def _type_problem(spec: ParamSpec, value: Any) -> str | None:
+    """Why ``value`` does not have the type of ``spec.default`` (or is not finite)."""
+    default = spec.default
+    if isinstance(default, (bool, str)):
+        expected, ok = f'a {type(default).__name__}', isinstance(value, type(default))
+    elif isinstance(default, int):
+        expected, ok = 'an integer', isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        expected, ok = 'a finite number', _finite_number(value)
+    else:
+        expected = 'a list of finite numbers'
+        ok = isinstance(value, (list, tuple)) and all(_finite_number(v) for v in value)
+    if ok:
+        return None
+    return f'{spec.name}={_short_repr(value)} must be {expected} (got {type(value).__name__})'
+
+
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + ' ...' + text[-1]
 
 
 def make_params(values: dict[str, Any]) -> FusionParams:
@@ -172,7 +224,8 @@ def make_params(values: dict[str, Any]) -> FusionParams:
     Raises ValueError naming every bad parameter, its value and what is allowed.
     """
     problems = [p for p in (validate(n, values[n]) for n in SPECS) if p]
-    if values['thermal_max'] <= values['thermal_min']:
+    range_valid = not any(validate(n, values[n]) for n in ('thermal_min', 'thermal_max'))
+    if range_valid and values['thermal_max'] <= values['thermal_min']:
         problems.append(f"thermal_max={values['thermal_max']} must be above "
                         f"thermal_min={values['thermal_min']}")
     if problems:
@@ -180,5 +233,9 @@ def make_params(values: dict[str, Any]) -> FusionParams:
     converted = {}
     for f in fields(FusionParams):
         value = values[f.name]
-        converted[f.name] = tuple(float(v) for v in value) if isinstance(value, list) else value
+        if isinstance(value, (list, tuple)):
+            value = tuple(float(v) for v in value)
+        elif isinstance(SPECS[f.name].default, float):
+            value = float(value)      # an integer given for a float parameter
+        converted[f.name] = value
     return FusionParams(**converted)

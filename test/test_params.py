@@ -1,0 +1,94 @@
+"""Parameter validation (occo_ros.params) against any value a parameter set can carry.
+
+Property-based (hypothesis): every row of params.PARAMS gets NaN, +-inf, 0, negatives, huge
+numbers, wrong types, empty and long lists. ``validate`` must answer with a reason or None and
+never raise; what it accepts must build a FusionParams and a thermal normaliser (the run-time
+path that crashed the node on ``thermal_max inf``). The same values sent over DDS to a running
+node are in test_node_hardening.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+import pytest
+
+from occo_ros.params import PARAMS, SPECS, make_params, validate
+from occo_ros.pipeline import thermal_normalizer
+
+DEFAULTS = {spec.name: spec.default for spec in PARAMS}
+
+special_floats = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e308,
+                                  -1e308, 5e-324, 1e-9])
+numbers = st.one_of(special_floats, st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(min_value=-2**63, max_value=2**63 - 1))
+#: what a ROS parameter can hold: bool, int64, double, string, and arrays of those
+any_value = st.one_of(
+    st.booleans(), numbers, st.text(max_size=40),
+    st.lists(numbers, max_size=40), st.lists(st.booleans(), max_size=5),
+    st.lists(st.text(max_size=5), max_size=5), st.just([]), st.binary(max_size=8), st.none())
+
+
+@settings(max_examples=600, deadline=None)
+@given(name=st.sampled_from(sorted(SPECS)), value=any_value)
+def test_validate_answers_for_any_value_and_what_it_accepts_builds(name, value):
+    problem = validate(name, value)
+    assert problem is None or (isinstance(problem, str) and name in problem)
+    if problem is not None:
+        return
+    try:
+        params = make_params(dict(DEFAULTS, **{name: value}))
+    except ValueError as exc:        # a cross-parameter rule (thermal_max > thermal_min)
+        assert 'thermal' in str(exc)
+        return
+    thermal_normalizer(params)       # must not raise for an accepted parameter set
+
+
+@settings(max_examples=300, deadline=None)
+@given(lo=numbers, hi=numbers)
+def test_thermal_range_is_refused_with_a_reason_or_builds_a_normaliser(lo, hi):
+    values = dict(DEFAULTS, thermal_min=lo, thermal_max=hi)
+    finite = math.isfinite(lo) and math.isfinite(hi)
+    if finite and lo < hi:
+        thermal_normalizer(make_params(values))
+        return
+    with pytest.raises(ValueError, match='thermal_m'):
+        make_params(values)
+
+
+@pytest.mark.parametrize('name, value, reason', [
+    ('thermal_max', math.inf, 'thermal_max=inf must be a finite number'),
+    ('thermal_min', -math.inf, 'thermal_min=-inf must be a finite number'),
+    ('thermal_min', math.nan, 'thermal_min=nan must be a finite number'),
+    ('slop', True, 'slop=True must be a finite number (got bool)'),
+    ('input_width', 7, 'input_width=7 is below the minimum 8'),
+    ('input_width', 64.0, 'input_width=64.0 must be an integer (got float)'),
+    ('queue_size', 0, 'queue_size=0 is below the minimum 1'),
+    ('rgb_compressed', 1, 'rgb_compressed=1 must be a bool (got int)'),
+    ('thermal_topic', 5, 'thermal_topic=5 must be a str (got int)'),
+    ('homography', [], 'homography needs 9 numbers, got 0'),
+    ('homography', [1.0] * 1000, 'homography needs 9 numbers, got 1000'),
+    ('crop', [0.0, math.nan, 1.0, 1.0], 'crop=[0.0, nan, 1.0, 1.0] must be a list of finite'),
+    ('thermal_percentiles', [99.0, 1.0], 'must satisfy 0 <= low < high <= 100'),
+    ('output_encoding', 'yuv422', "output_encoding='yuv422' is not one of"),
+    ('max_input_pixels', 0, 'max_input_pixels=0 is below the minimum 1'),
+    ('no_such_parameter', 1, "'no_such_parameter' is not a parameter of this node"),
+])
+def test_bad_values_are_refused_with_a_specific_reason(name, value, reason):
+    assert reason in validate(name, value)
+
+
+def test_a_long_value_is_shortened_in_the_reason():
+    problem = validate('thermal_topic', list(range(10_000)))
+    assert len(problem) < 200 and '...' in problem
+
+
+def test_make_params_names_every_problem_and_converts_types():
+    with pytest.raises(ValueError) as info:
+        make_params(dict(DEFAULTS, thermal_max=math.inf, input_width=7))
+    assert 'thermal_max=inf' in str(info.value) and 'input_width=7' in str(info.value)
+    params = make_params(dict(DEFAULTS, thermal_min=100, crop=(0, 0, 1, 1)))
+    assert params.thermal_min == 100.0 and isinstance(params.thermal_min, float)
+    assert params.crop == (0.0, 0.0, 1.0, 1.0)
