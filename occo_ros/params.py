@@ -91,6 +91,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               'registration.pixel_to_normalized_homography.'),
     ParamSpec('crop', [0.0, 0.0, 1.0, 1.0], 'Fusion frame as [x, y, w, h] in normalised RGB '
               'coordinates; fused/image shows this part of the RGB image.'),
+    ParamSpec('calibration_file', '', 'occo-calibrate YAML (homography, crop, lens '
+              'distortion); empty = use the homography and crop parameters (set one or the '
+              'other). A bad file stops the node at start-up.'),
     # thermal normalisation
     ParamSpec('thermal_mode', 'smoothed', 'Thermal to [0,1]: fixed (thermal_min..max), minmax '
               '(per frame), percentile (per frame), smoothed (percentile range smoothed over '
@@ -150,6 +153,7 @@ class FusionParams:
     output_height: int
     homography: tuple[float, ...]
     crop: tuple[float, ...]
+    calibration_file: str
     thermal_mode: str
     thermal_min: float
     thermal_max: float

@@ -22,12 +22,19 @@ and a shift of a pixel-aligned window is done as a slice + resize (much faster t
 the identity is free: a view of the input). Downscaling by 2x or more first halves the image with
 INTER_AREA (exact 2x2 averaging: OpenCV's general INTER_AREA is ~10x slower than bilinear),
 then finishes with INTER_LINEAR, which averages correctly down to 2x.
+
+Lens distortion. With a :class:`CameraModel` (K, D of a camera at a calibrated size) for a
+camera, the homography and crop act on that camera's *undistorted* image (the pinhole image
+with the same K, as cv2.undistort makes it), and the image goes through one precomputed
+bilinear remap that undistorts, warps and resizes at once (K scales with the image size when
+the runtime images differ from the calibrated size).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -37,6 +44,59 @@ IDENTITY.flags.writeable = False
 FULL_CROP = (0.0, 0.0, 1.0, 1.0)
 _ALIGN_TOL = 1e-6   # pixels: a window edge this close to an integer is on the pixel grid
 _MAX_PLANS = 32
+DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', 'equidistant')
+
+
+class CameraModel(NamedTuple):
+    """A camera's intrinsics as sensor_msgs/CameraInfo gives them: K (3x3), D, the
+    distortion model ('plumb_bob', 'rational_polynomial' or 'equidistant' = fisheye) and the
+    (width, height) K refers to."""
+
+    k: np.ndarray
+    d: np.ndarray
+    distortion_model: str
+    size: tuple[int, int]
+
+    @classmethod
+    def checked(cls, k: Sequence, d: Sequence, distortion_model: str,
+                size: tuple[int, int]) -> CameraModel:
+        """Validated model; raises ValueError naming what is wrong."""
+        k = _matrix(k, (3, 3), 'K')
+        d = np.asarray(d, dtype=np.float64).ravel()
+        if not (np.isfinite(k).all() and np.isfinite(d).all()):
+            raise ValueError(f'camera K and D must be finite, got K={k.tolist()} '
+                             f'D={d.tolist()}')
+        if k[0, 0] <= 0 or k[1, 1] <= 0 or k[0, 1] != 0 or k[1, 0] != 0 or k[2, 0] != 0 \
+                or k[2, 1] != 0 or k[2, 2] != 1:
+            raise ValueError(f'camera K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] with '
+                             f'fx, fy > 0; got {k.tolist()}')
+        allowed = {'plumb_bob': (4, 5, 8, 12, 14), 'rational_polynomial': (8, 12, 14),
+                   'equidistant': (4,)}
+        if distortion_model not in allowed:
+            raise ValueError(f'distortion model {distortion_model!r} is not one of '
+                             f'{list(DISTORTION_MODELS)}')
+        if len(d) not in allowed[distortion_model]:
+            raise ValueError(f'{distortion_model} needs {allowed[distortion_model]} '
+                             f'distortion coefficients, got {len(d)}')
+        return cls(k, d, distortion_model, _check_size(size, 'camera size'))
+
+    def scaled_to(self, size: tuple[int, int]) -> np.ndarray:
+        """K for the same camera delivering images of ``size`` (pixel-centre aware)."""
+        return np.linalg.inv(_pixel_to_normalized(size)) @ _pixel_to_normalized(
+            self.size) @ self.k if size != self.size else self.k.copy()
+
+    def distort(self, points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Undistorted OpenCV pixel coordinates (N, 2) of an image of ``size`` -> where they
+        are in the raw (distorted) image."""
+        k = self.scaled_to(size)
+        normalized = cv2.undistortPoints(  # pixel -> ideal normalised camera coordinates
+            points.reshape(-1, 1, 2).astype(np.float64), k, None)
+        if self.distortion_model == 'equidistant':
+            raw = cv2.fisheye.distortPoints(normalized, k, self.d)
+        else:
+            xyz = cv2.convertPointsToHomogeneous(normalized).astype(np.float64)
+            raw, _ = cv2.projectPoints(xyz, np.zeros(3), np.zeros(3), k, self.d)
+        return raw.reshape(-1, 2)
 
 
 def pixel_to_normalized_homography(h_px: np.ndarray, thermal_size: tuple[int, int],
@@ -59,15 +119,23 @@ class Registration:
 
     ``output_size`` (W, H) is the default size of every method's result (the published
     image); ``size`` arguments override it (e.g. the network input size). Resampling plans
-    are cached per input shape and size.
+    are cached per input shape and size. ``thermal_camera`` / ``rgb_camera``: undistort that
+    camera's images (see the module docstring). ``source`` names where the geometry came
+    from (a calibration file, its method and error) for diagnostics.
     """
 
     def __init__(self, homography: np.ndarray | None = None,
-                 crop: Sequence[float] = FULL_CROP, *, output_size: tuple[int, int]) -> None:
+                 crop: Sequence[float] = FULL_CROP, *, output_size: tuple[int, int],
+                 thermal_camera: CameraModel | None = None,
+                 rgb_camera: CameraModel | None = None,
+                 source: dict[str, str] | None = None) -> None:
         self.homography = _check_homography(IDENTITY if homography is None else homography,
                                             'homography')
         self.crop = _check_crop(crop)
         self.output_size = _check_size(output_size, 'output_size')
+        self.thermal_camera = thermal_camera
+        self.rgb_camera = rgb_camera
+        self.source = dict(source or {'calibration': 'parameters homography and crop'})
         self._plans: dict = {}
 
     def thermal_matrix(self, thermal_size: tuple[int, int],
@@ -100,7 +168,7 @@ class Registration:
         key = ('thermal', thermal.shape, size)
         if key not in self._plans:
             matrix = self.thermal_matrix((thermal.shape[1], thermal.shape[0]), size)
-            self._store(key, _plan(matrix, thermal.shape, size))
+            self._store(key, _plan(matrix, thermal.shape, size, self.thermal_camera))
         return _resample(thermal, self._plans[key], size, cv2.BORDER_CONSTANT)
 
     def crop_rgb(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -115,7 +183,7 @@ class Registration:
         key = ('rgb', rgb.shape[:2], size)
         if key not in self._plans:
             matrix = self.rgb_matrix((rgb.shape[1], rgb.shape[0]), size)
-            self._store(key, _plan(matrix, rgb.shape, size))
+            self._store(key, _plan(matrix, rgb.shape, size, self.rgb_camera))
         # the crop lies inside the image: replicate its edge into the half-pixel fringe
         return _resample(rgb, self._plans[key], size, cv2.BORDER_REPLICATE)
 
@@ -126,12 +194,18 @@ class Registration:
 
         ``rgb_size`` is the (width, height) the RGB CameraInfo describes. Crop and resize act
         on pixel coordinates only: fx, fy (and P's Tx, Ty) scale, cx, cy shift and scale,
-        accounting for pixel centres; distortion D and rectification R are unchanged.
+        accounting for pixel centres; distortion D and rectification R are unchanged (with an
+        ``rgb_camera`` the fused image is undistorted: its D is zero, see ``undistorts_rgb``).
         """
         k = _matrix(k, (3, 3), 'K')
         p = _matrix(p, (3, 4), 'P')
         transform = self.rgb_matrix(rgb_size, size)
         return transform @ k, transform @ p
+
+    @property
+    def undistorts_rgb(self) -> bool:
+        """Whether the RGB image is undistorted (the fused image then has no distortion)."""
+        return self.rgb_camera is not None
 
     def _size(self, size: tuple[int, int] | None) -> tuple[int, int]:
         return self.output_size if size is None else _check_size(size, 'size')
@@ -150,10 +224,20 @@ class Registration:
         self._plans[key] = plan
 
 
-def _plan(matrix: np.ndarray, shape: tuple[int, ...], size: tuple[int, int]) -> tuple:
+def _plan(matrix: np.ndarray, shape: tuple[int, ...], size: tuple[int, int],
+          camera: CameraModel | None = None) -> tuple:
     """How to resample an image of ``shape`` with ``matrix`` (source -> destination OpenCV
     pixel coordinates): ('slice', rows, cols) for a scaled and shifted pixel-aligned window,
-    else ('affine', 2x3) or ('perspective', 3x3)."""
+    else ('affine', 2x3) or ('perspective', 3x3); with a ``camera`` model (matrix on the
+    undistorted image) ('remap', map1, map2), undistortion and warp in one lookup."""
+    if camera is not None:
+        width, height = size
+        grid = np.mgrid[0:height, 0:width][::-1].reshape(2, -1).T.astype(np.float64)
+        undistorted = cv2.perspectiveTransform(grid[:, None], np.linalg.inv(matrix))
+        raw = camera.distort(undistorted.reshape(-1, 2), (shape[1], shape[0]))
+        maps = raw.reshape(height, width, 2).astype(np.float32)
+        # fixed-point maps (1/32 px): the fastest cv2.remap path
+        return ('remap',) + cv2.convertMaps(maps, None, cv2.CV_16SC2)
     window = _aligned_window(matrix, shape, size)
     if window is not None:
         return ('slice',) + window
@@ -191,6 +275,9 @@ def _aligned_window(matrix: np.ndarray, shape: tuple[int, ...],
 def _resample(image: np.ndarray, plan: tuple, size: tuple[int, int],
               border: int) -> np.ndarray:
     kind = plan[0]
+    if kind == 'remap':
+        return cv2.remap(image, plan[1], plan[2], cv2.INTER_LINEAR, borderMode=border,
+                         borderValue=0)
     if kind == 'affine':
         return cv2.warpAffine(image, plan[1], size, flags=cv2.INTER_LINEAR,
                               borderMode=border, borderValue=0)
