@@ -3,11 +3,15 @@ from glob import glob
 from setuptools import find_packages, setup
 
 package_name = 'occo_ros'
+# training/ installs as `occo_training`: a top-level `training` package could collide with
+# another one on a robot. Inside the folder imports are relative, so both names work.
+training_package = 'occo_training'
 
 setup(
     name=package_name,
     version='0.1.0',
-    packages=find_packages(exclude=['test', 'test.*', 'bench']),
+    packages=find_packages(include=[package_name, package_name + '.*']) + [training_package],
+    package_dir={training_package: 'training'},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -33,9 +37,9 @@ setup(
             'occo-export = occo_ros.export:main',
             'occo-build-engine = occo_ros.build_engine:main',
             'occo-bag = occo_ros.bag:main',
-            'occo-eval = training.evaluate:main',
-            'occo-train = training.train:main',
-            'occo-masks = training.masks:main',
+            'occo-eval = occo_training.evaluate:main',
+            'occo-train = occo_training.train:main',
+            'occo-masks = occo_training.masks:main',
         ],
     },
 )

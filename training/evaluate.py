@@ -55,9 +55,9 @@ from occo_ros.image_pairs import (
     read_gray,
     read_rgb,
 )
-from training.baselines import BASELINES
-from training.data import to_uint8
-from training.metrics import (
+from .baselines import BASELINES
+from .data import to_uint8
+from .metrics import (
     LEGACY_DEVIATIONS,
     LEGACY_NOTES,
     METRICS,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from training.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19Features
+from .vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19Features
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5

@@ -40,11 +40,11 @@ from occo_ros.checkpoint import (
 )
 from occo_ros.image_pairs import find_pairs, read_gray
 from occo_ros.model import FIFN
-from training import metrics
-from training.config import ConfigError, TrainConfig, parse_config
-from training.data import INPUT_NORMALIZATION, CropDataset, load_pairs, to_tensor, to_uint8
-from training.losses import OCCOLoss
-from training.vgg import build_loss_extractors
+from . import metrics
+from .config import ConfigError, TrainConfig, parse_config
+from .data import INPUT_NORMALIZATION, CropDataset, load_pairs, to_tensor, to_uint8
+from .losses import OCCOLoss
+from .vgg import build_loss_extractors
 
 EXIT_CONFIG = 2
 EXIT_NONFINITE = 3
