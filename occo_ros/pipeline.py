@@ -8,6 +8,12 @@ fused image everywhere. Stages, each timed (milliseconds, for diagnostics and be
   network size, /255) and chroma (kept at the output size);
 * inference: the engine fuses visible Y and infrared into fused Y (clamped to [0,1]);
 * compose: fused Y resized to the output size and recombined with the visible chroma.
+
+:meth:`FusionPipeline.fuse_frame` is the one frame step every front end calls: camera
+messages (or decoded images) in, the fused image in the requested encoding, the fused
+camera_info fields and the stage times out. Its one error policy: a frame that cannot be
+fused is a :class:`FrameResult` whose ``problems`` say why (:data:`REASONS`), never an
+exception, so a bad frame is counted by the caller and the stream goes on.
 """
 
 from __future__ import annotations
@@ -15,17 +21,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import time
+from typing import Any
 
 import cv2
 import numpy as np
 
+from occo_ros import codec
 from occo_ros.color import compose_rgb, luma_chroma
-from occo_ros.engines import create_engine
+from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import FusionEngine
 from occo_ros.params import FusionParams
 from occo_ros.registration import Registration
-from occo_ros.resources import default_model_path
 from occo_ros.thermal import ThermalNormalizer, normalize_thermal
+
+OUTPUT_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
+
+
+def check_encoding(encoding: str) -> None:
+    """Raise ValueError unless ``encoding`` is one of :data:`OUTPUT_ENCODINGS`."""
+    if encoding not in OUTPUT_ENCODINGS:
+        raise ValueError(f'unknown output encoding {encoding!r}; use one of '
+                         f'{list(OUTPUT_ENCODINGS)}')
 
 
 @dataclass
@@ -48,13 +64,94 @@ class FusedFrame:
 
     def in_encoding(self, encoding: str) -> np.ndarray:
         """The fused image as 'rgb8', 'bgr8' or 'mono8' (its luminance) pixels."""
+        check_encoding(encoding)
         if encoding == 'rgb8':
             return self.rgb
         if encoding == 'bgr8':
             return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2BGR)
-        if encoding == 'mono8':
-            return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY)
-        raise ValueError(f"unknown output encoding {encoding!r}; use 'rgb8', 'bgr8' or 'mono8'")
+        return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY)
+
+
+#: Why (part of) a frame could not be used, one counter each: the thermal or RGB image cannot
+#: be decoded or is not an image of its kind; the camera_info cannot be adapted (the image is
+#: still fused, only fused camera_info is missing); the decoded pair is rejected by
+#: registration or colour conversion; the inference engine failed.
+BAD_THERMAL, BAD_RGB, BAD_CAMERA_INFO = 'bad_thermal', 'bad_rgb', 'bad_camera_info'
+BAD_PAIR, ENGINE_ERROR = 'bad_pair', 'engine_error'
+REASONS = (BAD_THERMAL, BAD_RGB, BAD_CAMERA_INFO, BAD_PAIR, ENGINE_ERROR)
+_STREAM = {BAD_THERMAL: 'thermal', BAD_RGB: 'rgb', BAD_CAMERA_INFO: 'camera_info',
+           BAD_PAIR: 'pair', ENGINE_ERROR: 'engine'}
+#: What :meth:`FusionPipeline.fuse_frame` accepts as an image: a sensor_msgs/Image or
+#: CompressedImage (rclpy's, rosbags', or any object with their fields; see occo_ros.codec),
+#: a decoded :class:`codec.DecodedImage` (array + channel order), or a 2-D array (gray).
+ImageInput = Any
+
+
+@dataclass(frozen=True)
+class FrameProblem:
+    """One thing wrong with a frame: ``reason`` (one of :data:`REASONS`, the counter),
+    ``kind`` (finer: the codec's reason or the exception's class, for log throttling and
+    summaries) and ``message`` (what is wrong, for the log)."""
+
+    reason: str
+    kind: str
+    message: str
+
+    @property
+    def stream(self) -> str:
+        """What the problem is about: 'thermal', 'rgb', 'camera_info', 'pair' or 'engine'."""
+        return _STREAM[self.reason]
+
+
+@dataclass
+class FrameResult:
+    """What :meth:`FusionPipeline.fuse_frame` made of one thermal/RGB pair.
+
+    ``pixels``: the fused image in ``encoding`` ((H, W, 3) uint8 for rgb8/bgr8, (H, W) for
+    mono8), None when the frame could not be fused. ``fused_y``: the network output (H_in,
+    W_in) float32 in [0,1]. ``camera_info``: fields of the fused sensor_msgs/CameraInfo
+    (without header) when a camera_info was given and could be adapted. ``times_ms``: decode,
+    preprocess, inference, compose (those that ran). ``problems``: everything wrong, the
+    first one being why nothing was fused when ``ok`` is False.
+    """
+
+    pixels: np.ndarray | None
+    encoding: str
+    fused_y: np.ndarray | None = None
+    camera_info: dict | None = None
+    times_ms: dict = field(default_factory=dict)
+    problems: tuple[FrameProblem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the frame was fused (a camera_info problem alone leaves it ok)."""
+        return self.pixels is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the frame was not fused (one of :data:`REASONS`), None when it was."""
+        return None if self.ok else self.problems[0].reason
+
+    def image_fields(self) -> dict:
+        """The fused image as sensor_msgs/Image fields: ``Image(header=h, **fields)``."""
+        if self.pixels is None:
+            raise ValueError(f'nothing was fused ({self.reason}); check ok first')
+        return codec.array_to_image_fields(self.pixels, self.encoding)
+
+
+def decode(image: ImageInput) -> codec.DecodedImage:
+    """An :data:`ImageInput` as a decoded image; raises codec.ImageDecodeError (bad data) or
+    TypeError (a colour array without its channel order: pass codec.DecodedImage)."""
+    if isinstance(image, codec.DecodedImage):
+        return image
+    if isinstance(image, np.ndarray):
+        if image.ndim != 2:
+            raise TypeError(f'a bare array must be gray (H, W), got shape {image.shape}; pass '
+                            "codec.DecodedImage(array, order) for colour, e.g. order 'rgb'")
+        return codec.DecodedImage(image, 'gray')
+    if hasattr(image, 'format') and not hasattr(image, 'encoding'):
+        return codec.decode_compressed(image.format, image.data)
+    return codec.decode_image(image)
 
 
 class FusionPipeline:
@@ -114,9 +211,83 @@ class FusionPipeline:
                 'k': k.ravel().tolist(), 'r': info.r, 'p': p.ravel().tolist()}
 
     def fuse(self, thermal: np.ndarray, rgb: np.ndarray, rgb_order: str = 'rgb') -> FusedFrame:
-        """All three stages in sequence."""
+        """All three stages in sequence on decoded arrays; raises on bad input (the frame
+        step :meth:`fuse_frame` turns that into a result)."""
         prepared = self.preprocess(thermal, rgb, rgb_order)
         return self.compose(self.infer(prepared), prepared)
+
+    def fuse_frame(self, thermal: ImageInput, rgb: ImageInput, camera_info: Any = None,
+                   encoding: str = 'rgb8') -> FrameResult:
+        """The frame step: decode, fuse, convert to ``encoding``, adapt ``camera_info``.
+
+        ``thermal`` and ``rgb`` are :data:`ImageInput`; ``camera_info`` (optional) is the RGB
+        camera's sensor_msgs/CameraInfo (any object with its fields). Never raises for bad
+        data or a failing engine: see :class:`FrameResult`. ``encoding`` is one of
+        :data:`OUTPUT_ENCODINGS` (ValueError otherwise: a caller's mistake, not bad data).
+        """
+        check_encoding(encoding)   # a caller's mistake: fail before any frame
+        start = time.perf_counter()
+        thermal_image, thermal_problem = _decoded(BAD_THERMAL, thermal, _check_thermal)
+        rgb_image, rgb_problem = _decoded(BAD_RGB, rgb, _check_rgb)
+        problems = tuple(p for p in (thermal_problem, rgb_problem) if p is not None)
+        if problems:
+            return FrameResult(None, encoding, problems=problems)
+        times = {'decode': (time.perf_counter() - start) * 1e3}
+        try:
+            prepared = self.preprocess(thermal_image.array, rgb_image.array, rgb_image.order)
+        except Exception as exc:  # noqa: BLE001 (one bad pair must never end a stream)
+            return FrameResult(None, encoding, times_ms=times,
+                               problems=(_problem(BAD_PAIR, exc, 'cannot fuse the pair'),))
+        prepared.times_ms.update(times)
+        try:
+            fused_y = self.infer(prepared)
+        except Exception as exc:  # noqa: BLE001 (EngineError or a backend's own exception)
+            return FrameResult(None, encoding, times_ms=prepared.times_ms,
+                               problems=(_problem(ENGINE_ERROR, exc, 'inference failed'),))
+        try:
+            frame = self.compose(fused_y, prepared)
+            start = time.perf_counter()
+            pixels = frame.in_encoding(encoding)
+            frame.times_ms['compose'] += (time.perf_counter() - start) * 1e3
+        except Exception as exc:  # noqa: BLE001
+            return FrameResult(None, encoding, fused_y, times_ms=prepared.times_ms,
+                               problems=(_problem(BAD_PAIR, exc, 'cannot compose the pair'),))
+        info, info_problems = None, ()
+        if camera_info is not None:
+            try:
+                info = self.fused_camera_info(camera_info)
+            except Exception as exc:  # noqa: BLE001 (a bad camera_info must not cost the image)
+                info_problems = (_problem(BAD_CAMERA_INFO, exc, 'cannot adapt camera_info'),)
+        return FrameResult(pixels, encoding, fused_y, info, frame.times_ms, info_problems)
+
+
+def _problem(reason: str, exc: BaseException, what: str) -> FrameProblem:
+    kind = getattr(exc, 'reason', None) or type(exc).__name__
+    return FrameProblem(reason, kind, f'{what}: {type(exc).__name__}: {exc}')
+
+
+def _decoded(reason: str, image: ImageInput, check: Callable[[codec.DecodedImage], None],
+             ) -> tuple[codec.DecodedImage | None, FrameProblem | None]:
+    """``image`` decoded and accepted by ``check``, or why not."""
+    try:
+        decoded = decode(image)
+        check(decoded)
+    except codec.ImageDecodeError as exc:
+        return None, FrameProblem(reason, exc.reason, str(exc))
+    return decoded, None
+
+
+def _check_thermal(image: codec.DecodedImage) -> None:
+    if image.order != 'gray':
+        raise codec.ImageDecodeError(
+            'channels', f'a thermal image needs one channel, got a {image.order} image of '
+            f'shape {image.array.shape}')
+
+
+def _check_rgb(image: codec.DecodedImage) -> None:
+    if image.array.dtype != np.uint8:
+        raise codec.ImageDecodeError(
+            'dtype', f'a visible image needs 8-bit pixels, got {image.array.dtype}')
 
 
 def thermal_normalizer(params: FusionParams) -> ThermalNormalizer:
@@ -126,17 +297,13 @@ def thermal_normalizer(params: FusionParams) -> ThermalNormalizer:
                              smoothing=params.thermal_smoothing)
 
 
-def create_pipeline(params: FusionParams,
-                    log: Callable[[str], None] | None = None) -> FusionPipeline:
+def create_pipeline(params: FusionParams, logger: object | None = None) -> FusionPipeline:
     """Load the engine and build the pipeline; raises EngineError (or CheckpointError) with a
-    message naming the model path and what was expected when the model cannot be used."""
+    message naming the model path and what was expected when the model cannot be used.
+    ``logger`` (.info/.warning: logging.Logger or a node's logger) gets the engine's lines."""
     input_size = (params.input_width, params.input_height)
     output_size = (params.output_width, params.output_height)
-    engine = create_engine(
-        params.backend, params.model_path or str(default_model_path()), device=params.device,
-        precision=params.precision, input_size=(params.input_height, params.input_width),
-        cache_dir=params.engine_cache_dir or None, build_only=params.build_only,
-        force_rebuild=params.force_rebuild, num_threads=params.num_threads or None, log=log)
+    engine = create_engine(EngineSpec.from_params(params), logger)
     registration = Registration(homography=np.asarray(params.homography).reshape(3, 3),
                                 crop=tuple(params.crop), output_size=output_size)
     return FusionPipeline(engine, registration, thermal_normalizer(params), input_size,
