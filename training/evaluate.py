@@ -55,6 +55,7 @@ from occo_ros.image_pairs import (
     read_gray,
     read_rgb,
 )
+
 from .baselines import BASELINES
 from .data import to_uint8
 from .metrics import (

@@ -40,6 +40,7 @@ from occo_ros.checkpoint import (
 )
 from occo_ros.image_pairs import find_pairs, read_gray
 from occo_ros.model import FIFN
+
 from . import metrics
 from .config import ConfigError, TrainConfig, parse_config
 from .data import INPUT_NORMALIZATION, CropDataset, load_pairs, to_tensor, to_uint8
