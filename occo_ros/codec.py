@@ -24,6 +24,13 @@ yuv422 (UYVY), yuv422_yuy2    uint8    3         'bgr' (converted)
 8UC3/8UC4 carry no channel meaning in ROS; they are read as BGR(A), OpenCV's order, which is
 also what cv_bridge does when it converts them to bgr8 (a plain copy).
 
+Arrival checks: :func:`check_image` and :func:`check_compressed` raise the same
+:class:`ImageDecodeError` as decoding would, plus a refusal of encodings the stream does not
+take (:data:`THERMAL_ENCODINGS`, :data:`RGB_ENCODINGS`) and of images above a pixel limit,
+without decoding: they read the message's fields, the length of its data and, for compressed
+images, the dimensions and bit depth in the PNG or JPEG header (so a small file that would
+decode to a huge image is refused before any memory is spent on it).
+
 Zero copy: for every encoding except the yuv422 ones the array is a read-only view of the
 message's buffer (padded rows included: the row stride is ``step``), as long as the data is
 in the machine's byte order. Multi-byte data in the other byte order (``is_bigendian``) is
@@ -64,13 +71,18 @@ _YUV422 = {
     'yuv422_yuy2': cv2.COLOR_YUV2BGR_YUY2,
 }
 ENCODINGS = tuple(_PLAIN) + tuple(_YUV422)
+#: what each input stream of the fusion node takes (thermal: one channel; RGB: colour or gray)
+THERMAL_ENCODINGS = ('mono16', '16UC1', 'mono8', '8UC1', '32FC1')
+RGB_ENCODINGS = ('bgr8', '8UC3', 'rgb8', 'bgra8', '8UC4', 'rgba8', 'yuv422', 'yuv422_yuy2',
+                 'mono8', '8UC1')
 _NATIVE_BIG_ENDIAN = sys.byteorder == 'big'
 _COMPRESSED_DEPTH_HEADER = 12  # compressed_depth_image_transport: int32 format + 2 float32
 
 
 class ImageDecodeError(ValueError):
     """A message cannot be turned into an image; ``reason`` is a short key for log throttling
-    and counters ('encoding', 'size', 'step', 'data', 'nonfinite', 'width', 'compressed')."""
+    and counters ('encoding', 'size', 'too_large', 'step', 'data', 'nonfinite', 'width',
+    'compressed')."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -93,6 +105,44 @@ def decode_image(msg: Any, allow_nonfinite: bool = False) -> DecodedImage:
     naming the problem: unknown encoding, zero size, step too small, too little data, odd
     width for yuv422, non-finite 32FC1 values.
     """
+    layout = _checked_layout(msg)
+    array = _view(layout, msg.is_bigendian)
+    if layout.encoding in _YUV422:
+        return DecodedImage(cv2.cvtColor(array, _YUV422[layout.encoding]), layout.order)
+    if array.dtype.kind == 'f' and not allow_nonfinite:
+        _check_finite(array, layout.encoding)
+    return DecodedImage(array, layout.order)
+
+
+def check_image(msg: Any, encodings: tuple[str, ...] = ENCODINGS,
+                max_pixels: int | None = None) -> None:
+    """Raise :class:`ImageDecodeError` for a sensor_msgs/Image (duck-typed) that
+    :func:`decode_image` would refuse, whose encoding is not in ``encodings`` (reason
+    'encoding') or that has more than ``max_pixels`` pixels (reason 'too_large').
+
+    Reads the fields and the data length only; 32FC1 values are scanned for NaN/inf in place
+    (no copy for data in native byte order). Nothing is converted.
+    """
+    if msg.encoding not in encodings:
+        raise ImageDecodeError('encoding', f'encoding {msg.encoding!r} is not accepted on this '
+                               f'stream; accepted: {", ".join(encodings)}')
+    layout = _checked_layout(msg, max_pixels)
+    if layout.dtype.kind == 'f':
+        _check_finite(_view(layout, msg.is_bigendian), layout.encoding)
+
+
+class _Layout(NamedTuple):
+    encoding: str
+    dtype: np.dtype
+    channels: int
+    order: str
+    shape: tuple
+    step: int
+    buffer: np.ndarray
+
+
+def _checked_layout(msg: Any, max_pixels: int | None = None) -> _Layout:
+    """The array layout a message declares, after checking that its data holds it."""
     encoding = msg.encoding
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if encoding in _PLAIN:
@@ -105,6 +155,7 @@ def decode_image(msg: Any, allow_nonfinite: bool = False) -> DecodedImage:
     if height <= 0 or width <= 0:
         raise ImageDecodeError('size', f'{encoding} image has zero size: {width}x{height} '
                                '(width x height)')
+    _check_pixels(width, height, max_pixels, encoding)
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
@@ -118,21 +169,29 @@ def decode_image(msg: Any, allow_nonfinite: bool = False) -> DecodedImage:
     if encoding in _YUV422 and width % 2:
         raise ImageDecodeError('width', f'{encoding} needs an even width (two pixels share '
                                f'their chroma), got width {width}')
-
-    swapped = dtype.itemsize > 1 and bool(msg.is_bigendian) != _NATIVE_BIG_ENDIAN
     shape = (height, width) if channels == 1 else (height, width, channels)
-    strides = (step, channels * dtype.itemsize, dtype.itemsize)[:len(shape)]
+    return _Layout(encoding, dtype, channels, order, shape, step, buffer)
+
+
+def _view(layout: _Layout, is_bigendian: Any) -> np.ndarray:
+    """The pixels as an array: a read-only view of the data, or a native-order copy."""
+    dtype = layout.dtype
+    swapped = dtype.itemsize > 1 and bool(is_bigendian) != _NATIVE_BIG_ENDIAN
+    strides = (layout.step, layout.channels * dtype.itemsize, dtype.itemsize)
     view_dtype = dtype.newbyteorder('S') if swapped else dtype
-    array = np.ndarray(shape, view_dtype, buffer=buffer, strides=strides)
+    array = np.ndarray(layout.shape, view_dtype, buffer=layout.buffer,
+                       strides=strides[:len(layout.shape)])
     if swapped or not array.flags.aligned:
-        array = array.astype(dtype)  # native order, aligned: what OpenCV needs
-    else:
-        array.flags.writeable = False  # a view of the message: never modify it in place
-    if encoding in _YUV422:
-        return DecodedImage(cv2.cvtColor(array, _YUV422[encoding]), order)
-    if dtype.kind == 'f' and not allow_nonfinite:
-        _check_finite(array, encoding)
-    return DecodedImage(array, order)
+        return array.astype(dtype)  # native order, aligned: what OpenCV needs
+    array.flags.writeable = False  # a view of the message: never modify it in place
+    return array
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageDecodeError(
+            'too_large', f'{what} image of {width}x{height} = {width * height} pixels is above '
+            f'the limit of {max_pixels} (parameter max_input_pixels)')
 
 
 def array_to_image_fields(array: np.ndarray, encoding: str) -> dict:
@@ -182,6 +241,99 @@ def decode_compressed(format: str, data: Any) -> DecodedImage:
     whatever the original encoding was. Raises :class:`ImageDecodeError` for empty or
     undecodable data.
     """
+    buffer = _compressed_payload(format, data)
+    array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ImageDecodeError('compressed', f'could not decode {buffer.size} bytes of '
+                               f'compressed image data (format {format!r})')
+    if array.ndim == 2:
+        return DecodedImage(array, 'gray')
+    return DecodedImage(array, 'bgr' if array.shape[2] == 3 else 'bgra')
+
+
+class CompressedHeader(NamedTuple):
+    """What the header of a compressed image says: 'png' or 'jpeg', size, bits per sample."""
+
+    kind: str
+    width: int
+    height: int
+    bit_depth: int
+
+
+def check_compressed(format: str, data: Any, max_pixels: int | None = None,
+                     max_bit_depth: int = 8) -> CompressedHeader:
+    """The PNG or JPEG header of a sensor_msgs/CompressedImage (``format``, ``data``), after
+    checking it without decoding; raises :class:`ImageDecodeError`.
+
+    Refused: empty data, anything but PNG or JPEG (reason 'compressed': only their size can
+    be read before decoding), zero size ('size'), more than ``max_pixels`` pixels
+    ('too_large') and more than ``max_bit_depth`` bits per sample ('encoding', e.g. a 16-bit
+    PNG on a colour stream). A header that passes can still hide a corrupt body, which
+    :func:`decode_compressed` reports.
+    """
+    buffer = _compressed_payload(format, data)
+    if bytes(buffer[:8]) == _PNG_SIGNATURE:
+        header = _png_header(buffer)
+    elif bytes(buffer[:2]) == b'\xff\xd8':
+        header = _jpeg_header(buffer)
+    else:
+        raise ImageDecodeError(
+            'compressed', f'compressed image ({format!r}) is neither PNG nor JPEG (starts with '
+            f'{bytes(buffer[:8])!r}); only these are accepted, their size is checked before '
+            'decoding')
+    if header.width <= 0 or header.height <= 0:
+        raise ImageDecodeError('size', f'{header.kind} header says zero size: '
+                               f'{header.width}x{header.height} (width x height)')
+    _check_pixels(header.width, header.height, max_pixels, header.kind.upper())
+    if header.bit_depth > max_bit_depth:
+        raise ImageDecodeError(
+            'encoding', f'{header.bit_depth}-bit {header.kind.upper()} is not accepted on this '
+            f'stream; accepted: up to {max_bit_depth} bits per sample')
+    return header
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# JPEG start-of-frame markers (C4 = DHT, C8 = JPG extension, CC = DAC are not frames)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_NO_LENGTH = frozenset(range(0xD0, 0xD8)) | {0x01}   # RSTn, TEM: no length field
+
+
+def _png_header(buffer: np.ndarray) -> CompressedHeader:
+    head = bytes(buffer[:26])  # signature, IHDR length and type, width, height, depth
+    if len(head) < 26 or head[12:16] != b'IHDR':
+        raise ImageDecodeError('compressed', 'PNG data ends or is corrupt before its IHDR '
+                               'header: no image size')
+    return CompressedHeader('png', int.from_bytes(head[16:20], 'big'),
+                            int.from_bytes(head[20:24], 'big'), head[24])
+
+
+def _jpeg_header(buffer: np.ndarray) -> CompressedHeader:
+    """Walk the JPEG segments (skipping by their lengths, no decoding) to the frame header."""
+    i, n = 2, buffer.size
+    while i + 4 <= n:
+        if buffer[i] != 0xFF:
+            break
+        marker = int(buffer[i + 1])
+        if marker == 0xFF:            # fill byte
+            i += 1
+        elif marker in _JPEG_NO_LENGTH:
+            i += 2
+        elif marker in (0xD9, 0xDA):  # end of image / start of scan before any frame
+            break
+        elif marker in _JPEG_SOF:
+            head = bytes(buffer[i + 4:i + 9])   # precision, height, width
+            if len(head) < 5:
+                break
+            return CompressedHeader('jpeg', int.from_bytes(head[3:5], 'big'),
+                                    int.from_bytes(head[1:3], 'big'), head[0])
+        else:
+            i += 2 + (int(buffer[i + 2]) << 8 | int(buffer[i + 3]))
+    raise ImageDecodeError('compressed', f'JPEG data ({n} bytes) is corrupt or ends before '
+                           'its frame header: no image size')
+
+
+def _compressed_payload(format: str, data: Any) -> np.ndarray:
+    """The image file in a CompressedImage's data (compressedDepth's header skipped)."""
     buffer = _byte_buffer(data)
     if 'compresseddepth' in format.replace(' ', '').lower():
         if 'rvl' in format.lower():
@@ -190,13 +342,7 @@ def decode_compressed(format: str, data: Any) -> DecodedImage:
         buffer = buffer[_COMPRESSED_DEPTH_HEADER:]
     if buffer.size == 0:
         raise ImageDecodeError('compressed', f'compressed image ({format!r}) has no data')
-    array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ImageDecodeError('compressed', f'could not decode {buffer.size} bytes of '
-                               f'compressed image data (format {format!r})')
-    if array.ndim == 2:
-        return DecodedImage(array, 'gray')
-    return DecodedImage(array, 'bgr' if array.shape[2] == 3 else 'bgra')
+    return buffer
 
 
 def _byte_buffer(data: Any) -> np.ndarray:

@@ -4,13 +4,19 @@ import array
 import types
 
 import cv2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
 from occo_ros.codec import (
     ENCODINGS,
+    RGB_ENCODINGS,
+    THERMAL_ENCODINGS,
     ImageDecodeError,
     array_to_image_fields,
+    check_compressed,
+    check_image,
     decode_compressed,
     decode_image,
 )
@@ -203,12 +209,13 @@ def good_fields(**changes):
      ['even width', '3']),
 ])
 def test_malformed_messages_raise_specific_errors(msg, reason, words):
-    with pytest.raises(ImageDecodeError) as info:
-        decode_image(msg)
-    assert info.value.reason == reason
-    for word in words:
-        assert word in str(info.value)
-    assert isinstance(info.value, ValueError)
+    for check in (decode_image, check_image):    # the arrival check finds the same problem
+        with pytest.raises(ImageDecodeError) as info:
+            check(msg)
+        assert info.value.reason == reason
+        for word in words:
+            assert word in str(info.value)
+        assert isinstance(info.value, ValueError)
 
 
 def test_supported_encodings_are_listed_in_the_error():
@@ -330,3 +337,136 @@ def test_corrupt_compressed_data_raises(fmt, data, words):
     assert info.value.reason == 'compressed'
     for word in words:
         assert word in str(info.value)
+
+
+# -- arrival checks (no decoding) ----------------------------------------------------------------
+@pytest.mark.parametrize('encoding', sorted(PLAIN))
+def test_arrival_check_passes_what_decodes(encoding):
+    msg = message(random_image(encoding, 5, 6), encoding, pad=3)
+    check_image(msg)
+    check_image(msg, max_pixels=30)          # the limit itself is allowed
+
+
+@pytest.mark.parametrize('encodings, encoding', [
+    (THERMAL_ENCODINGS, 'bgr8'), (THERMAL_ENCODINGS, 'bgra8'), (THERMAL_ENCODINGS, 'rgb8'),
+    (RGB_ENCODINGS, 'mono16'), (RGB_ENCODINGS, '32FC1'), (RGB_ENCODINGS, '16UC1'),
+])
+def test_an_encoding_the_stream_does_not_take_is_refused(encodings, encoding):
+    msg = message(random_image(encoding, 4, 6), encoding)
+    decode_image(msg)                         # a valid image, only not for this stream
+    with pytest.raises(ImageDecodeError, match=f"'{encoding}' is not accepted") as info:
+        check_image(msg, encodings)
+    assert info.value.reason == 'encoding'
+
+
+def test_yuv422_on_the_thermal_stream_is_refused():
+    msg = types.SimpleNamespace(height=2, width=4, encoding='yuv422', is_bigendian=0, step=8,
+                                data=bytes(16))
+    check_image(msg, RGB_ENCODINGS)
+    with pytest.raises(ImageDecodeError) as info:
+        check_image(msg, THERMAL_ENCODINGS)
+    assert info.value.reason == 'encoding'
+
+
+def test_an_image_above_the_pixel_limit_is_refused_before_its_data_is_read():
+    # 8000x8000 declared, 10 bytes sent: the size limit speaks first, nothing is allocated
+    msg = types.SimpleNamespace(height=8000, width=8000, encoding='bgr8', is_bigendian=0,
+                                step=24000, data=bytes(10))
+    with pytest.raises(ImageDecodeError, match='8000x8000 = 64000000 pixels') as info:
+        check_image(msg, max_pixels=4096 * 2160)
+    assert info.value.reason == 'too_large' and 'max_input_pixels' in str(info.value)
+    with pytest.raises(ImageDecodeError, match='31 pixels is above the limit of 30'):
+        check_image(message(random_image('mono8', 1, 31), 'mono8'), max_pixels=30)
+
+
+def test_nonfinite_32fc1_is_refused_at_arrival_also_big_endian():
+    pixels = np.ones((3, 4), np.float32)
+    pixels[1, 2] = np.nan
+    for big_endian in (False, True):
+        with pytest.raises(ImageDecodeError) as info:
+            check_image(message(pixels, '32FC1', big_endian=big_endian), THERMAL_ENCODINGS)
+        assert info.value.reason == 'nonfinite'
+
+
+def with_size(png: bytes, width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims another size (a decompression bomb's header)."""
+    return png[:16] + width.to_bytes(4, 'big') + height.to_bytes(4, 'big') + png[24:]
+
+
+@pytest.mark.parametrize('ext, kind', [('.jpg', 'jpeg'), ('.png', 'png')])
+@pytest.mark.parametrize('shape', [(1, 1), (7, 13, 3), (48, 64, 3), (3, 500)])
+def test_compressed_header_gives_the_decoded_size(ext, kind, shape):
+    image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    data = encoded(ext, image)
+    header = check_compressed('jpeg', array.array('B', data), max_pixels=shape[0] * shape[1])
+    decoded = decode_compressed('jpeg', data).array
+    assert (header.kind, header.width, header.height, header.bit_depth) == \
+        (kind, decoded.shape[1], decoded.shape[0], 8)
+
+
+def test_jpeg_size_is_found_after_large_metadata_segments():
+    jpeg = encoded('.jpg', smooth_bgr())
+    app1 = b'\xff\xe1' + (2 + 60000).to_bytes(2, 'big') + bytes(60000)   # e.g. EXIF
+    data = jpeg[:2] + app1 + app1 + jpeg[2:]
+    assert decode_compressed('jpeg', data).array.shape == (48, 64, 3)   # still a valid JPEG
+    assert check_compressed('jpeg', data)[1:3] == (64, 48)
+
+
+def test_a_small_png_that_would_decode_huge_is_refused_from_its_header():
+    bomb = with_size(encoded('.png', np.zeros((16, 16), np.uint8)), 20000, 20000)
+    with pytest.raises(ImageDecodeError, match='PNG image of 20000x20000') as info:
+        check_compressed('png', bomb, max_pixels=4096 * 2160)
+    assert info.value.reason == 'too_large'
+
+
+@pytest.mark.parametrize('fmt, data, reason, words', [
+    ('png', encoded('.png', np.zeros((4, 5), np.uint16)), 'encoding', ['16-bit PNG']),
+    # a frame header (SOF0) saying 12 bits per sample, 16x16
+    ('jpeg', b'\xff\xd8\xff\xc0\x00\x11\x0c\x00\x10\x00\x10' + bytes(20), 'encoding',
+     ['12-bit JPEG']),
+    ('png', with_size(encoded('.png', np.zeros((4, 4), np.uint8)), 0, 4), 'size',
+     ['zero size', '0x4']),
+    ('bmp', encoded('.bmp', smooth_bgr()), 'compressed', ['neither PNG nor JPEG', "b'BM"]),
+    ('jpeg', encoded('.jpg', smooth_bgr())[:30], 'compressed', ['ends before its frame']),
+    ('png', encoded('.png', smooth_bgr())[:20], 'compressed', ['IHDR']),
+    ('jpeg', b'', 'compressed', ['no data']),
+    ('16UC1; compressedDepth rvl', bytes(40), 'compressed', ['RVL']),
+])
+def test_compressed_arrival_check_refusals(fmt, data, reason, words):
+    with pytest.raises(ImageDecodeError) as info:
+        check_compressed(fmt, data)
+    assert info.value.reason == reason
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_compressed_depth_png_is_checked_after_its_header():
+    data = bytes(12) + encoded('.png', np.zeros((30, 40), np.uint16))
+    header = check_compressed('16UC1; compressedDepth png', data, max_bit_depth=16)
+    assert header == ('png', 40, 30, 16)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.binary(max_size=64),
+       prefix=st.sampled_from([b'', b'\xff\xd8', b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n']))
+def test_compressed_check_of_any_bytes_raises_only_its_own_error(prefix, data):
+    try:
+        header = check_compressed('jpeg', prefix + data, max_pixels=10**6)
+    except ImageDecodeError:
+        return
+    assert 0 < header.width * header.height <= 10**6
+
+
+@settings(max_examples=400, deadline=None)
+@given(height=st.integers(-2, 70000), width=st.integers(-2, 70000), step=st.integers(-2, 300),
+       encoding=st.sampled_from(ENCODINGS + ('bayer_rggb8', '', 'mono 16')),
+       big_endian=st.integers(0, 1), data=st.binary(max_size=600))
+def test_image_check_of_any_fields_raises_only_its_own_error(height, width, step, encoding,
+                                                             big_endian, data):
+    msg = types.SimpleNamespace(height=height, width=width, step=step, encoding=encoding,
+                                is_bigendian=big_endian, data=data)
+    try:
+        check_image(msg, max_pixels=10**6)
+    except ImageDecodeError:
+        return
+    decode_image(msg)        # what passes the arrival check decodes
