@@ -1,16 +1,20 @@
 """The install layout, from a real wheel built with setup.py (what colcon's ament_python
-build installs): runtime files in share/occo_ros, every entry point's package present.
+build installs): runtime files in share/occo_ros, every entry point's package present, the
+training code under the collision-free name ``occo_training`` (no top-level ``training``).
 
 colcon itself is not installable here; its ament_python build runs the same setup.py, so
 the data files and packages checked here are the ones a workspace install gets.
 """
 
 import configparser
+import os
 from pathlib import Path
 import shutil
 import subprocess
 import sys
 import zipfile
+
+import pytest
 
 from occo_ros.resources import DEFAULT_MODEL
 
@@ -19,7 +23,10 @@ SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'config', 'launch
            'models', 'occo_ros', 'training')
 
 
-def test_wheel_installs_runtime_files_and_entry_points(tmp_path):
+@pytest.fixture(scope='module')
+def wheel_path(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the package sources (what colcon's build runs)."""
+    tmp_path = tmp_path_factory.mktemp('wheel')
     source = tmp_path / 'src'
     for name in SOURCES:   # a copy, so the build leaves no build/ folder in the checkout
         path = REPO / name
@@ -31,7 +38,11 @@ def test_wheel_installs_runtime_files_and_entry_points(tmp_path):
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
                     '--no-build-isolation', '-w', str(tmp_path / 'dist'), str(source)],
                    check=True, capture_output=True, timeout=300)
-    wheel = zipfile.ZipFile(next((tmp_path / 'dist').glob('occo_ros-*.whl')))
+    return next((tmp_path / 'dist').glob('occo_ros-*.whl'))
+
+
+def test_wheel_installs_runtime_files_and_entry_points(wheel_path):
+    wheel = zipfile.ZipFile(wheel_path)
     names = set(wheel.namelist())
     marker = '.data/data/share/occo_ros/package.xml'
     data = next(n.split('/')[0] for n in names if n.endswith(marker))
@@ -48,10 +59,34 @@ def test_wheel_installs_runtime_files_and_entry_points(tmp_path):
     entry_points.read_string(wheel.read(f'{dist_info}/entry_points.txt').decode())
     scripts = dict(entry_points['console_scripts'])
     assert {'fusion_node', 'synthetic_cameras', 'occo-export', 'occo-build-engine', 'occo-bag',
-            'occo-eval', 'occo-train'} <= set(scripts)
+            'occo-eval', 'occo-train', 'occo-masks'} <= set(scripts)
+    for name in ('occo-eval', 'occo-train', 'occo-masks'):
+        assert scripts[name].startswith('occo_training.'), scripts[name]
+    top_level = {n.split('/')[0] for n in names if '/' in n and '.dist-info' not in n
+                 and '.data' not in n}
+    assert top_level == {'occo_ros', 'occo_training'}, top_level
     for target in scripts.values():
         module = target.split(':')[0]
         assert module.replace('.', '/') + '.py' in names, f'{target}: module not in the wheel'
+
+
+def test_training_code_imports_under_its_installed_name(wheel_path, tmp_path):
+    """Installed from the wheel (outside the checkout), the training entry points' modules
+    import as occo_training.* (relative imports inside training/) and no `training` exists."""
+    target = tmp_path / 'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target',
+                    str(target), str(wheel_path)], check=True, capture_output=True, timeout=300)
+    code = ('import importlib.util, occo_training.evaluate, occo_training.masks, '
+            'occo_training.train\n'
+            'print(occo_training.train.__file__)\n'
+            "print(importlib.util.find_spec('training'))")
+    result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(target)))
+    assert result.returncode == 0, result.stderr
+    train_file, training_spec = result.stdout.split()
+    assert Path(train_file) == target / 'occo_training' / 'train.py'
+    assert training_spec == 'None'
 
 
 def test_scripts_go_where_ros2_run_looks():
