@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from occo_ros import codec
+from occo_ros.calibration_file import registration_from_params
 from occo_ros.color import compose_rgb, luma_chroma
 from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import FusionEngine
@@ -202,12 +203,14 @@ class FusionPipeline:
     def fused_camera_info(self, info) -> dict:
         """Fields of the fused image's sensor_msgs/CameraInfo, from the RGB camera's (any
         object with width, height, k, p, d, r, distortion_model): K and P adapted to the crop
-        and the output size; distortion and R copied. Raises ValueError for a bad K or P."""
+        and the output size; R copied, distortion too (zeros when the registration undistorts
+        the RGB image). Raises ValueError for a bad K or P."""
         k, p = self.registration.adapt_camera_matrices(
             np.asarray(info.k, np.float64).reshape(3, 3),
             np.asarray(info.p, np.float64).reshape(3, 4), (info.width, info.height))
+        d = [0.0] * len(info.d) if self.registration.undistorts_rgb else info.d
         return {'width': self.output_size[0], 'height': self.output_size[1],
-                'distortion_model': info.distortion_model, 'd': info.d,
+                'distortion_model': info.distortion_model, 'd': d,
                 'k': k.ravel().tolist(), 'r': info.r, 'p': p.ravel().tolist()}
 
     def fuse(self, thermal: np.ndarray, rgb: np.ndarray, rgb_order: str = 'rgb') -> FusedFrame:
@@ -301,10 +304,7 @@ def create_pipeline(params: FusionParams, logger: object | None = None) -> Fusio
     """Load the engine and build the pipeline; raises EngineError (or CheckpointError) with a
     message naming the model path and what was expected when the model cannot be used.
     ``logger`` (.info/.warning: logging.Logger or a node's logger) gets the engine's lines."""
-    input_size = (params.input_width, params.input_height)
-    output_size = (params.output_width, params.output_height)
     engine = create_engine(EngineSpec.from_params(params), logger)
-    registration = Registration(homography=np.asarray(params.homography).reshape(3, 3),
-                                crop=tuple(params.crop), output_size=output_size)
-    return FusionPipeline(engine, registration, thermal_normalizer(params), input_size,
-                          output_size)
+    return FusionPipeline(engine, registration_from_params(params), thermal_normalizer(params),
+                          (params.input_width, params.input_height),
+                          (params.output_width, params.output_height))
