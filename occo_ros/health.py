@@ -1,0 +1,152 @@
+"""The fusion node's health: OK / WARN / ERROR with a message naming the cause (no ROS import).
+
+The node reports events (a message arrived on a stream, a problem kept a frame from being
+fused, a fused image was published) and asks :meth:`Health.status` at each diagnostics tick.
+The rules, with T = ``input_timeout``:
+
+* OK only while both cameras send and a fused image was published in the last T seconds:
+  health never says OK while nothing is fused.
+* Waiting for the first message of a camera at start-up: WARN in diagnostics, logged at INFO
+  once (the cameras may simply not be up yet).
+* A camera that sent and went silent for T, or never sent though another one has for T:
+  WARN "no data from <stream> camera".
+* Both cameras send but nothing was published for T: WARN naming the most frequent recorded
+  problem since the last fused image (e.g. which stream is malformed and why, stale pairs with
+  the measured clock offset) or the node's guess (``idle_cause``); ERROR once it lasts 2 T.
+* A persistent warning (e.g. an engine fallback, a precision that is not available) turns an
+  otherwise OK status into WARN.
+
+The status is logged on changes of (level, cause) only, never on a timer, so one cause cannot
+swallow the report of another; each problem key is counted separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+import threading
+import time
+from typing import NamedTuple
+
+OK, WARN, ERROR = 0, 1, 2
+LEVEL_NAMES = ('OK', 'WARN', 'ERROR')
+
+
+class Status(NamedTuple):
+    """``level`` (OK/WARN/ERROR) and ``message``; ``log`` is the logger method name ('info',
+    'warning', 'error') when the status changed and should be logged, else None."""
+
+    level: int
+    message: str
+    log: str | None
+
+
+@dataclass
+class _Problem:
+    count: int
+    text: str
+    last: float
+
+
+class Health:
+    """Thread-safe health state machine of a two-camera fusion node (see module docstring)."""
+
+    def __init__(self, input_timeout: float, streams: tuple[str, ...] = ('thermal', 'rgb'),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.input_timeout = input_timeout
+        self._streams = streams
+        self._clock = clock
+        self._first_message: float | None = None   # of any stream
+        self._lock = threading.Lock()
+        self._last_seen: dict[str, float | None] = {s: None for s in streams}
+        self._live_since: float | None = None      # since when every stream sends
+        self._last_published: float | None = None
+        self._problems: dict[str, _Problem] = {}   # since the last published image
+        self._warnings: dict[str, str] = {}
+        self._reported: tuple[int, str] | None = None
+
+    # -- events ------------------------------------------------------------------------------
+    def received(self, stream: str) -> None:
+        """A message arrived on ``stream`` (valid or not: the camera is sending)."""
+        with self._lock:
+            now = self._clock()
+            self._last_seen[stream] = now
+            if self._first_message is None:
+                self._first_message = now
+
+    def problem(self, key: str, text: str) -> None:
+        """Something kept a frame from being fused; ``key`` groups problems of one cause
+        (e.g. 'bad_thermal:encoding', 'stale'), ``text`` says what and why."""
+        with self._lock:
+            entry = self._problems.get(key)
+            if entry is None:
+                self._problems[key] = _Problem(1, text, self._clock())
+            else:
+                entry.count, entry.text, entry.last = entry.count + 1, text, self._clock()
+
+    def published(self) -> None:
+        """A fused image was published."""
+        with self._lock:
+            self._last_published = self._clock()
+            self._problems.clear()
+
+    def set_warning(self, key: str, text: str | None) -> None:
+        """A persistent warning (``text``), or clear it with None."""
+        with self._lock:
+            if text is None:
+                self._warnings.pop(key, None)
+            else:
+                self._warnings[key] = text
+
+    # -- state -------------------------------------------------------------------------------
+    def status(self, idle_cause: str = '') -> Status:
+        """The current status; ``idle_cause`` is the caller's explanation for no output when
+        no problem was recorded (e.g. stamps never within the pairing slop)."""
+        with self._lock:
+            level, message, key, quiet = self._evaluate(self._clock(), idle_cause)
+            changed = self._reported != (level, key)
+            self._reported = (level, key)
+        if not changed:
+            return Status(level, message, None)
+        log = 'info' if quiet or level == OK else 'warning' if level == WARN else 'error'
+        return Status(level, message, log)
+
+    def _evaluate(self, now: float, idle_cause: str) -> tuple[int, str, str, bool]:
+        """(level, message, cause key, log quietly) for the state at ``now``."""
+        timeout = self.input_timeout
+        never = [s for s, t in self._last_seen.items() if t is None]
+        silent = [s for s, t in self._last_seen.items() if t is not None and now - t > timeout]
+        if self._first_message is None or (never and now - self._first_message <= timeout):
+            self._live_since = None
+            return (WARN, f'waiting for the first message from {" and ".join(never)} camera',
+                    'waiting:' + ','.join(never), True)
+        if never or silent:
+            self._live_since = None
+            names = never + silent
+            return WARN, f'no data from {" and ".join(names)} camera', 'silent:' + ','.join(
+                names), False
+        if self._live_since is None:
+            self._live_since = now
+        if self._last_published is not None and now - self._last_published <= timeout:
+            if self._warnings:
+                return WARN, 'fusing; ' + '; '.join(self._warnings.values()), 'warning', False
+            return OK, 'fusing', 'ok', False
+        since = max(self._live_since, self._last_published or self._live_since)
+        idle = now - since
+        cause_key, cause = self._main_problem()
+        if not cause_key:
+            cause_key, cause = 'idle', idle_cause or 'no pair has been fused yet'
+        if idle <= timeout:
+            return WARN, f'waiting for the first fused image: {cause}', 'starting', True
+        level = ERROR if idle > 2 * timeout else WARN
+        return (level, f'nothing fused for {idle:.1f} s while both cameras send: {cause}',
+                cause_key, False)
+
+    def _main_problem(self) -> tuple[str, str]:
+        """The most frequent problem since the last fused image (the latest on a tie)."""
+        if not self._problems:
+            return '', ''
+        key = max(self._problems, key=lambda k: (self._problems[k].count,
+                                                 self._problems[k].last))
+        entry = self._problems[key]
+        return key, f'{entry.text} ({entry.count} times)'
