@@ -1,0 +1,196 @@
+"""Ctrl-C with frames flowing: SIGINT to the process group of fusion_node + synthetic_cameras.
+
+What a terminal's Ctrl-C (or systemd's KillSignal=SIGINT with KillMode=mixed) does to the
+nodes a launch started: every process of the group gets SIGINT at once. Each run starts both
+nodes as one process group over real DDS, waits until this process has received ``--frames``
+fused images, sends SIGINT to the group and records per node: exit code, seconds from the
+signal to its exit, [ERROR] lines and tracebacks in its output. A run is clean when both exit
+0 within ``--exit-limit`` seconds, with no ERROR line and no traceback, and nothing of the
+group is left running.
+
+    python bench/bench_shutdown.py [--runs 10] [--out out/bench_shutdown]
+
+Target (issue 12): 10 of 10 runs clean, every node gone within 2 s. Exit code 0 only when
+every run is clean. Logs of each run and summary.json go to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+from machine import cpu_description  # bench/machine.py (run as python bench/...)
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from tqdm import tqdm
+
+from occo_ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY
+from occo_ros.resources import shipped_file
+
+NODES = ('synthetic_cameras', 'fusion_node')
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Send SIGINT to the process group of fusion_node + synthetic_cameras '
+        'while fused frames flow; count the runs that end cleanly (exit 0, no ERROR line, '
+        "no traceback, nothing left running) and time each node's exit.")
+    parser.add_argument('--runs', type=int, default=10, help='number of runs (default 10)')
+    parser.add_argument('--frames', type=int, default=3,
+                        help='fused images to receive before the signal (default 3)')
+    parser.add_argument('--rate', type=float, default=15.0,
+                        help='frames per second of each synthetic camera (default 15)')
+    parser.add_argument('--backend', default='auto',
+                        help='backend of the fusion node (default auto)')
+    parser.add_argument('--exit-limit', type=float, default=2.0,
+                        help='seconds after the signal within which every node must be gone '
+                        "for a clean run (default 2, the issue's target)")
+    parser.add_argument('--startup-timeout', type=float, default=120.0,
+                        help='seconds to wait for the first fused images (default 120)')
+    parser.add_argument('--out', type=Path, default=Path('out/bench_shutdown'),
+                        help="folder for the nodes' logs and summary.json "
+                        '(default out/bench_shutdown)')
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.frames < 1 or args.rate <= 0 or args.exit_limit <= 0:
+        parser.error('--runs and --frames must be >= 1, --rate and --exit-limit > 0')
+    return args
+
+
+class FusedCounter(Node):
+    def __init__(self) -> None:
+        super().__init__('occo_bench_shutdown')
+        self.count = 0
+        qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Image, 'fused/image', self._on_fused, qos)
+
+    def _on_fused(self, msg: Image) -> None:
+        self.count += 1
+
+
+def node_commands(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The two nodes as ``ros2 launch ... synthetic:=true`` starts them (same parameters)."""
+    python = [sys.executable, '-m']
+    return {
+        'synthetic_cameras': python + ['occo_ros.synthetic_cameras', '--ros-args',
+                                       '-p', f'thermal_rate:={args.rate}',
+                                       '-p', f'rgb_rate:={args.rate}'],
+        'fusion_node': python + ['occo_ros.fusion_node', '--ros-args',
+                                 '--params-file', str(shipped_file('config', 'fusion.yaml')),
+                                 '-p', f'crop:={SYNTHETIC_CROP}',
+                                 '-p', f'homography:={SYNTHETIC_HOMOGRAPHY}',
+                                 '-p', 'input_reliability:=reliable',
+                                 '-p', f'backend:={args.backend}'],
+    }
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def problems_in(log: str) -> list[str]:
+    """Lines that make a shutdown noisy: ERROR/FATAL log lines and tracebacks."""
+    return [line for line in log.splitlines()
+            if '[ERROR]' in line or '[FATAL]' in line or line.startswith('Traceback')]
+
+
+def run_once(index: int, args: argparse.Namespace, counter: FusedCounter) -> dict:
+    folder = args.out / f'run{index:02d}'
+    folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    procs: dict[str, subprocess.Popen] = {}
+    for name, cmd in node_commands(args).items():
+        # The first process leads a new process group, the second joins it (as launch's
+        # children share the terminal's foreground group); this process stays outside.
+        group = procs['synthetic_cameras'].pid if procs else 0
+        procs[name] = subprocess.Popen(cmd, stdout=(folder / f'{name}.log').open('w'),
+                                       stderr=subprocess.STDOUT, env=env,
+                                       process_group=group)
+    pgid = procs['synthetic_cameras'].pid
+    result = {'run': index, 'started': False}
+    try:
+        counter.count = 0
+        deadline = time.monotonic() + args.startup_timeout
+        while (counter.count < args.frames and time.monotonic() < deadline
+               and all(p.poll() is None for p in procs.values())):
+            rclpy.spin_once(counter, timeout_sec=0.1)
+        result['started'] = counter.count >= args.frames
+        result['fused_before_signal'] = counter.count
+        signalled = time.monotonic()
+        os.killpg(pgid, signal.SIGINT)
+        exit_s = {}
+        while len(exit_s) < len(procs) and time.monotonic() - signalled < 30.0:
+            for name, proc in procs.items():
+                if name not in exit_s and proc.poll() is not None:
+                    exit_s[name] = time.monotonic() - signalled
+            time.sleep(0.01)
+        result['exit_s'] = exit_s
+    finally:
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+        for proc in procs.values():
+            proc.wait()
+    result['exit_codes'] = {name: proc.returncode for name, proc in procs.items()}
+    result['left_running'] = sorted(set(procs) - set(result['exit_s']))
+    result['problems'] = {name: problems_in((folder / f'{name}.log').read_text())
+                          for name in procs}
+    result['clean'] = (result['started'] and not result['left_running']
+                       and all(code == 0 for code in result['exit_codes'].values())
+                       and all(s <= args.exit_limit for s in result['exit_s'].values())
+                       and not any(result['problems'].values()))
+    return result
+
+
+def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
+    exits = {name: [r['exit_s'][name] for r in runs if name in r['exit_s']] for name in NODES}
+    return {
+        'machine': cpu_description(),
+        'runs': len(runs),
+        'clean_runs': sum(r['clean'] for r in runs),
+        'exit_limit_s': args.exit_limit,
+        'exit_s_median': {n: round(statistics.median(v), 3) for n, v in exits.items() if v},
+        'exit_s_max': {n: round(max(v), 3) for n, v in exits.items() if v},
+        'camera_rate_hz': args.rate,
+        'sizes': 'thermal mono16 640x512, RGB bgr8 1280x720 -> fused 640x512',
+        'details': runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rclpy.init()
+    counter = FusedCounter()
+    try:
+        runs = [run_once(i, args, counter) for i in tqdm(range(args.runs), desc='runs')]
+    finally:
+        counter.destroy_node()
+        rclpy.shutdown()
+    summary = summarize(runs, args)
+    (args.out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+    print(f"machine: {summary['machine']}; {summary['sizes']}, cameras {args.rate} Hz")
+    for r in runs:
+        state = 'clean' if r['clean'] else 'NOT CLEAN'
+        print(f"run {r['run']}: {state}; exit codes {r['exit_codes']}, seconds to exit "
+              f"{ {n: round(s, 3) for n, s in r['exit_s'].items()} }, "
+              f"problems {sum(map(len, r['problems'].values()))}, "
+              f"left running {r['left_running']}")
+    print(f"{summary['clean_runs']} of {summary['runs']} runs clean; seconds from SIGINT to "
+          f"exit: median {summary['exit_s_median']}, max {summary['exit_s_max']}")
+    return 0 if summary['clean_runs'] == summary['runs'] else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
