@@ -33,7 +33,7 @@ from machine import cpu_description  # bench/machine.py (run as python bench/...
 import numpy as np
 from tqdm import tqdm
 
-from occo_ros.engines import create_engine
+from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.resources import DEFAULT_MODEL, default_model_path
 
 SIZES = ((256, 320), (512, 640))  # (H, W)
@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             sources = [(name, name, model) for name in BACKENDS] + [
                 (f'onnxruntime: {path.name}', 'onnxruntime', path) for path in args.also_onnx]
-            engines = {label: create_engine(backend, str(path), device='cpu', input_size=size,
-                                            cache_dir=cache, num_threads=args.threads,
-                                            log=lambda line: None)
-                       for label, backend, path in sources}
+            specs = {label: EngineSpec(backend=backend, model_path=str(path), device='cpu',
+                                       input_size=size, cache_dir=cache,
+                                       num_threads=args.threads)
+                     for label, backend, path in sources}
+            engines = {label: create_engine(spec) for label, spec in specs.items()}
             times = measure(engines, size, args.warmup, args.runs)
             for name, values in times.items():
                 results.append({

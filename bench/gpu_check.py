@@ -247,14 +247,14 @@ class Check:
         if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
             return {'skipped': 'onnxruntime-gpu not installed (providers '
                                f'{onnxruntime.get_available_providers()})'}
-        from occo_ros.engines import create_engine
+        from occo_ros.engines import EngineSpec, create_engine
 
         visible, infrared = test_pair(self.size)
         out = {}
         for width in self.widths:
-            engine = create_engine('onnxruntime', str(self.checkpoint(width)), device='cuda',
-                                   input_size=self.size, cache_dir=str(self.workdir / 'cache'),
-                                   log=lambda line: None)
+            engine = create_engine(EngineSpec(
+                backend='onnxruntime', model_path=str(self.checkpoint(width)), device='cuda',
+                input_size=self.size, cache_dir=str(self.workdir / 'cache')))
             out[f'w{width:g}'] = {'providers': engine.info.details.get('providers'),
                                   **time_ms(lambda e=engine: e.infer(visible, infrared),
                                             lambda: None, self.warmup, self.runs)}

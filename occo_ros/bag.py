@@ -578,7 +578,7 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams
         own_pipeline = pipeline is None
         start = time.perf_counter()
         if own_pipeline:
-            pipeline = create_pipeline(params, log=_LOG.info)
+            pipeline = create_pipeline(params, logger=_LOG)
         summary.load_seconds = time.perf_counter() - start
         info = pipeline.engine.info
         summary.engine = f'{info.backend} on {info.device}, {info.precision}'

@@ -15,7 +15,7 @@ import sys
 import cv2
 from tqdm import tqdm
 
-from occo_ros.engines import BACKENDS, create_engine
+from occo_ros.engines import BACKENDS, EngineSpec, create_engine
 from occo_ros.engines.base import EngineError
 from occo_ros.image_pairs import ImageReadError, find_pairs, read_gray, read_rgb
 from occo_ros.pipeline import FusionPipeline
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'occo-fuse: no image pairs in {args.ir} and {args.vi}', file=sys.stderr)
         return 1
     try:
-        engine = create_engine(args.backend, args.model, device=args.device,
-                               input_size=args.size[::-1] if args.size else None)
+        engine = create_engine(EngineSpec(
+            backend=args.backend, model_path=args.model, device=args.device,
+            input_size=args.size[::-1] if args.size else None))
     except (EngineError, ValueError, OSError) as exc:
         print(f'occo-fuse: cannot load the model: {exc}', file=sys.stderr)
         return 2

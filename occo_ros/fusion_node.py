@@ -105,7 +105,7 @@ class FusionNode(Node):
         self.params: FusionParams = make_params(
             {spec.name: self.get_parameter(spec.name).value for spec in PARAMS})
         p = self.params
-        self.pipeline = create_pipeline(p, log=self.get_logger().info)
+        self.pipeline = create_pipeline(p, logger=self.get_logger())
         info = self.pipeline.engine.info
         self.get_logger().info(
             f'backend {info.backend} on {info.device}, precision {info.precision}, '

@@ -14,7 +14,7 @@ import torch
 
 from occo_ros import build_engine
 from occo_ros.checkpoint import save_checkpoint
-from occo_ros.engines import BACKENDS, create_engine
+from occo_ros.engines import BACKENDS, EngineSpec, create_engine
 from occo_ros.engines.base import EngineError
 from occo_ros.engines.onnx_engine import OnnxRuntimeEngine, select_providers
 from occo_ros.engines.torch_engine import TorchEngine
@@ -30,13 +30,30 @@ def quiet(line: str) -> None:
 
 
 class Log(list):
-    """Collects log lines; `has` looks for a fragment."""
+    """Collects log lines (callable sink, and a logger with .info/.warning for create_engine);
+    `has` looks for a fragment, `warnings` are the .warning lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[str] = []
 
     def __call__(self, line: str) -> None:
         self.append(line)
 
+    info = __call__
+
+    def warning(self, line: str) -> None:
+        self.append(line)
+        self.warnings.append(line)
+
     def has(self, fragment: str) -> bool:
         return any(fragment in line for line in self)
+
+
+def make(backend: str, model: Path, log: Log | None = None, **options):
+    """create_engine for `backend` and `model` with EngineSpec `options`."""
+    return create_engine(EngineSpec(backend=backend, model_path=str(model), **options),
+                         Log() if log is None else log)
 
 
 @pytest.fixture(scope='module')
@@ -164,8 +181,7 @@ def test_without_pytorch_only_a_shipped_export_serves(checkpoint, tmp_path, monk
     with pytest.raises(EngineError, match=message):
         cached_onnx(checkpoint, tmp_path, (64, 80), log=quiet)
     with pytest.raises(EngineError, match='PyTorch is not installed'):
-        create_engine('onnxruntime', str(checkpoint), device='cpu', cache_dir=str(tmp_path),
-                      log=quiet)
+        make('onnxruntime', checkpoint, device='cpu', cache_dir=str(tmp_path))
     shipped = default_model_path()
     assert cached_onnx(shipped, tmp_path, (64, 80), log=quiet) == shipped.with_suffix('.onnx')
 
@@ -213,28 +229,65 @@ def test_provider_selection_by_device():
 
 
 def test_factory_validates_arguments(checkpoint, tmp_path):
-    with pytest.raises(EngineError, match=r"backend 'tflite' is not one of \('auto', 'torch', "
-                                          r"'onnxruntime', 'tensorrt'\)"):
-        create_engine('tflite', str(checkpoint))
+    with pytest.raises(EngineError, match=r"backend='tflite' is not one of \['auto', 'torch', "
+                                          r"'onnxruntime', 'tensorrt'\]"):
+        make('tflite', checkpoint)
     assert BACKENDS == ('auto', 'torch', 'onnxruntime', 'tensorrt')
-    with pytest.raises(EngineError, match=r"precision 'bf16' is not one of"):
-        create_engine('torch', str(checkpoint), precision='bf16')
+    with pytest.raises(EngineError, match=r"precision='bf16' is not one of"):
+        make('torch', checkpoint, precision='bf16')
     with pytest.raises(EngineError, match='model file not found'):
-        create_engine('torch', str(tmp_path / 'missing.pt'))
-    with pytest.raises(EngineError, match=r"expected one of \('.pt', '.onnx', '.engine'"):
-        create_engine('torch', str(tmp_path / 'model.tflite'))
+        make('torch', tmp_path / 'missing.pt')
+    with pytest.raises(EngineError, match=r"model_path '\S*model.tflite': expected one of "
+                                          r"\('.pt', '.onnx', '.engine'"):
+        make('torch', tmp_path / 'model.tflite')
     with pytest.raises(EngineError, match='input_size must be'):
-        create_engine('torch', str(checkpoint), input_size=(4, 4))
+        make('torch', checkpoint, input_size=(4, 4))
     onnx_file = tmp_path / 'm.onnx'
     onnx_file.write_bytes(b'')
     with pytest.raises(EngineError, match='the torch backend runs .pt checkpoints, not m.onnx'):
-        create_engine('torch', str(onnx_file))
+        make('torch', onnx_file)
+
+
+def test_engine_spec_from_the_parameter_table(tmp_path):
+    from occo_ros.engines.spec import ENGINE_PARAMS
+    from occo_ros.params import SPECS
+
+    spec = EngineSpec()
+    assert (spec.backend, spec.device, spec.precision, spec.workspace_mb) == (
+        SPECS['backend'].default, SPECS['device'].default, SPECS['precision'].default,
+        SPECS['workspace_mb'].default)
+    values = {'backend': 'tensorrt', 'precision': 'int8', 'calibration_dir': str(tmp_path),
+              'workspace_mb': 2048, 'input_height': 480, 'input_width': 640,
+              'engine_cache_dir': 'cache', 'thermal_mode': 'fixed'}
+    spec = EngineSpec.from_params(values)
+    assert (spec.input_size, spec.cache_dir, spec.calibration_dir, spec.workspace_mb) == (
+        (480, 640), 'cache', str(tmp_path), 2048)
+    assert EngineSpec.from_params(spec.to_params()) == spec
+    assert set(spec.to_params()) == set(ENGINE_PARAMS) <= set(SPECS)
+    with pytest.raises(EngineError) as error:
+        EngineSpec(backend='tflite', device='gpu', workspace_mb=1, input_size=(4, 640))
+    for fragment in ("backend='tflite'", "device='gpu'", 'workspace_mb=1 is below',
+                     'input_size must be (H, W) with H, W >= 8'):
+        assert fragment in str(error.value)
+
+    import argparse
+    parser = argparse.ArgumentParser()
+    EngineSpec.add_arguments(parser)
+    args = parser.parse_args(['--model', 'm.onnx', '--precision', 'fp16', '--height', '64',
+                              '--input-width', '80', '--cache-dir', 'c', '--force-rebuild'])
+    spec = EngineSpec.from_args(args, EngineSpec(backend='tensorrt'))
+    assert (spec.backend, spec.model_path, spec.precision, spec.input_size, spec.cache_dir,
+            spec.force_rebuild) == ('tensorrt', 'm.onnx', 'fp16', (64, 80), 'c', True)
+    with pytest.raises(EngineError, match='must be given together'):
+        EngineSpec.from_args(parser.parse_args(['--height', '64']))
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--backend', 'tflite'])
 
 
 def test_auto_picks_onnxruntime_on_this_cpu_and_says_why(checkpoint, cache, torch_engine):
     log = Log()
-    engine = create_engine('auto', str(checkpoint), input_size=(64, 80), cache_dir=str(cache),
-                           num_threads=2, log=log)
+    engine = make('auto', checkpoint, log, input_size=(64, 80), cache_dir=str(cache),
+                  num_threads=2)
     info = engine.info
     assert (info.backend, info.device, info.precision) == (
         'onnxruntime', 'CPUExecutionProvider', 'fp32')
@@ -246,8 +299,8 @@ def test_auto_picks_onnxruntime_on_this_cpu_and_says_why(checkpoint, cache, torc
     assert np.abs(engine.infer(visible, infrared)
                   - torch_engine.infer(visible, infrared)).max() <= TOLERANCE
 
-    half = create_engine('auto', str(checkpoint), precision='fp16', input_size=(64, 80),
-                         cache_dir=str(cache), build_only=True, log=quiet)
+    half = make('auto', checkpoint, precision='fp16', input_size=(64, 80),
+                cache_dir=str(cache))
     assert half.info.precision == 'fp32'
     assert '(precision fp16 unavailable there, using fp32)' in half.info.details['reason']
 
@@ -262,17 +315,20 @@ def test_auto_falls_back_when_a_backend_breaks_unexpectedly(checkpoint, cache, m
 
     monkeypatch.setitem(engines._CREATORS, 'onnxruntime', broken)
     log = Log()
-    engine = create_engine('auto', str(checkpoint), device='cpu', input_size=(64, 80),
-                           cache_dir=str(cache), log=log)
+    engine = make('auto', checkpoint, log, device='cpu', input_size=(64, 80),
+                  cache_dir=str(cache))
     assert engine.info.backend == 'torch'
-    assert log.has('onnxruntime on cpu unavailable: unexpected RuntimeError: CUDA driver')
+    message = ("backend auto: onnxruntime on cpu failed, falling back: backend 'onnxruntime' "
+               'failed to load fifn_test.pt: unexpected RuntimeError: CUDA driver')
+    assert [line[:len(message)] for line in log.warnings] == [message]
+    assert 'CUDA driver' in engine.info.details['fallback_warning']
     with pytest.raises(EngineError, match="'onnxruntime' failed to load fifn_test.pt: "
                        'unexpected RuntimeError: CUDA driver'):   # explicit: no fallback
-        create_engine('onnxruntime', str(checkpoint), device='cpu', log=quiet)
+        make('onnxruntime', checkpoint, device='cpu')
 
 
 def test_explicit_backends(checkpoint, fixed_onnx, cache, monkeypatch):
-    engine = create_engine('torch', str(checkpoint), device='cpu', log=quiet)
+    engine = make('torch', checkpoint, device='cpu')
     assert engine.info.backend == 'torch'
     assert engine.info.details['reason'] == "backend 'torch' requested"
     engine.close()
@@ -280,16 +336,16 @@ def test_explicit_backends(checkpoint, fixed_onnx, cache, monkeypatch):
         engine.infer(*pair((64, 80)))
     monkeypatch.setitem(sys.modules, 'tensorrt', None)  # as here, but also on a GPU machine
     with pytest.raises(EngineError, match='TensorRT Python package not found'):
-        create_engine('tensorrt', str(fixed_onnx), cache_dir=str(cache), log=quiet)
+        make('tensorrt', fixed_onnx, cache_dir=str(cache))
     plan = cache / 'prebuilt.engine'
     plan.write_bytes(b'\0' * 64)
     with pytest.raises(EngineError, match='is a TensorRT plan; use backend tensorrt'):
-        create_engine('onnxruntime', str(plan), log=quiet)
+        make('onnxruntime', plan)
     with pytest.raises(EngineError, match=r'backend auto found no usable backend for '
                                           r'prebuilt.engine .*tensorrt on auto'):
-        create_engine('auto', str(plan), log=quiet)
+        make('auto', plan)
     with pytest.raises(EngineError, match="device 'cuda' requested but this torch"):
-        create_engine('torch', str(checkpoint), device='cuda', log=quiet)
+        make('torch', checkpoint, device='cuda')
 
 
 def test_build_engine_cli_without_tensorrt(checkpoint, monkeypatch, capsys):

@@ -268,12 +268,13 @@ def test_truncated_onnx_file_is_reported(fixed17, tmp_path):
     truncated.write_bytes(fixed17.read_bytes()[:len(fixed17.read_bytes()) // 2])
     with pytest.raises(Exception, match='(?i)pars|protobuf|decod|truncat'):
         read_metadata(truncated)
-    from occo_ros.engines import create_engine
+    from occo_ros.engines import EngineSpec, create_engine
     from occo_ros.engines.base import EngineError
 
     with pytest.raises(EngineError, match='ONNX Runtime cannot load .*truncated.onnx.*corrupt '
                                           'or truncated file'):
-        create_engine('onnxruntime', str(truncated), device='cpu', cache_dir=str(tmp_path))
+        create_engine(EngineSpec(backend='onnxruntime', model_path=str(truncated),
+                                 device='cpu', cache_dir=str(tmp_path)))
 
 
 def test_export_rejects_bad_requests(checkpoint, tmp_path, capsys):

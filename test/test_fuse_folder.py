@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from occo_ros.checkpoint import save_checkpoint
-from occo_ros.engines import create_engine
+from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.fuse_folder import main
 from occo_ros.image_pairs import read_gray, read_rgb
 from occo_ros.model import build_fifn
@@ -44,7 +44,7 @@ def test_fuses_every_pair_at_its_own_size_like_the_pipeline(folders, model, tmp_
     out = tmp_path / 'out'
     assert main(['--ir', str(ir), '--vi', str(vi), '--out', str(out), '--model', str(model),
                  '--backend', 'torch']) == 0
-    engine = create_engine('torch', str(model))
+    engine = create_engine(EngineSpec(backend='torch', model_path=str(model)))
     for ir_path in sorted(ir.iterdir()):
         fused = cv2.imread(str(out / f'{ir_path.stem}.png'), cv2.IMREAD_UNCHANGED)
         infrared = read_gray(ir_path)
