@@ -45,7 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from occo_ros.color import compose_rgb, luma_chroma
-from occo_ros.engines import BACKENDS, EngineError, FusionEngine, create_engine
+from occo_ros.engines import BACKENDS, EngineError, EngineSpec, FusionEngine, create_engine
 from occo_ros.image_pairs import (
     ImagePair,
     ImageReadError,
@@ -200,9 +200,9 @@ class _FusedSource:
 def _create_engine(options: EvalOptions, size: tuple[int, int]) -> FusionEngine:
     """Load the model for (H, W) inputs; raises ModelLoadError naming the model."""
     try:
-        return create_engine(options.backend, str(options.model), device=options.device,
-                             precision='fp32', input_size=size,
-                             num_threads=options.threads)
+        return create_engine(EngineSpec(
+            backend=options.backend, model_path=str(options.model), device=options.device,
+            input_size=size, num_threads=options.threads))
     except (OSError, ValueError, EngineError) as exc:
         raise ModelLoadError(f'cannot load model {options.model} (backend '
                              f'{options.backend!r}, device {options.device!r}): '
