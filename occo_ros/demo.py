@@ -34,10 +34,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from occo_ros.codec import decode_image  # noqa: E402
-from occo_ros.fusion_node import STAGES, WAITS  # noqa: E402
 from occo_ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY  # noqa: E402
 from occo_ros.resources import shipped_file  # noqa: E402
 from occo_ros.thermal import ThermalNormalizer  # noqa: E402
+from occo_ros.worker import STAGES, WAITS  # noqa: E402
 
 
 def stamp_ns(msg) -> int:

@@ -1,10 +1,10 @@
 """ROS 2 node ``occo_fusion``: pairs a thermal and an RGB camera and publishes the fused image.
 
-Wiring only: parameters (occo_ros.params), QoS, subscriptions, publishers, diagnostics and a
-worker thread. Decoding, pairing, normalisation, registration and the network live in the
-ROS-free modules. Subscription callbacks only stamp and pair (microseconds); the worker takes
-the newest pair from a one-slot mailbox, so a slow network drops frames instead of building
-a backlog, and pairs older than ``max_age`` are dropped before any work is spent on them.
+Wiring only: parameters (occo_ros.params), QoS, subscriptions, publishers and diagnostics
+around one :class:`occo_ros.worker.FusionWorker`, which pairs, fuses (the frame step of
+occo_ros.pipeline) and counts on its own thread. Subscription callbacks only hand messages
+to the worker (microseconds). :class:`FusionWiring` is shared with the managed (lifecycle)
+variant in occo_ros.fusion_lifecycle_node.
 
 Topics (relative; remap or namespace in the launch file):
   in:  <thermal_topic>, <rgb_topic> (or <rgb_topic>/compressed), <rgb_camera_info_topic>
@@ -13,9 +13,8 @@ Topics (relative; remap or namespace in the launch file):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import sys
-import threading
-import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
@@ -29,21 +28,19 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from occo_ros import codec
 from occo_ros.allocator import tune_allocator
 from occo_ros.engines.base import EngineError
 from occo_ros.node_main import run_node
-from occo_ros.pairing import ApproximateTimePairer, Pair
+from occo_ros.pairing import Pair
 from occo_ros.params import PARAMS, SPECS, FusionParams, make_params, validate
-from occo_ros.pipeline import create_pipeline, thermal_normalizer
-from occo_ros.stats import LatestSlot, RateMeter, RollingStats
+from occo_ros.pipeline import FrameResult, create_pipeline
+from occo_ros.stats import ThrottledLog
+from occo_ros.worker import FusionWorker
 
-STAGES = ('decode', 'preprocess', 'inference', 'compose', 'publish')
-#: Waits before the worker starts: 'arrival' = RGB stamp -> the pair is complete here
-#: (camera driver, DDS, the later of the two images), 'queue' = pair complete -> worker
-#: starts on it (the network still busy with the previous pair). Together with STAGES they
-#: add up to end_to_end, so /diagnostics shows where the latency goes.
-WAITS = ('arrival', 'queue')
+NODE_NAME = 'occo_fusion'
+#: What loading the engine raises for a bad model, parameter or file (CheckpointError and
+#: CalibrationError are ValueErrors): one clear line, no traceback.
+STARTUP_ERRORS = (ValueError, EngineError, OSError)
 
 
 def stamp_ns(header) -> int:
@@ -58,7 +55,10 @@ def make_qos(reliability: str, depth: int) -> QoSProfile:
 
 
 def descriptor(spec) -> ParameterDescriptor:
-    desc = ParameterDescriptor(description=spec.description, read_only=False)
+    """The ROS descriptor of a params row: start-up-only rows are read-only, so `ros2 param
+    describe` says so and rclpy itself refuses a set ('Trying to set a read-only
+    parameter')."""
+    desc = ParameterDescriptor(description=spec.description, read_only=not spec.dynamic)
     if spec.choices:
         desc.additional_constraints = f'one of {list(spec.choices)}'
     if spec.min_value is not None:
@@ -72,179 +72,112 @@ def descriptor(spec) -> ParameterDescriptor:
                                                             to_value=float(spec.max_value),
                                                             step=0.0)]
     if not spec.dynamic:
-        desc.additional_constraints += ' (read at start-up; restart to change)'
+        desc.additional_constraints += ' (read at start-up; restart the node to change it)'
     return desc
 
 
-class ThrottledLog:
-    """At most one message per (key) every ``period`` seconds, with a count of the others."""
+class FusionWiring:
+    """The ROS side of a fusion node, mixed into an rclpy Node or LifecycleNode subclass,
+    which calls these steps in its own order (see FusionNode and the lifecycle variant)."""
 
-    def __init__(self, logger, period: float = 5.0) -> None:
-        self._logger = logger
-        self._period = period
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+    params: FusionParams
+    worker: FusionWorker | None = None
 
-    def error(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self._period:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        extra = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        suffix = f' ({extra} more like this since the last report)' if extra else ''
-        self._logger.error(message + suffix)
-
-
-class FusionNode(Node):
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__('occo_fusion', **kwargs)
+    def _declare_parameters(self) -> None:
         for spec in PARAMS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        self.params: FusionParams = make_params(
+        self.params = make_params(
             {spec.name: self.get_parameter(spec.name).value for spec in PARAMS})
+        self._throttled = ThrottledLog(self.get_logger())   # the node's own log lines
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _load_worker(self) -> None:
+        """Load the engine (raises EngineError, CheckpointError or ValueError naming the
+        problem), build the worker and warm the engine up."""
         p = self.params
-        self.pipeline = create_pipeline(p, logger=self.get_logger())
-        info = self.pipeline.engine.info
+        pipeline = create_pipeline(p, logger=self.get_logger())
+        info = pipeline.engine.info
         self.get_logger().info(
             f'backend {info.backend} on {info.device}, precision {info.precision}, '
             f'model {info.model_path}' + (f" ({info.details['reason']})"
                                           if 'reason' in info.details else ''))
-        self.output_encoding = p.output_encoding
-        self.pairer = ApproximateTimePairer(p.slop, p.queue_size)
-        self._pair_lock = threading.Lock()
-        self._slot = LatestSlot()
-        self._throttled = ThrottledLog(self.get_logger())
-        self._camera_info: CameraInfo | None = None
+        self._rgb_topic = (p.rgb_topic.rstrip('/') + '/compressed' if p.rgb_compressed
+                           else p.rgb_topic)
+        self.worker = FusionWorker(
+            pipeline, p, self._publish_fused,
+            topics={'thermal': p.thermal_topic, 'rgb': self._rgb_topic,
+                    'camera_info': p.rgb_camera_info_topic},
+            clock_ns=lambda: self.get_clock().now().nanoseconds, log=self.get_logger())
+        seconds = self.worker.warm_up()
+        self.get_logger().info(f'engine warmed up in {seconds:.2f} s')
 
-        self.rates = {name: RateMeter() for name in ('thermal', 'rgb', 'output')}
-        self.latency = {name: RollingStats()
-                        for name in WAITS + STAGES + ('end_to_end', 'pair_dt')}
-        self.counts = {'fused': 0, 'dropped_stale': 0, 'dropped_busy': 0, 'bad_thermal': 0,
-                       'bad_rgb': 0, 'errors': 0}
-        self._last_seen = {'thermal': None, 'rgb': None}
+    def _release_worker(self) -> None:
+        """Stop the worker and release the engine (device memory)."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker.pipeline.engine.close()
+            self.worker = None
 
-        in_qos = (p.input_reliability, p.input_depth)
-        self.create_subscription(Image, p.thermal_topic, self._on_thermal, make_qos(*in_qos))
-        if p.rgb_compressed:
-            self._rgb_topic = p.rgb_topic.rstrip('/') + '/compressed'
-            self.create_subscription(CompressedImage, self._rgb_topic, self._on_rgb,
-                                     make_qos(*in_qos))
-        else:
-            self._rgb_topic = p.rgb_topic
-            self.create_subscription(Image, self._rgb_topic, self._on_rgb, make_qos(*in_qos))
-        self.create_subscription(CameraInfo, p.rgb_camera_info_topic, self._on_camera_info,
-                                 make_qos(*in_qos))
-        out_qos = (p.output_reliability, p.output_depth)
-        self.image_pub = self.create_publisher(Image, 'fused/image', make_qos(*out_qos))
-        self.info_pub = self.create_publisher(CameraInfo, 'fused/camera_info',
-                                              make_qos(*out_qos))
-        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(p.diagnostics_period, self._publish_diagnostics)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+    def _create_publishers(self, create: Callable) -> None:
+        """Output publishers made with ``create`` (create_publisher or, for the managed node,
+        create_lifecycle_publisher)."""
+        out_qos = (self.params.output_reliability, self.params.output_depth)
+        self.image_pub = create(Image, 'fused/image', make_qos(*out_qos))
+        self.info_pub = create(CameraInfo, 'fused/camera_info', make_qos(*out_qos))
+        self.diag_pub = create(DiagnosticArray, '/diagnostics', 10)
 
-        self._running = True
-        self._worker = threading.Thread(target=self._work, name='occo_fusion_worker',
-                                        daemon=True)
-        self._worker.start()
+    def _subscribe(self) -> None:
+        """Input subscriptions and the diagnostics timer."""
+        p = self.params
+        qos = (p.input_reliability, p.input_depth)
+        rgb_type = CompressedImage if p.rgb_compressed else Image
+        self._subscriptions_in = [
+            self.create_subscription(Image, p.thermal_topic, self._on_thermal, make_qos(*qos)),
+            self.create_subscription(rgb_type, self._rgb_topic, self._on_rgb, make_qos(*qos)),
+            self.create_subscription(CameraInfo, p.rgb_camera_info_topic,
+                                     self._on_camera_info, make_qos(*qos))]
+        self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f'fusing {p.thermal_topic} + {self._rgb_topic} -> fused/image '
             f'({p.output_width}x{p.output_height}, network {p.input_width}x{p.input_height})')
 
-    # -- subscription callbacks: stamp, pair, hand off ---------------------------------------
+    def _unsubscribe(self) -> None:
+        for subscription in getattr(self, '_subscriptions_in', ()):
+            self.destroy_subscription(subscription)
+        self._subscriptions_in = []
+        if getattr(self, '_diag_timer', None) is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+
+    # -- subscription callbacks: hand off to the worker --------------------------------------
     def _on_thermal(self, msg: Image) -> None:
-        self._on_input('thermal', msg)
+        self.worker.add('thermal', stamp_ns(msg.header), msg)
 
     def _on_rgb(self, msg) -> None:
-        self._on_input('rgb', msg)
-
-    def _on_input(self, stream: str, msg) -> None:
-        self.rates[stream].tick()
-        self._last_seen[stream] = time.monotonic()
-        with self._pair_lock:
-            pair = self.pairer.add(stream, stamp_ns(msg.header), msg)
-        if pair is not None:
-            self.latency['pair_dt'].add(pair.dt * 1e3)
-            self.latency['arrival'].add(
-                (self.get_clock().now().nanoseconds - pair.rgb_stamp_ns) * 1e-6)
-            if self._slot.put((pair, time.perf_counter())) is not None:
-                self.counts['dropped_busy'] += 1
+        self.worker.add('rgb', stamp_ns(msg.header), msg)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
+        self.worker.set_camera_info(msg)
 
-    # -- worker ------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while self._running:
-            item = self._slot.get(timeout=0.2)
-            if item is None or not self.context.ok():   # Ctrl-C shuts the context down first
-                continue
-            pair, completed = item
-            self.latency['queue'].add((time.perf_counter() - completed) * 1e3)
-            age = (self.get_clock().now().nanoseconds - pair.rgb_stamp_ns) * 1e-9
-            if age > self.params.max_age:
-                self.counts['dropped_stale'] += 1
-                self._throttled.error('stale', f'dropping a pair {age:.3f} s old '
-                                      f'(max_age {self.params.max_age} s): the network is '
-                                      'slower than the cameras or the clocks disagree')
-                continue
-            try:
-                self._fuse_and_publish(pair)
-            except Exception as exc:  # one bad frame must never stop the node
-                self.counts['errors'] += 1
-                self._throttled.error(f'error:{type(exc).__name__}',
-                                      f'fusion failed: {type(exc).__name__}: {exc}')
-
-    def _decode(self, stream: str, msg):
-        topic = self.params.thermal_topic if stream == 'thermal' else self._rgb_topic
-        try:
-            if isinstance(msg, CompressedImage):
-                return codec.decode_compressed(msg.format, msg.data)
-            return codec.decode_image(msg)
-        except codec.ImageDecodeError as exc:
-            self.counts[f'bad_{stream}'] += 1
-            self._throttled.error(f'bad:{stream}:{exc.reason}',
-                                  f'dropping a message on {topic}: {exc}')
-            return None, None
-
-    def _fuse_and_publish(self, pair: Pair) -> None:
-        start = time.perf_counter()
-        thermal, _ = self._decode('thermal', pair.thermal)
-        rgb, order = self._decode('rgb', pair.rgb)
-        if thermal is None or rgb is None:
-            return
-        decode_ms = (time.perf_counter() - start) * 1e3
-        frame = self.pipeline.fuse(thermal, rgb, order)
-
-        start = time.perf_counter()
+    # -- the worker's publish callback (worker thread) ----------------------------------------
+    def _publish_fused(self, pair: Pair, result: FrameResult) -> None:
         header = pair.rgb.header
-        out = frame.in_encoding(self.output_encoding)
-        self.image_pub.publish(Image(header=header,
-                                     **codec.array_to_image_fields(out, self.output_encoding)))
-        if self._camera_info is not None:
-            self.info_pub.publish(CameraInfo(
-                header=header, **self.pipeline.fused_camera_info(self._camera_info)))
-        times = dict(frame.times_ms, decode=decode_ms,
-                     publish=(time.perf_counter() - start) * 1e3)
-        for stage in STAGES:
-            self.latency[stage].add(times[stage])
-        now = self.get_clock().now().nanoseconds
-        self.latency['end_to_end'].add((now - pair.rgb_stamp_ns) * 1e-6)
-        self.rates['output'].tick()
-        self.counts['fused'] += 1
+        try:
+            self.image_pub.publish(Image(header=header, **result.image_fields()))
+            if result.camera_info is not None:
+                self.info_pub.publish(CameraInfo(header=header, **result.camera_info))
+        except Exception:
+            if not self.context.ok():   # Ctrl-C shut the context down meanwhile: a normal end
+                return
+            raise
 
     # -- parameters and diagnostics ------------------------------------------------------------
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
+        """Dynamic parameters only (rclpy refuses read-only ones before this is called)."""
         values = {}
         for change in changes:
-            spec = SPECS.get(change.name)
-            if spec is None:
+            if change.name not in SPECS:
                 continue
-            if not spec.dynamic:
-                return SetParametersResult(
-                    successful=False, reason=f'{change.name} is read at start-up; restart '
-                    'the node to change it')
             problem = validate(change.name, change.value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
@@ -259,45 +192,35 @@ class FusionNode(Node):
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.params = params
-        with self._pair_lock:
-            self.pairer.slop = params.slop
-        if any(name.startswith('thermal_') for name in values):
-            self.pipeline.normalizer = thermal_normalizer(params)
-        self.output_encoding = params.output_encoding
+        if self.worker is not None:
+            self.worker.reconfigure(params)
         self.get_logger().info(f'parameters changed: {values}')
         return SetParametersResult(successful=True)
 
     def diagnostic_values(self) -> dict[str, str]:
         """Everything /diagnostics reports, as strings (KeyValue values)."""
-        info = self.pipeline.engine.info
+        pipeline = self.worker.pipeline
+        info = pipeline.engine.info
         values = {'backend': info.backend, 'device': info.device, 'precision': info.precision,
                   'model': info.model_path, 'backend_reason': str(info.details.get('reason', '')),
                   # The file that actually runs: a cached/shipped ONNX export or an engine.
                   'model_file': str(info.details.get('engine_path')
                                     or info.details.get('onnx_path') or info.model_path)}
-        for name, meter in self.rates.items():
-            values[f'{name}_rate_hz'] = f'{meter.rate():.2f}'
-        for name, stats in self.latency.items():
-            values[f'{name}_ms_p50'] = f'{stats.percentile(50):.2f}'
-            values[f'{name}_ms_p99'] = f'{stats.percentile(99):.2f}'
-        c = self.pairer.counts
-        values.update(paired=str(c.paired), unpaired_thermal=str(c.unpaired_thermal),
-                      unpaired_rgb=str(c.unpaired_rgb), time_jumps=str(c.time_jumps))
-        values.update({k: str(v) for k, v in self.counts.items()})
+        values.update(pipeline.registration.source)
+        values.update(self.worker.snapshot().values())
         return values
 
     def _publish_diagnostics(self) -> None:
+        snapshot = self.worker.snapshot()
         values = self.diagnostic_values()
         level, message = DiagnosticStatus.OK, 'fusing'
-        now = time.monotonic()
-        stale = [s for s, t in self._last_seen.items()
-                 if t is None or now - t > self.params.input_timeout]
+        timeout = self.params.input_timeout
+        stale = [s for s, age in snapshot.input_age_s.items() if age is None or age > timeout]
         if stale:
             level = DiagnosticStatus.WARN
             message = 'no data from ' + ' and '.join(stale) + ' camera'
-            self._throttled.error('stale_input', f'{message} for more than '
-                                  f'{self.params.input_timeout} s')
-        elif self.counts['errors'] and self.rates['output'].rate() == 0.0:
+            self._throttled.error('stale_input', f'{message} for more than {timeout} s')
+        elif snapshot.counts['errors'] and snapshot.rates_hz['output'] == 0.0:
             level, message = DiagnosticStatus.ERROR, 'inputs arrive but fusion fails'
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: fusion',
                                   message=message, hardware_id=values['device'],
@@ -306,20 +229,27 @@ class FusionNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)
 
+
+class FusionNode(FusionWiring, Node):
+    """The plain node: loads the engine, warms it up and starts fusing in its constructor."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._declare_parameters()
+        self._load_worker()
+        self._create_publishers(self.create_publisher)
+        self.worker.start()
+        self._subscribe()
+
     def destroy_node(self) -> None:
-        self._running = False
-        self._slot.close()
-        self._worker.join(timeout=30.0)
-        self.pipeline.engine.close()
+        self._release_worker()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``fusion_node``; returns non-zero when the node cannot start."""
     tune_allocator()
-    return run_node(FusionNode, 'occo_fusion', args,
-                    startup_errors=(ValueError, EngineError, OSError),
-                    spin=lambda node: not node.params.build_only)
+    return run_node(FusionNode, NODE_NAME, args, startup_errors=STARTUP_ERRORS)
 
 
 if __name__ == '__main__':

@@ -67,7 +67,6 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=('fp32', 'fp16', 'int8')),
     ParamSpec('engine_cache_dir', '', 'Where exported ONNX models and TensorRT engines are '
               'cached; empty = $OCCO_ROS_CACHE or ~/.cache/occo_ros.'),
-    ParamSpec('build_only', False, 'Build (or validate) the TensorRT engine, then exit.'),
     ParamSpec('force_rebuild', False, 'Rebuild the TensorRT engine even if a valid one is '
               'cached.'),
     ParamSpec('calibration_dir', '', 'INT8 calibration pairs for the TensorRT build: a '
@@ -142,7 +141,6 @@ class FusionParams:
     device: str
     precision: str
     engine_cache_dir: str
-    build_only: bool
     force_rebuild: bool
     calibration_dir: str
     workspace_mb: int

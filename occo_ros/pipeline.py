@@ -168,6 +168,13 @@ class FusionPipeline:
         self.input_size = input_size
         self.output_size = output_size
 
+    @classmethod
+    def from_params(cls, params: FusionParams, engine: FusionEngine) -> FusionPipeline:
+        """The pipeline the node parameters describe, around an engine already loaded."""
+        return cls(engine, registration_from_params(params), thermal_normalizer(params),
+                   (params.input_width, params.input_height),
+                   (params.output_width, params.output_height))
+
     def preprocess(self, thermal: np.ndarray, rgb: np.ndarray,
                    rgb_order: str = 'rgb') -> PreparedPair:
         """Thermal (H,W) uint8/uint16/float32 and RGB (H,W,3) uint8 in ``rgb_order`` order
@@ -304,7 +311,5 @@ def create_pipeline(params: FusionParams, logger: object | None = None) -> Fusio
     """Load the engine and build the pipeline; raises EngineError (or CheckpointError) with a
     message naming the model path and what was expected when the model cannot be used.
     ``logger`` (.info/.warning: logging.Logger or a node's logger) gets the engine's lines."""
-    engine = create_engine(EngineSpec.from_params(params), logger)
-    return FusionPipeline(engine, registration_from_params(params), thermal_normalizer(params),
-                          (params.input_width, params.input_height),
-                          (params.output_width, params.output_height))
+    return FusionPipeline.from_params(params, create_engine(EngineSpec.from_params(params),
+                                                            logger))

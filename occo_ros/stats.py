@@ -1,4 +1,5 @@
-"""Rolling latency percentiles and event rates for diagnostics (no ROS import)."""
+"""Rolling latency percentiles, event rates, a newest-item mailbox and a throttled log for the
+node's worker and diagnostics (no ROS import)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,33 @@ class LatestSlot:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class ThrottledLog:
+    """At most one message per key every ``period`` seconds, with a count of the others.
+
+    ``logger`` is anything with an ``error(message)`` method (a logging.Logger or rclpy's
+    node logger); thread-safe, so the worker and the node's timers can share one.
+    """
+
+    def __init__(self, logger, period: float = 5.0, clock=time.monotonic) -> None:
+        self._logger = logger
+        self._period = period
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def error(self, key: str, message: str) -> bool:
+        """Log ``message`` unless one with ``key`` was logged within the period; returns
+        whether it was logged."""
+        now = self._clock()
+        with self._lock:
+            if now - self._last.get(key, -1e9) < self._period:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+            extra = self._suppressed.pop(key, 0)
+            self._last[key] = now
+        suffix = f' ({extra} more like this since the last report)' if extra else ''
+        self._logger.error(message + suffix)
+        return True

@@ -30,8 +30,8 @@ import yaml
 
 from occo_ros.checkpoint import save_checkpoint
 from occo_ros.codec import array_to_image_fields, decode_image
-from occo_ros.fusion_node import STAGES, WAITS
 from occo_ros.model import build_fifn
+from occo_ros.worker import STAGES, WAITS
 
 REPO = Path(__file__).resolve().parents[1]
 THERMAL_SIZE = (640, 512)
@@ -334,10 +334,16 @@ def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, checkpoi
                                         Parameter('slop', value=0.02)])
         rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
         assert all(r.successful for r in future.result().results)
+        # Start-up parameters are read-only: described so, and refused by rclpy itself.
+        future = client.describe_parameters(['input_width', 'slop'])
+        rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
+        width, slop = future.result().descriptors
+        assert width.read_only and 'restart the node' in width.additional_constraints
+        assert not slop.read_only
         future = client.set_parameters([Parameter('input_width', value=64)])
         rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
         result = future.result().results[0]
-        assert not result.successful and 'restart' in result.reason
+        assert not result.successful and 'read-only' in result.reason
         future = client.set_parameters([Parameter('thermal_mode', value='bogus')])
         rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
         assert not future.result().results[0].successful

@@ -1,0 +1,246 @@
+"""The fusion worker: pairs camera messages and fuses the newest pair on its own thread.
+
+No ROS import: the node (and its managed variant) hand it messages from their subscription
+callbacks and get fused frames back through a publish callback, so all of its logic runs in
+unit tests without DDS. Ownership, which is the point of this module:
+
+* the subscription side (:meth:`FusionWorker.add`, :meth:`FusionWorker.set_camera_info`) only
+  stamps, pairs and puts the pair into a one-slot mailbox (:class:`stats.LatestSlot`): a slow
+  network drops pairs (``dropped_busy``) instead of building a backlog;
+* the worker thread alone touches the pipeline (engine, thermal normaliser state); parameter
+  changes (:meth:`FusionWorker.reconfigure`) are picked up by it before the next pair;
+* every counter and the pairer live behind one lock; latency windows and rates have their
+  own (stats.RollingStats, stats.RateMeter); :meth:`FusionWorker.snapshot` reads them all.
+
+A pair whose RGB stamp is older than ``max_age`` when the worker takes it is dropped before
+any work is spent on it (``dropped_stale``). A frame the pipeline cannot fuse is counted by
+its reason (pipeline.REASONS) and logged, throttled per reason and kind; it never stops the
+worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+import logging
+import threading
+import time
+from typing import Any
+
+from occo_ros.pairing import ApproximateTimePairer, Pair
+from occo_ros.params import FusionParams
+from occo_ros.pipeline import (
+    BAD_PAIR,
+    ENGINE_ERROR,
+    REASONS,
+    FrameResult,
+    FusionPipeline,
+    thermal_normalizer,
+)
+from occo_ros.stats import LatestSlot, RateMeter, RollingStats, ThrottledLog
+
+#: Per-frame stages, timed for every fused pair (ms): the pipeline's and the publish callback.
+STAGES = ('decode', 'preprocess', 'inference', 'compose', 'publish')
+#: Waits before the worker starts: 'arrival' = RGB stamp -> the pair is complete here
+#: (camera driver, DDS, the later of the two images), 'queue' = pair complete -> worker
+#: starts on it (the network still busy with the previous pair). Together with STAGES they
+#: add up to end_to_end, so /diagnostics shows where the latency goes.
+WAITS = ('arrival', 'queue')
+LATENCIES = WAITS + STAGES + ('end_to_end', 'pair_dt')
+#: Counters of :meth:`FusionWorker.snapshot`: 'errors' = pairs decoded but not published
+#: (bad_pair, engine_error or a failing publish callback).
+COUNTS = ('fused', 'dropped_stale', 'dropped_busy') + REASONS + ('errors',)
+_THERMAL_FIELDS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percentiles',
+                   'thermal_smoothing')
+
+#: publish(pair, result): called on the worker thread with every fused frame (result.ok).
+PublishCallback = Callable[[Pair, FrameResult], None]
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    """Everything the worker knows about itself at one moment (for diagnostics)."""
+
+    counts: dict            # COUNTS -> int, plus the pairer's paired/unpaired_*/time_jumps
+    rates_hz: dict          # 'thermal', 'rgb', 'output' -> events per second
+    latency_ms: dict        # LATENCIES -> (p50, p99), NaN when nothing measured yet
+    input_age_s: dict       # 'thermal', 'rgb' -> seconds since the last message, None: never
+    running: bool
+
+    def values(self) -> dict[str, str]:
+        """Rates, latency percentiles and counters as /diagnostics key/value strings."""
+        values = {f'{name}_rate_hz': f'{rate:.2f}' for name, rate in self.rates_hz.items()}
+        for name, (p50, p99) in self.latency_ms.items():
+            values[f'{name}_ms_p50'] = f'{p50:.2f}'
+            values[f'{name}_ms_p99'] = f'{p99:.2f}'
+        values.update({k: str(v) for k, v in self.counts.items()})
+        return values
+
+
+class FusionWorker:
+    """Pairs, fuses and publishes on one thread; see the module docstring.
+
+    ``topics`` names the input topics for log messages ('thermal', 'rgb', 'camera_info').
+    ``clock_ns`` is the clock the camera stamps are compared with (the node's, so simulated
+    time works). ``log`` is any logger with ``info`` and ``error`` (logging or rclpy).
+    """
+
+    def __init__(self, pipeline: FusionPipeline, params: FusionParams,
+                 publish: PublishCallback, *, topics: dict[str, str] | None = None,
+                 clock_ns: Callable[[], int] = time.time_ns, log: Any = None) -> None:
+        self.pipeline = pipeline
+        self._params = params
+        self._publish = publish
+        self._topics = topics or {'thermal': 'thermal', 'rgb': 'rgb',
+                                  'camera_info': 'camera_info'}
+        self._clock_ns = clock_ns
+        self._log = log or logging.getLogger(__name__)
+        self._throttled = ThrottledLog(self._log)
+        self._lock = threading.Lock()
+        self._pairer = ApproximateTimePairer(params.slop, params.queue_size)
+        self._counts = dict.fromkeys(COUNTS, 0)
+        self._last_seen: dict[str, float | None] = {'thermal': None, 'rgb': None}
+        self._camera_info = None
+        self._renormalize = False
+        self.rates = {name: RateMeter() for name in ('thermal', 'rgb', 'output')}
+        self.latency = {name: RollingStats() for name in LATENCIES}
+        self._slot = LatestSlot()
+        self._thread: threading.Thread | None = None
+        self._running = False
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def warm_up(self, iterations: int = 3) -> float:
+        """Run the engine a few times at the network size so the first pair costs what the
+        others do (lazy initialisation, kernel selection); returns the seconds it took."""
+        start = time.perf_counter()
+        width, height = self.pipeline.input_size
+        self.pipeline.engine.warmup(height, width, iterations)
+        return time.perf_counter() - start
+
+    def start(self) -> None:
+        """Start the worker thread (again after :meth:`stop`); pairs added before are lost."""
+        if self._thread is not None:
+            raise RuntimeError('the worker is already running')
+        with self._lock:
+            self._pairer = ApproximateTimePairer(self._params.slop, self._params.queue_size)
+        self._slot = LatestSlot()
+        self._running = True
+        self._thread = threading.Thread(target=self._work, name='occo_fusion_worker',
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking pairs and wait for the frame under way; the engine stays loaded."""
+        thread, self._thread = self._thread, None
+        self._running = False
+        self._slot.close()
+        if thread is not None:
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    # -- subscription side: microseconds, never blocks on the network -------------------------
+    def add(self, stream: str, stamp_ns: int, msg: Any) -> None:
+        """A 'thermal' or 'rgb' message stamped ``stamp_ns``; pairs go to the worker."""
+        self.rates[stream].tick()
+        with self._lock:
+            self._last_seen[stream] = time.monotonic()
+            pair = self._pairer.add(stream, stamp_ns, msg)
+        if pair is None:
+            return
+        self.latency['pair_dt'].add(pair.dt * 1e3)
+        self.latency['arrival'].add((self._clock_ns() - pair.rgb_stamp_ns) * 1e-6)
+        if self._slot.put((pair, time.perf_counter())) is not None:
+            self._count('dropped_busy')
+
+    def set_camera_info(self, info: Any) -> None:
+        """The RGB camera's newest camera_info, adapted for every following fused frame."""
+        with self._lock:
+            self._camera_info = info
+
+    def reconfigure(self, params: FusionParams) -> None:
+        """New (validated) parameters: slop, max_age, output encoding and thermal
+        normalisation take effect from the next pair; the others are start-up only."""
+        with self._lock:
+            old, self._params = self._params, params
+            self._pairer.slop = params.slop
+            if any(getattr(old, f) != getattr(params, f) for f in _THERMAL_FIELDS):
+                self._renormalize = True
+
+    # -- worker thread -----------------------------------------------------------------------
+    def _work(self) -> None:
+        slot = self._slot
+        while self._running:
+            item = slot.get(timeout=0.2)
+            if item is not None and self._running:
+                self.process(*item)
+
+    def process(self, pair: Pair, completed: float) -> FrameResult | None:
+        """Fuse and publish one pair completed at ``completed`` (perf_counter); the worker
+        thread's step, public so tests can drive it synchronously. Returns the result, or
+        None when the pair was too old."""
+        self.latency['queue'].add((time.perf_counter() - completed) * 1e3)
+        with self._lock:
+            params, camera_info = self._params, self._camera_info
+            renormalize, self._renormalize = self._renormalize, False
+        if renormalize:
+            self.pipeline.normalizer = thermal_normalizer(params)
+        age = (self._clock_ns() - pair.rgb_stamp_ns) * 1e-9
+        if age > params.max_age:
+            self._count('dropped_stale')
+            self._throttled.error('stale', f'dropping a pair {age:.3f} s old (max_age '
+                                  f'{params.max_age} s): the network is slower than the '
+                                  'cameras or the clocks disagree')
+            return None
+        result = self.pipeline.fuse_frame(pair.thermal, pair.rgb, camera_info,
+                                          params.output_encoding)
+        for problem in result.problems:
+            self._count(problem.reason)
+            self._throttled.error(f'{problem.reason}:{problem.kind}',
+                                  self._describe(problem.stream, problem.message))
+        if not result.ok:
+            if result.reason in (BAD_PAIR, ENGINE_ERROR):
+                self._count('errors')
+            return result
+        start = time.perf_counter()
+        try:
+            self._publish(pair, result)
+        except Exception as exc:  # noqa: BLE001 (the worker outlives one failed publish)
+            self._count('errors')
+            self._throttled.error(f'publish:{type(exc).__name__}',
+                                  f'publishing failed: {type(exc).__name__}: {exc}')
+            return result
+        times = dict(result.times_ms, publish=(time.perf_counter() - start) * 1e3)
+        for stage in STAGES:
+            self.latency[stage].add(times[stage])
+        self.latency['end_to_end'].add((self._clock_ns() - pair.rgb_stamp_ns) * 1e-6)
+        self.rates['output'].tick()
+        self._count('fused')
+        return result
+
+    def _describe(self, stream: str, message: str) -> str:
+        if stream in self._topics:
+            return f'dropping a message on {self._topics[stream]}: {message}'
+        return f'fusion failed: {message}'
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def snapshot(self) -> WorkerSnapshot:
+        now = time.monotonic()
+        with self._lock:
+            counts = dict(self._counts)
+            c = self._pairer.counts
+            counts.update(paired=c.paired, unpaired_thermal=c.unpaired_thermal,
+                          unpaired_rgb=c.unpaired_rgb, time_jumps=c.time_jumps)
+            ages = {s: None if t is None else now - t for s, t in self._last_seen.items()}
+        return WorkerSnapshot(
+            counts=counts,
+            rates_hz={name: meter.rate() for name, meter in self.rates.items()},
+            latency_ms={name: (s.percentile(50), s.percentile(99))
+                        for name, s in self.latency.items()},
+            input_age_s=ages, running=self.running)
