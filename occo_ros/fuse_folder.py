@@ -4,24 +4,44 @@ Pairs are ``--ir DIR/<stem>.*`` + ``--vi DIR/<stem>.*`` (png, jpg, bmp, tif). Ea
 through the same FusionPipeline as the ROS node (visible Y/255 and 8-bit infrared/255 in, the
 network at the image's own size unless --size is given, fused Y + visible chroma out) and is
 written as ``--out DIR/<stem>.png``.
+
+A pair that cannot be fused (unreadable file, sizes that differ, an image the network cannot
+take) is skipped with a one-line reason; the other pairs are fused, and a summary follows.
+The output folder must be apart from the inputs and new or empty; ``--overwrite`` replaces
+only the files an earlier occo-fuse run wrote there (occo_ros.output_safety).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 import sys
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
+from occo_ros.atomic_file import atomic_write_bytes
 from occo_ros.engines import BACKENDS, EngineSpec, create_engine
 from occo_ros.engines.base import EngineError
-from occo_ros.image_pairs import ImageReadError, find_pairs, read_gray, read_rgb
+from occo_ros.image_pairs import ImagePair, ImageReadError, find_pairs, read_gray, read_rgb
+from occo_ros.output_safety import OutputError, check_folder_output, prepare_output_folder
 from occo_ros.pipeline import FusionPipeline
 from occo_ros.registration import Registration
 from occo_ros.resources import default_model_path
 from occo_ros.thermal import ThermalNormalizer
+
+TOOL = 'occo-fuse'
+EXIT_OK, EXIT_PAIRS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = ('Exit status: 0 every pair fused; 1 one or more pairs skipped (the others are '
+              'fused) or no pairs found; 2 bad arguments, an unusable model, or an output that '
+              'overlaps an input, exists without --overwrite or holds files occo-fuse did not '
+              'write; 130 interrupted (the pairs fused so far are kept).')
+
+
+class PairError(Exception):
+    """A pair that cannot be fused; the message says why."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -38,13 +58,17 @@ def parse_size(text: str) -> tuple[int, int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog='occo-fuse', description=__doc__.split('\n\n')[0].split(': ', 1)[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EXIT_CODES)
     parser.add_argument('--ir', required=True, type=Path,
                         help='folder of infrared images (8-bit, 1 or 3 channels)')
     parser.add_argument('--vi', required=True, type=Path,
                         help='folder of visible RGB images with the same stems')
     parser.add_argument('--out', required=True, type=Path,
-                        help='output folder for the fused colour PNGs (created)')
+                        help='output folder for the fused colour PNGs <stem>.png (created; '
+                        'must be apart from the inputs and new or empty)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace what an earlier occo-fuse run wrote in --out (only its '
+                        'own files: a folder holding anything else is refused)')
     parser.add_argument('--model', default=str(default_model_path()),
                         help='model: FIFN checkpoint (.pt), ONNX (.onnx) or TensorRT engine')
     parser.add_argument('--backend', default='auto', choices=BACKENDS,
@@ -58,52 +82,85 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def fuse_pair(pipeline_for: Callable[[tuple[int, int]], FusionPipeline], pair: ImagePair,
+              gray: bool) -> np.ndarray:
+    """The fused pixels (BGR, or gray with ``gray``) of one pair; raises PairError naming
+    why the pair cannot be fused."""
+    try:
+        ir, vi = read_gray(pair.ir_path), read_rgb(pair.vi_path)
+    except (OSError, ImageReadError) as exc:
+        raise PairError(str(exc)) from None
+    if ir.shape != vi.shape[:2]:
+        raise PairError(f'{pair.ir_path} is {ir.shape[1]}x{ir.shape[0]} but {pair.vi_path} is '
+                        f'{vi.shape[1]}x{vi.shape[0]}; pairs must be registered images of one '
+                        'size')
+    try:
+        frame = pipeline_for((ir.shape[1], ir.shape[0])).fuse(ir, vi, 'rgb')
+    except (ValueError, EngineError) as exc:
+        raise PairError(f'cannot fuse {ir.shape[1]}x{ir.shape[0]} images: {exc}') from None
+    return frame.in_encoding('mono8') if gray else frame.in_encoding('bgr8')
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    ok, data = cv2.imencode('.png', pixels)
+    if not ok:
+        raise OSError(f'cannot encode {path}')
+    atomic_write_bytes(path, data.tobytes())  # never a half-written PNG
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``occo-fuse``; returns the exit status (see --help)."""
     args = parse_args(argv)
     try:
         scan = find_pairs(args.ir, args.vi)
-    except (OSError, ValueError) as exc:
-        print(f'occo-fuse: {exc}', file=sys.stderr)
-        return 2
+        inputs = [args.ir, args.vi, args.model]
+        check_folder_output(args.out, TOOL, args.overwrite, inputs)  # before the slow load
+    except (OSError, ValueError, OutputError) as exc:
+        print(f'{TOOL}: {exc}', file=sys.stderr)
+        return EXIT_USAGE
     for path in scan.unpaired:
-        print(f'occo-fuse: no partner for {path}, skipped', file=sys.stderr)
+        print(f'{TOOL}: no partner for {path}, skipped', file=sys.stderr)
     if not scan.pairs:
-        print(f'occo-fuse: no image pairs in {args.ir} and {args.vi}', file=sys.stderr)
-        return 1
+        print(f'{TOOL}: no image pairs in {args.ir} and {args.vi}', file=sys.stderr)
+        return EXIT_PAIRS_FAILED
     try:
         engine = create_engine(EngineSpec(
             backend=args.backend, model_path=args.model, device=args.device,
             input_size=args.size[::-1] if args.size else None))
     except (EngineError, ValueError, OSError) as exc:
-        print(f'occo-fuse: cannot load the model: {exc}', file=sys.stderr)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+        print(f'{TOOL}: cannot load the model: {exc}', file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        prepare_output_folder(args.out, TOOL, [f'{pair.stem}.png' for pair in scan.pairs],
+                              args.overwrite, inputs)
+    except (OSError, OutputError) as exc:
+        print(f'{TOOL}: {exc}', file=sys.stderr)
+        return EXIT_USAGE
     # 8-bit infrared is scaled /255, exactly as in training (fixed range 0..255).
     normalizer = ThermalNormalizer('fixed', lo=0.0, hi=255.0)
-    failed = 0
-    for pair in tqdm(scan.pairs, desc='occo-fuse', unit='pair'):
-        try:
-            ir, vi = read_gray(pair.ir_path), read_rgb(pair.vi_path)
-        except (OSError, ImageReadError) as exc:
-            tqdm.write(f'occo-fuse: {exc}; skipped', file=sys.stderr)
-            failed += 1
-            continue
-        if ir.shape != vi.shape[:2]:
-            tqdm.write(f'occo-fuse: {pair.ir_path} is {ir.shape[1]}x{ir.shape[0]} but '
-                       f'{pair.vi_path} is {vi.shape[1]}x{vi.shape[0]}; pairs must be '
-                       'registered images of one size; skipped', file=sys.stderr)
-            failed += 1
-            continue
-        size = (ir.shape[1], ir.shape[0])
-        pipeline = FusionPipeline(engine, Registration(output_size=size), normalizer,
-                                  args.size or size, size)
-        frame = pipeline.fuse(ir, vi, 'rgb')
-        pixels = frame.in_encoding('mono8') if args.gray else frame.in_encoding('bgr8')
-        cv2.imwrite(str(args.out / f'{pair.stem}.png'), pixels)
-    done = len(scan.pairs) - failed
-    print(f'occo-fuse: fused {done} of {len(scan.pairs)} pairs into {args.out}'
-          + (f' ({failed} skipped)' if failed else ''))
-    return 0 if done else 1
+
+    def pipeline_for(size: tuple[int, int]) -> FusionPipeline:
+        return FusionPipeline(engine, Registration(output_size=size), normalizer,
+                              args.size or size, size)
+
+    skipped: list[str] = []
+    done = 0
+    try:
+        for pair in tqdm(scan.pairs, desc=TOOL, unit='pair'):
+            try:
+                _write_png(args.out / f'{pair.stem}.png', fuse_pair(pipeline_for, pair, args.gray))
+                done += 1
+            except (PairError, OSError) as exc:
+                tqdm.write(f'{TOOL}: skipped {pair.stem}: {exc}', file=sys.stderr)
+                skipped.append(pair.stem)
+    except KeyboardInterrupt:
+        print(f'{TOOL}: interrupted; {done} fused pairs are in {args.out}', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        engine.close()
+    print(f'{TOOL}: fused {done} of {len(scan.pairs)} pairs into {args.out}'
+          + (f'; skipped {len(skipped)}: {", ".join(skipped)}' if skipped else ''))
+    return EXIT_PAIRS_FAILED if skipped else EXIT_OK
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """occo-fuse on real pairs from ../shared/data/eval: files, sizes, colour, same pixels as the
 fusion pipeline, and the error paths."""
 
+from pathlib import Path
 import shutil
 
 import cv2
@@ -67,8 +68,8 @@ def test_gray_output_and_fixed_network_size(folders, model, tmp_path):
         assert fused.ndim == 2 and fused.shape == read_gray(ir_path).shape
 
 
-def test_unpaired_and_mismatched_files_are_reported(folders, model, tmp_path, capsys):
-    ir, vi = folders
+def test_unpaired_and_mismatched_files_are_reported(small_folders, model, tmp_path, capsys):
+    ir, vi = small_folders
     (ir / 'lonely.png').write_bytes((ir / sorted(p.name for p in ir.iterdir())[0]).read_bytes())
     first = sorted(ir.iterdir())[0]
     small = cv2.resize(read_rgb(next(vi.glob(first.stem + '.*'))), (64, 48))
@@ -76,10 +77,12 @@ def test_unpaired_and_mismatched_files_are_reported(folders, model, tmp_path, ca
         partner.unlink()
     cv2.imwrite(str(vi / f'{first.stem}.png'), small)
     assert main(['--ir', str(ir), '--vi', str(vi), '--out', str(tmp_path / 'out'),
-                 '--model', str(model), '--backend', 'torch']) == 0
+                 '--model', str(model), '--backend', 'torch']) == 1   # a pair was skipped
     err = capsys.readouterr().err
     assert 'lonely.png' in err and 'no partner' in err
-    assert f'{first.stem}' in err and '64x48' in err and 'skipped' in err
+    assert f'skipped {first.stem}: ' in err and '64x48' in err
+    assert sorted(p.stem for p in (tmp_path / 'out').glob('*.png')) == \
+        sorted(p.stem for p in ir.iterdir() if p.stem not in (first.stem, 'lonely'))
 
 
 def test_missing_model_and_empty_folders_fail_clearly(folders, tmp_path, capsys):
@@ -93,3 +96,102 @@ def test_missing_model_and_empty_folders_fail_clearly(folders, tmp_path, capsys)
     assert main(['--ir', str(empty), '--vi', str(empty), '--out', str(tmp_path / 'o')]) == 1
     with pytest.raises(SystemExit):
         main(['--ir', str(ir), '--vi', str(vi), '--out', str(tmp_path / 'o'), '--size', '4x4'])
+
+
+@pytest.fixture
+def small_folders(folders):
+    """The same real pairs shrunk to 80x64, so each run takes a fraction of a second."""
+    for folder in folders:
+        for path in folder.iterdir():
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            path.unlink()
+            cv2.imwrite(str(path.with_suffix('.png')), cv2.resize(image, (80, 64)))
+    return folders
+
+
+def run(ir, vi, out, model, *extra):
+    return main(['--ir', str(ir), '--vi', str(vi), '--out', str(out), '--model', str(model),
+                 '--backend', 'torch', *extra])
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob('*'))
+            if p.is_file()}
+
+
+def test_a_bad_pair_is_skipped_with_one_line_and_the_rest_are_fused(small_folders, model,
+                                                                    tmp_path, capsys):
+    ir, vi = small_folders
+    cv2.imwrite(str(ir / 'tiny.png'), np.full((4, 4), 100, np.uint8))   # below 8x8
+    cv2.imwrite(str(vi / 'tiny.png'), np.full((4, 4, 3), 100, np.uint8))
+    (ir / 'broken.png').write_bytes(b'not a png')
+    (vi / 'broken.png').write_bytes((vi / 'tiny.png').read_bytes())
+    assert run(ir, vi, tmp_path / 'out', model) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if 'skipped' in line]
+    assert len(lines) == 2, captured.err                  # one line per bad pair
+    assert any(line.startswith('occo-fuse: skipped tiny: ') for line in lines)
+    assert any(line.startswith('occo-fuse: skipped broken: ') for line in lines)
+    assert 'Traceback' not in captured.err
+    assert 'fused 3 of 5 pairs' in captured.out and 'skipped 2: ' in captured.out
+    good = sorted(p.stem for p in ir.iterdir() if p.stem not in ('tiny', 'broken'))
+    assert sorted(p.stem for p in (tmp_path / 'out').glob('*.png')) == good
+
+
+def test_an_output_overlapping_an_input_is_refused_and_the_inputs_are_untouched(
+        small_folders, model, tmp_path, capsys):
+    ir, vi = small_folders
+    before = snapshot(tmp_path)
+    for out in (vi, ir, ir / 'fused', tmp_path, model, model.parent):
+        assert run(ir, vi, out, model) == 2, out
+        assert 'overlaps the input' in capsys.readouterr().err
+        assert run(ir, vi, out, model, '--overwrite') == 2, out
+    assert snapshot(tmp_path) == before
+    assert not (ir / 'fused').exists()
+
+
+def test_existing_outputs_need_overwrite_which_replaces_only_occo_fuse_files(
+        small_folders, model, tmp_path, capsys):
+    ir, vi = small_folders
+    out = tmp_path / 'out'
+    assert run(ir, vi, out, model) == 0
+    first = snapshot(out)
+    assert run(ir, vi, out, model) == 2                   # rerun without --overwrite
+    assert 'pass --overwrite' in capsys.readouterr().err
+    assert snapshot(out) == first
+    stem = sorted(ir.iterdir())[0].stem                   # a pair gone from the inputs:
+    for folder in (ir, vi):                               # its old output goes too
+        for path in folder.glob(stem + '.*'):
+            path.unlink()
+    assert run(ir, vi, out, model, '--overwrite') == 0
+    assert sorted(p.stem for p in out.glob('*.png')) == sorted(p.stem for p in ir.iterdir())
+    (out / 'notes.txt').write_text('mine')                # a user's file beside them
+    assert run(ir, vi, out, model, '--overwrite') == 2
+    err = capsys.readouterr().err
+    assert 'notes.txt' in err and 'did not write' in err
+    assert (out / 'notes.txt').read_text() == 'mine' and len(list(out.glob('*.png'))) == 2
+    user = tmp_path / 'photos'                            # a folder occo-fuse never wrote
+    user.mkdir()
+    (user / 'holiday.png').write_bytes(b'precious')
+    for extra in ((), ('--overwrite',)):
+        assert run(ir, vi, user, model, *extra) == 2
+    assert snapshot(user) == {Path('holiday.png'): b'precious'}
+    existing_file = tmp_path / 'file.png'
+    existing_file.write_bytes(b'keep')
+    assert run(ir, vi, existing_file, model, '--overwrite') == 2
+    assert 'not a folder' in capsys.readouterr().err and existing_file.read_bytes() == b'keep'
+    (tmp_path / 'empty').mkdir()                          # an empty folder is fine as it is
+    assert run(ir, vi, tmp_path / 'empty', model) == 0
+
+
+def test_help_documents_every_option_and_the_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        main(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for option in ('--ir', '--vi', '--out', '--overwrite', '--model', '--backend', '--device',
+                   '--size', '--gray'):
+        assert option in text
+    for code in ('0 every pair fused', '1 one or more pairs skipped', '2 bad arguments',
+                 '130 interrupted'):
+        assert code in text
