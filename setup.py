@@ -31,6 +31,7 @@ setup(
     entry_points={
         'console_scripts': [
             'fusion_node = occo_ros.fusion_node:main',
+            'fusion_lifecycle_node = occo_ros.fusion_lifecycle_node:main',
             'synthetic_cameras = occo_ros.synthetic_cameras:main',
             'occo-fuse = occo_ros.fuse_folder:main',
             'occo-demo = occo_ros.demo:main',
