@@ -5,49 +5,116 @@
     ros2 launch occo_ros fusion.launch.py thermal_topic:=/boson/image_raw \
         rgb_topic:=/camera/color/image_raw record:=true bag_path:=/data/run1
 
-The decisions (arguments, parameter overrides, recorded topics, the record command) are in
-occo_ros/launch_config.py, which the tests check; this file only turns them into actions.
+The decisions (arguments, parameter overrides, remappings, which optional tools must be
+installed, the RViz config, the record command) are in occo_ros/launch_config.py, which the
+tests check; this file only looks things up on the machine and turns them into actions.
+Everything is looked up in launch_setup before the first action is created, so a launch that
+cannot start starts nothing (no orphaned nodes).
 """
 
 import os
+import tempfile
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import (
+    PackageNotFoundError,
+    get_package_prefix,
+    get_package_share_directory,
+)
 from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
+    EmitEvent,
     ExecuteProcess,
     OpaqueFunction,
+    RegisterEventHandler,
     SetEnvironmentVariable,
+    Shutdown,
 )
+from launch.events import matches_action
+from launch.logging import get_logger
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
-from occo_ros.launch_config import ARGUMENTS, node_overrides, record_command
+from occo_ros.launch_config import (
+    ARGUMENTS,
+    FUSION_NODE_NAME,
+    camera_remappings,
+    check_tools,
+    node_overrides,
+    record_command,
+    rviz_config,
+)
+
+
+def installed(package: str) -> bool:
+    """Whether a ROS package is in the ament index (what `ros2 run/launch` look up)."""
+    try:
+        get_package_prefix(package)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def write_rviz_config(text: str) -> str:
+    """The generated RViz config as a file for `rviz2 -d` (kept: RViz may reread it)."""
+    with tempfile.NamedTemporaryFile('w', prefix='occo_ros_', suffix='.rviz',
+                                     delete=False) as f:
+        f.write(text)
+    return f.name
+
+
+def fusion_node(config, params, ros_args):
+    """The fusion node; managed:=true starts the lifecycle variant and takes it through
+    configure and activate."""
+    common = dict(package='occo_ros', name=FUSION_NODE_NAME, namespace=config['namespace'],
+                  output='screen', arguments=ros_args, parameters=params,
+                  # the pipeline is the point of the launch: when it ends, end the rest
+                  on_exit=[Shutdown(reason='fusion node exited')])
+    if config['managed'] != 'true':
+        return [Node(executable='fusion_node', **common)]
+    node = LifecycleNode(executable='fusion_lifecycle_node', **common)
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, goal_state='inactive',
+        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                              transition_id=Transition.TRANSITION_ACTIVATE))]))
+    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                            transition_id=Transition.TRANSITION_CONFIGURE))
+    return [activate, node, configure]
 
 
 def launch_setup(context, *args, **kwargs):
-    config = {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS}
+    ros_distro = os.environ.get('ROS_DISTRO', '')
+    requested = {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS}
+    # Raises (MissingTool, ValueError) before any action exists: nothing starts, nothing orphans.
+    config, warnings = check_tools(requested, installed, ros_distro)
+    overrides = node_overrides(config)
     share = get_package_share_directory('occo_ros')
     params_file = config['params_file'] or os.path.join(share, 'config', 'fusion.yaml')
     ros_args = ['--ros-args', '--log-level', config['log_level']]
     use_sim_time = config['use_sim_time'] == 'true'
-    actions = [Node(package='occo_ros', executable='fusion_node', name='occo_fusion',
-                    namespace=config['namespace'], output='screen', arguments=ros_args,
-                    parameters=[params_file, node_overrides(config)])]
+
+    for text in warnings:
+        get_logger('occo_ros').warning(text)
+    actions = fusion_node(config, [params_file, overrides], ros_args)
     if config['synthetic'] == 'true':
         actions.append(Node(package='occo_ros', executable='synthetic_cameras',
                             name='synthetic_cameras', namespace=config['namespace'],
                             output='screen', arguments=ros_args,
+                            remappings=camera_remappings(config),
                             parameters=[{'use_sim_time': use_sim_time}]))
     if config['rviz'] == 'true':
+        with open(os.path.join(share, 'rviz', 'occo.rviz'), encoding='utf-8') as f:
+            rviz_file = write_rviz_config(rviz_config(f.read(), config))
         actions.append(Node(package='rviz2', executable='rviz2', name='rviz2',
-                            arguments=['-d', os.path.join(share, 'rviz', 'occo.rviz')],
+                            arguments=['-d', rviz_file],
                             parameters=[{'use_sim_time': use_sim_time}]))
     if config['record'] == 'true':
-        # sigterm_timeout: give the recorder time to write metadata.yaml on shutdown.
-        actions.append(ExecuteProcess(cmd=record_command(config, os.environ.get('ROS_DISTRO',
-                                                                                '')),
-                                      output='screen', sigterm_timeout='15'))
+        # sigterm_timeout: time for the recorder to write metadata.yaml after SIGINT.
+        actions.append(ExecuteProcess(cmd=record_command(config, ros_distro), output='screen',
+                                      sigterm_timeout='15'))
     return actions
 
 

@@ -1,14 +1,20 @@
 """What launch/fusion.launch.py declares and starts, as plain data (no launch import).
 
-launch and launch_ros are thin wrappers in the launch file; the decisions — the declared
-arguments, the fusion node's parameter overrides, the recorded topic list and the
-``ros2 bag record`` command — live here so they can be tested where ROS 2 launch is not
-installed.
+launch and launch_ros are thin wrappers in the launch file; the decisions live here so they
+can be tested where ROS 2 launch is not installed: the declared arguments, the fusion node's
+parameter overrides, the synthetic cameras' remappings, the optional tools that must be
+installed before anything starts, the RViz config for the resolved topics, the recorded
+topic list and the ``ros2 bag record`` command.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import yaml
+
+from occo_ros.params import validate
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,7 @@ class LaunchArgument:
 
 
 BOOL = ('true', 'false')
+FUSION_NODE_NAME = 'occo_fusion'
 
 ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument('params_file', '', 'Parameter YAML for the fusion node; empty = the '
@@ -30,6 +37,13 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                    'camera_info is expected beside it (…/camera_info).'),
     LaunchArgument('rgb_topic', 'rgb/image_raw', 'RGB image topic; its camera_info is '
                    'expected beside it (…/camera_info).'),
+    LaunchArgument('input_reliability', 'auto', 'QoS reliability of the camera '
+                   'subscriptions: auto = reliable with synthetic:=true (the synthetic cameras '
+                   "publish reliable), else the parameter file's value (best_effort). Set "
+                   'reliable when reliable cameras lose full-size frames.',
+                   ('auto', 'best_effort', 'reliable')),
+    LaunchArgument('input_depth', '', 'History depth of the camera subscriptions (1-100); '
+                   "empty = the parameter file's value."),
     LaunchArgument('model', '', 'Model file (.pt, .onnx or .engine); empty = the parameter '
                    'file (default: the shipped models/fifn_w025_pixel.pt).'),
     LaunchArgument('backend', 'auto', 'Inference backend.',
@@ -39,13 +53,19 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument('use_sim_time', 'false', 'Use /clock (bag replay, simulation).', BOOL),
     LaunchArgument('log_level', 'info', 'Log level of the started nodes.',
                    ('debug', 'info', 'warn', 'error', 'fatal')),
-    LaunchArgument('rviz', 'false', 'Start rviz2 with rviz/occo.rviz (thermal, RGB and fused '
-                   'images side by side).', BOOL),
-    LaunchArgument('synthetic', 'false', 'Start the synthetic thermal + RGB cameras instead '
-                   'of expecting real ones (also sets the matching fusion crop).', BOOL),
+    LaunchArgument('managed', 'false', 'Start the lifecycle fusion node '
+                   '(fusion_lifecycle_node) and take it through configure and activate; '
+                   'false = the plain fusion_node.', BOOL),
+    LaunchArgument('rviz', 'false', 'Start rviz2 showing the thermal, RGB and fused images '
+                   'of the resolved topics (a config generated from rviz/occo.rviz). Without '
+                   'rviz2 installed: a WARN naming the package, and the rest starts.', BOOL),
+    LaunchArgument('synthetic', 'false', 'Start the synthetic thermal + RGB cameras (publishing '
+                   'on thermal_topic/rgb_topic) instead of expecting real ones; also sets the '
+                   'matching fusion crop and reliable inputs.', BOOL),
     LaunchArgument('record', 'false', 'Record inputs, camera_info, fused output and '
                    '/diagnostics with ros2 bag record (mcap). Stop with Ctrl-C (SIGINT) so '
-                   'the bag is finalised.', BOOL),
+                   'the bag is finalised. Without ros2 bag or its mcap plugin the launch '
+                   'stops before starting anything, naming the packages.', BOOL),
     LaunchArgument('bag_path', '', "Output folder of the recording; empty = ros2 bag's "
                    'timestamped default in the current directory.'),
 )
@@ -57,6 +77,64 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
 SYNTHETIC_CROP = [0.1484375, 0.0, 0.703125, 1.0]
 SYNTHETIC_HOMOGRAPHY = [0.703125, 0.0, 0.1484375, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 
+# The synthetic cameras' topics (occo_ros/synthetic_cameras.py), remapped onto the node's.
+SYNTHETIC_THERMAL = 'thermal/image_raw'
+SYNTHETIC_RGB = 'rgb/image_raw'
+FUSED_IMAGE = 'fused/image'   # the fusion node's output, relative to its namespace
+
+
+class MissingTool(RuntimeError):
+    """A piece the launch arguments ask for is not installed; raised before anything starts."""
+
+
+@dataclass(frozen=True)
+class OptionalTool:
+    """Packages a launch argument needs; ``required``: stop the launch when missing, else
+    start without that piece (with a WARN)."""
+    argument: str
+    what: str
+    packages: tuple[str, ...]
+    required: bool
+
+
+OPTIONAL_TOOLS = (
+    OptionalTool('rviz', 'rviz2', ('rviz2',), required=False),
+    # A recording the user asked for must not silently be missing: stop instead.
+    OptionalTool('record', '`ros2 bag record -s mcap`', ('ros2bag', 'rosbag2_storage_mcap'),
+                 required=True),
+)
+
+
+def apt_package(package: str, ros_distro: str) -> str:
+    """The Debian package of a ROS package: ros-<distro>-<name with dashes>."""
+    return f"ros-{ros_distro or '$ROS_DISTRO'}-{package.replace('_', '-')}"
+
+
+def check_tools(config: dict[str, str], installed: Callable[[str], bool],
+                ros_distro: str = '') -> tuple[dict[str, str], list[str]]:
+    """Look up every optional piece the arguments ask for, before anything is started.
+
+    ``installed(package)`` says whether a ROS package is in the ament index. Returns the
+    config with missing non-required pieces switched off and one WARN line for each; raises
+    MissingTool naming the apt packages when a required piece is missing.
+    """
+    config = dict(config)
+    warnings = []
+    for tool in OPTIONAL_TOOLS:
+        if config[tool.argument] != 'true':
+            continue
+        missing = [p for p in tool.packages if not installed(p)]
+        if not missing:
+            continue
+        install = 'sudo apt install ' + ' '.join(apt_package(p, ros_distro) for p in missing)
+        message = (f'{tool.argument}:=true needs {tool.what}, but ROS package(s) '
+                   f"{', '.join(missing)} are not installed: {install}")
+        if tool.required:
+            raise MissingTool(f'{message}. Nothing was started.')
+        warnings.append(f'{message}. Starting without {tool.what}.')
+        config[tool.argument] = 'false'
+    return config, warnings
+
 
 def camera_info_topic(image_topic: str) -> str:
     """image_pipeline convention: <camera>/image_raw -> <camera>/camera_info."""
@@ -64,16 +142,25 @@ def camera_info_topic(image_topic: str) -> str:
     return f'{head}/camera_info' if head else 'camera_info'
 
 
-def resolve(topic: str, namespace: str) -> str:
-    """Absolute name of ``topic`` as seen by a node in ``namespace``."""
+def resolve(topic: str, namespace: str, node: str = FUSION_NODE_NAME) -> str:
+    """Absolute name of ``topic`` as node ``node`` in ``namespace`` resolves it (ROS 2 name
+    rules: absolute stays, ``~`` is the node's private namespace, relative joins the
+    namespace)."""
+    ns = '/'.join(part for part in namespace.split('/') if part)
+    prefix = f'/{ns}' if ns else ''
     if topic.startswith('/'):
         return topic
-    ns = namespace.strip('/')
-    return f'/{ns}/{topic}' if ns else f'/{topic}'
+    if topic == '~' or topic.startswith('~/'):
+        return f'{prefix}/{node}{topic[1:]}'
+    return f'{prefix}/{topic}'
 
 
 def node_overrides(config: dict[str, str]) -> dict:
-    """Fusion-node parameters set by launch arguments (they win over the parameter file)."""
+    """Fusion-node parameters set by launch arguments (they win over the parameter file).
+
+    Raises ValueError for an input_depth the node would refuse, before anything starts.
+    """
+    synthetic = config['synthetic'] == 'true'
     overrides = {
         'thermal_topic': config['thermal_topic'],
         'rgb_topic': config['rgb_topic'],
@@ -84,10 +171,64 @@ def node_overrides(config: dict[str, str]) -> dict:
     }
     if config['model']:
         overrides['model_path'] = config['model']
-    if config['synthetic'] == 'true':
+    reliability = config['input_reliability']
+    if reliability == 'auto' and synthetic:
+        reliability = 'reliable'    # what the synthetic cameras publish
+    if reliability != 'auto':
+        overrides['input_reliability'] = reliability
+    if config['input_depth']:
+        overrides['input_depth'] = _input_depth(config['input_depth'])
+    if synthetic:
         overrides['crop'] = SYNTHETIC_CROP
         overrides['homography'] = SYNTHETIC_HOMOGRAPHY
     return overrides
+
+
+def _input_depth(text: str) -> int:
+    try:
+        depth = int(text)
+    except ValueError:
+        raise ValueError(f'input_depth:={text} is not a whole number') from None
+    problem = validate('input_depth', depth)
+    if problem:
+        raise ValueError(f'input_depth:={text}: {problem}')
+    return depth
+
+
+def camera_remappings(config: dict[str, str]) -> list[tuple[str, str]]:
+    """Remappings that make the synthetic cameras publish where the fusion node listens."""
+    ns = config['namespace']
+    remaps = []
+    for own, wanted in ((SYNTHETIC_THERMAL, config['thermal_topic']),
+                        (SYNTHETIC_RGB, config['rgb_topic'])):
+        remaps.append((own, resolve(wanted, ns)))
+        remaps.append((camera_info_topic(own), resolve(camera_info_topic(wanted), ns)))
+    return remaps
+
+
+def panel_topics(config: dict[str, str]) -> dict[str, str]:
+    """The topic of each RViz panel (by display name), resolved as the fusion node does."""
+    ns = config['namespace']
+    return {'Thermal': resolve(config['thermal_topic'], ns),
+            'RGB': resolve(config['rgb_topic'], ns),
+            'Fused': resolve(FUSED_IMAGE, ns)}
+
+
+def rviz_config(template: str, config: dict[str, str]) -> str:
+    """rviz/occo.rviz (``template``, a plain RViz config for the default topics) with every
+    image panel on the resolved topic of this launch; loadable with ``rviz2 -d``."""
+    data = yaml.safe_load(template)
+    topics = panel_topics(config)
+    displays = data['Visualization Manager']['Displays']
+    if sorted(d['Name'] for d in displays) != sorted(topics):
+        raise ValueError(f'the RViz template has panels {[d["Name"] for d in displays]}, '
+                         f'expected {sorted(topics)}')
+    for display in displays:
+        display['Topic']['Value'] = topics[display['Name']]
+    ns = config['namespace'] or '/'
+    header = (f'# Generated by occo_ros fusion.launch.py from rviz/occo.rviz for namespace '
+              f"{ns}: {', '.join(f'{k} {v}' for k, v in topics.items())}\n")
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def recorded_topics(config: dict[str, str]) -> list[str]:
@@ -95,7 +236,7 @@ def recorded_topics(config: dict[str, str]) -> list[str]:
     ns = config['namespace']
     topics = [config['thermal_topic'], camera_info_topic(config['thermal_topic']),
               config['rgb_topic'], camera_info_topic(config['rgb_topic']),
-              'fused/image', 'fused/camera_info', '/diagnostics']
+              FUSED_IMAGE, 'fused/camera_info', '/diagnostics']
     return [resolve(t, ns) for t in topics]
 
 

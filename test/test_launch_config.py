@@ -1,16 +1,21 @@
-"""Static agreement of the launch file, config/fusion.yaml, the node's parameters, setup.py's
-entry points, the recorded topic list and rviz/occo.rviz.
+"""The launch file and its decisions: agreement of the launch arguments, config/fusion.yaml,
+the node's parameters, setup.py's entry points, the recorded topic list, the remappings and
+the generated RViz config; what starts (and what never starts) for every combination.
 
-launch and launch_ros cannot be installed here (not on PyPI). To run the launch file's own
-code anyway, ``fake_launch`` below injects minimal stand-ins for exactly the names it imports
-(DeclareLaunchArgument, LaunchConfiguration, Node, ExecuteProcess, ...) that record their
-arguments; everything else is the real file.
+Topic names are checked against real rcl name resolution (rclpy nodes with the launch's
+namespace and remappings). launch and launch_ros cannot be installed here (not on PyPI). To
+run the launch file's own code anyway, ``fake_launch`` below injects minimal stand-ins for
+exactly the names it imports (DeclareLaunchArgument, LaunchConfiguration, Node,
+LifecycleNode, ExecuteProcess, ...) that record their arguments, and answers ament index
+look-ups from a set the test controls; everything else is the real file.
 """
 
 import ast
 import importlib.util
+import itertools
 from pathlib import Path
 import sys
+import tempfile
 import types
 
 import pytest
@@ -19,6 +24,7 @@ import yaml
 from occo_ros import launch_config
 from occo_ros.launch_config import (
     ARGUMENTS,
+    BOOL,
     camera_info_topic,
     record_command,
     recorded_topics,
@@ -83,9 +89,10 @@ def test_setup_cfg_installs_scripts_where_launch_ros_looks():
 
 def test_launch_arguments_cover_the_documented_set():
     names = [a.name for a in ARGUMENTS]
-    assert names == ['params_file', 'namespace', 'thermal_topic', 'rgb_topic', 'model',
-                     'backend', 'precision', 'use_sim_time', 'log_level', 'rviz', 'synthetic',
-                     'record', 'bag_path']
+    assert names == ['params_file', 'namespace', 'thermal_topic', 'rgb_topic',
+                     'input_reliability', 'input_depth', 'model', 'backend', 'precision',
+                     'use_sim_time', 'log_level', 'managed', 'rviz', 'synthetic', 'record',
+                     'bag_path']
     assert all(a.description for a in ARGUMENTS)
     for a in ARGUMENTS:
         assert not a.choices or a.default in a.choices, a.name
@@ -93,6 +100,8 @@ def test_launch_arguments_cover_the_documented_set():
     assert backend.choices == SPECS['backend'].choices
     precision = next(a for a in ARGUMENTS if a.name == 'precision')
     assert precision.choices == SPECS['precision'].choices
+    reliability = next(a for a in ARGUMENTS if a.name == 'input_reliability')
+    assert set(reliability.choices) == {'auto'} | set(SPECS['input_reliability'].choices)
 
 
 def default_config(**changes):
@@ -144,6 +153,85 @@ def test_topic_helpers():
     assert resolve('a/b', '/ns/') == '/ns/a/b'
 
 
+# Launches the checks below cover: default, the README's robot command (remapped), namespaced
+# with relative topics, namespaced with absolute and private (~) topics, synthetic variants.
+LAUNCHES = {
+    'default': {},
+    'remapped': {'thermal_topic': '/boson/image_raw', 'rgb_topic': '/camera/color/image_raw'},
+    'namespaced': {'namespace': 'robot1'},
+    'namespaced_remapped': {'namespace': '/robot1/front', 'thermal_topic': '/boson/image_raw',
+                            'rgb_topic': '~/rgb/image_raw'},
+    'synthetic_namespaced': {'namespace': 'robot1', 'synthetic': 'true'},
+    'synthetic_remapped': {'namespace': 'robot2', 'synthetic': 'true',
+                           'thermal_topic': 'ir/image_raw', 'rgb_topic': '/cam/image_raw'},
+}
+
+
+@pytest.fixture(scope='module')
+def rcl():
+    """Real rcl name resolution (rclpy nodes are never spun: no DDS traffic needed)."""
+    import rclpy
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    yield lambda name, namespace, remaps=(): rclpy.create_node(
+        name, namespace=namespace or '/', context=context, start_parameter_services=False,
+        cli_args=['--ros-args'] + [a for r in remaps for a in ('-r', f'{r[0]}:={r[1]}')])
+    rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize('launch', LAUNCHES)
+def test_names_resolve_as_rcl_resolves_them(rcl, launch):
+    """launch_config.resolve, the recorded topics and the synthetic cameras' remappings agree
+    with rcl's own resolution in the started nodes (fusion node: its topic parameters are
+    plain names it subscribes to; cameras: their fixed names under the launch's remaps)."""
+    config = default_config(**LAUNCHES[launch])
+    fusion = rcl(launch_config.FUSION_NODE_NAME, config['namespace'])
+    cameras = rcl('synthetic_cameras', config['namespace'],
+                  launch_config.camera_remappings(config))
+    try:
+        for topic in (config['thermal_topic'], config['rgb_topic'], 'fused/image'):
+            assert resolve(topic, config['namespace']) == fusion.resolve_topic_name(topic)
+        for camera in ('thermal', 'rgb'):
+            wanted = config[f'{camera}_topic']
+            for own, node_topic in ((f'{camera}/image_raw', wanted),
+                                    (f'{camera}/camera_info', camera_info_topic(wanted))):
+                assert cameras.resolve_topic_name(own) == fusion.resolve_topic_name(node_topic)
+    finally:
+        fusion.destroy_node()
+        cameras.destroy_node()
+
+
+@pytest.mark.parametrize('launch', LAUNCHES)
+def test_generated_rviz_config_shows_every_panel_on_a_launched_topic(rcl, launch):
+    """Each panel of the generated config subscribes to a topic that the launch's nodes use
+    (rcl's resolution in the fusion node: its two inputs and its output); everything else is
+    the template's."""
+    config = default_config(**LAUNCHES[launch])
+    template = (REPO / 'rviz' / 'occo.rviz').read_text()
+    generated = yaml.safe_load(launch_config.rviz_config(template, config))
+    fusion = rcl(launch_config.FUSION_NODE_NAME, config['namespace'])
+    try:
+        used = {name: fusion.resolve_topic_name(config[f'{name}_topic'])
+                for name in ('thermal', 'rgb')}
+        used['fused'] = fusion.resolve_topic_name('fused/image')
+    finally:
+        fusion.destroy_node()
+    panels = {d['Name']: d['Topic']['Value']
+              for d in generated['Visualization Manager']['Displays']}
+    assert panels == {'Thermal': used['thermal'], 'RGB': used['rgb'], 'Fused': used['fused']}
+    original = yaml.safe_load(template)
+    for display in original['Visualization Manager']['Displays']:
+        display['Topic']['Value'] = panels[display['Name']]
+    assert generated == original
+
+
+def test_rviz_config_refuses_a_template_without_the_three_panels():
+    template = yaml.safe_load((REPO / 'rviz' / 'occo.rviz').read_text())
+    template['Visualization Manager']['Displays'].pop()
+    with pytest.raises(ValueError, match='panels'):
+        launch_config.rviz_config(yaml.safe_dump(template), default_config())
+
+
 def test_recorded_topics_match_what_the_nodes_use():
     """Names in the record list are the node's topic parameters and its fixed outputs."""
     node_source = (REPO / 'occo_ros' / 'fusion_node.py').read_text()
@@ -154,9 +242,12 @@ def test_recorded_topics_match_what_the_nodes_use():
     config = default_config()
     assert SPECS['thermal_topic'].default == config['thermal_topic']
     assert SPECS['rgb_topic'].default == config['rgb_topic']
+    assert launch_config.SYNTHETIC_THERMAL == config['thermal_topic']
+    assert launch_config.SYNTHETIC_RGB == config['rgb_topic']
 
 
-def test_rviz_displays_match_topics_and_qos():
+def test_rviz_template_matches_default_topics_and_qos():
+    """rviz/occo.rviz is a plain config for `rviz2 -d` on the default topics."""
     rviz = yaml.safe_load((REPO / 'rviz' / 'occo.rviz').read_text())
     displays = {d['Name']: d for d in rviz['Visualization Manager']['Displays']}
     config = default_config()
@@ -170,11 +261,38 @@ def test_rviz_displays_match_topics_and_qos():
     assert all(d['Class'] == 'rviz_default_plugins/Image' for d in displays.values())
 
 
+def test_check_tools_warns_or_stops_naming_the_apt_packages():
+    nothing = lambda package: False  # noqa: E731
+    config = default_config(rviz='true', synthetic='true')
+    checked, warnings = launch_config.check_tools(config, nothing, 'jazzy')
+    assert checked['rviz'] == 'false' and checked['synthetic'] == 'true'
+    assert len(warnings) == 1
+    assert 'sudo apt install ros-jazzy-rviz2' in warnings[0]
+    assert 'Starting without rviz2' in warnings[0]
+    with pytest.raises(launch_config.MissingTool) as error:
+        launch_config.check_tools(default_config(record='true'), nothing, 'kilted')
+    assert 'ros-kilted-ros2bag ros-kilted-rosbag2-storage-mcap' in str(error.value)
+    assert 'Nothing was started' in str(error.value)
+    only_mcap_missing = lambda package: package != 'rosbag2_storage_mcap'  # noqa: E731
+    with pytest.raises(launch_config.MissingTool,
+                       match=r'install ros-\$ROS_DISTRO-rosbag2-storage-mcap\.'):
+        launch_config.check_tools(default_config(record='true'), only_mcap_missing, '')
+    everything = lambda package: True  # noqa: E731
+    config = default_config(rviz='true', record='true')
+    assert launch_config.check_tools(config, everything, 'jazzy') == (config, [])
+    # not asked for: not looked up
+    assert launch_config.check_tools(default_config(), nothing, 'jazzy') == (default_config(),
+                                                                             [])
+
+
 # -- the launch file itself, run against recording stand-ins of launch/launch_ros -------------
 
 class Recorded:
+    created: list = []      # every stand-in action made, in order (reset per test)
+
     def __init__(self, *args, **kwargs):
         self.args, self.kwargs = args, kwargs
+        Recorded.created.append(self)
 
 
 class FakeLaunchConfiguration:
@@ -186,29 +304,55 @@ class FakeLaunchConfiguration:
 
 
 @pytest.fixture
-def fake_launch(monkeypatch):
-    """Stand-ins (named as such) for the launch/launch_ros names the launch file imports."""
+def fake_launch(monkeypatch, tmp_path):
+    """Stand-ins (named as such) for the launch/launch_ros names the launch file imports;
+    ament_index answers from ``installed`` (a set of ROS package names the test controls)."""
+    monkeypatch.setattr(Recorded, 'created', [])
+    warnings = []
+    logger = types.SimpleNamespace(warning=warnings.append)
+    stand_in = lambda name: type(name, (Recorded,), {})  # noqa: E731
     modules = {
         'launch': {'LaunchDescription': Recorded},
-        'launch.actions': {n: type(n, (Recorded,), {}) for n in (
-            'DeclareLaunchArgument', 'ExecuteProcess', 'OpaqueFunction',
-            'SetEnvironmentVariable')},
+        'launch.actions': {n: stand_in(n) for n in (
+            'DeclareLaunchArgument', 'EmitEvent', 'ExecuteProcess', 'OpaqueFunction',
+            'RegisterEventHandler', 'SetEnvironmentVariable', 'Shutdown')},
+        'launch.events': {'matches_action': lambda action: ('matches', action)},
+        'launch.logging': {'get_logger': lambda name: logger},
         'launch.substitutions': {'EnvironmentVariable': Recorded,
                                  'LaunchConfiguration': FakeLaunchConfiguration},
         'launch_ros': {},
-        'launch_ros.actions': {'Node': type('Node', (Recorded,), {})},
+        'launch_ros.actions': {n: stand_in(n) for n in ('Node', 'LifecycleNode')},
+        'launch_ros.event_handlers': {'OnStateTransition': stand_in('OnStateTransition')},
+        'launch_ros.events': {},
+        'launch_ros.events.lifecycle': {'ChangeState': stand_in('ChangeState')},
     }
     for name, attrs in modules.items():
         module = types.ModuleType(name)
         module.__dict__.update(attrs)
         monkeypatch.setitem(sys.modules, name, module)
     import ament_index_python.packages as packages
+    installed = {'occo_ros', 'rviz2', 'ros2bag', 'rosbag2_storage_mcap'}
+
+    def prefix(name):
+        if name not in installed:
+            raise packages.PackageNotFoundError(name)
+        return '/opt/ros/test'
+
     monkeypatch.setattr(packages, 'get_package_share_directory', lambda name: str(REPO))
+    monkeypatch.setattr(packages, 'get_package_prefix', prefix)
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))    # where the RViz file goes
     spec = importlib.util.spec_from_file_location('fusion_launch',
                                                   REPO / 'launch' / 'fusion.launch.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.installed_packages, module.warnings = installed, warnings
     return module
+
+
+def started(actions):
+    """(executable, stand-in) of each process the actions start."""
+    return [(a.kwargs['executable'] if 'executable' in a.kwargs else a.kwargs['cmd'][0], a)
+            for a in actions if type(a).__name__ in ('Node', 'LifecycleNode', 'ExecuteProcess')]
 
 
 def test_launch_file_declares_every_argument(fake_launch):
@@ -219,6 +363,7 @@ def test_launch_file_declares_every_argument(fake_launch):
     for d, a in zip(declared, ARGUMENTS):
         assert d.kwargs['default_value'] == a.default
         assert d.kwargs['description'] == a.description
+        assert d.kwargs.get('choices', []) == list(a.choices)
     env = next(e for e in entities if type(e).__name__ == 'SetEnvironmentVariable')
     assert env.args[0] == 'FASTDDS_BUILTIN_TRANSPORTS'
 
@@ -226,24 +371,91 @@ def test_launch_file_declares_every_argument(fake_launch):
 def test_launch_setup_starts_what_the_arguments_ask(fake_launch, monkeypatch):
     monkeypatch.setenv('ROS_DISTRO', 'jazzy')
     scripts = console_scripts()
-    context = default_config(synthetic='true', rviz='true', record='true', namespace='r1')
+    context = default_config(synthetic='true', rviz='true', record='true', namespace='r1',
+                             thermal_topic='/boson/image_raw')
     actions = fake_launch.launch_setup(context)
-    nodes = [a for a in actions if type(a).__name__ == 'Node']
-    executables = [n.kwargs['executable'] for n in nodes]
-    assert executables == ['fusion_node', 'synthetic_cameras', 'rviz2']
-    for node in nodes[:2]:
+    processes = started(actions)
+    assert [name for name, _ in processes] == ['fusion_node', 'synthetic_cameras', 'rviz2',
+                                               'ros2']
+    fusion, cameras, rviz, record = (a for _, a in processes)
+    for node in (fusion, cameras):
         assert node.kwargs['package'] == 'occo_ros'
         assert node.kwargs['executable'] in scripts
         assert node.kwargs['namespace'] == 'r1'
-    fusion = nodes[0]
     params_file, overrides = fusion.kwargs['parameters']
     assert params_file == str(REPO / 'config' / 'fusion.yaml')
-    assert overrides['crop'] == launch_config.SYNTHETIC_CROP
+    assert overrides == launch_config.node_overrides(context)
+    assert overrides['input_reliability'] == 'reliable'
     assert fusion.kwargs['name'] == 'occo_fusion'
-    assert nodes[2].kwargs['arguments'] == ['-d', str(REPO / 'rviz' / 'occo.rviz')]
-    record = next(a for a in actions if type(a).__name__ == 'ExecuteProcess')
+    shutdown = fusion.kwargs['on_exit'][0]
+    assert type(shutdown).__name__ == 'Shutdown'     # the pipeline ends: the launch ends
+    assert cameras.kwargs['remappings'] == launch_config.camera_remappings(context)
+    assert ('thermal/image_raw', '/boson/image_raw') in cameras.kwargs['remappings']
+    flag, rviz_file = rviz.kwargs['arguments']
+    assert flag == '-d'
+    assert Path(rviz_file).read_text() == launch_config.rviz_config(
+        (REPO / 'rviz' / 'occo.rviz').read_text(), context)
     assert record.kwargs['cmd'] == record_command(context, 'jazzy')
     assert '/r1/fused/image' in record.kwargs['cmd']
+    assert float(record.kwargs['sigterm_timeout']) >= 10   # time to write metadata.yaml
+    assert fake_launch.warnings == []
 
     minimal = fake_launch.launch_setup(default_config())
-    assert [type(a).__name__ for a in minimal] == ['Node']
+    assert [name for name, _ in started(minimal)] == ['fusion_node']
+
+
+def test_managed_launch_configures_and_activates_the_lifecycle_node(fake_launch):
+    actions = fake_launch.launch_setup(default_config(managed='true', namespace='r1'))
+    [(executable, node)] = started(actions)
+    assert executable == 'fusion_lifecycle_node'
+    assert type(node).__name__ == 'LifecycleNode'
+    assert node.kwargs['name'] == 'occo_fusion' and node.kwargs['namespace'] == 'r1'
+    from lifecycle_msgs.msg import Transition
+    handler = next(a for a in actions if type(a).__name__ == 'RegisterEventHandler')
+    on_inactive = handler.args[0]
+    assert on_inactive.kwargs['target_lifecycle_node'] is node
+    assert on_inactive.kwargs['goal_state'] == 'inactive'
+    [activate] = on_inactive.kwargs['entities']
+    change = activate.kwargs['event']
+    assert change.kwargs['transition_id'] == Transition.TRANSITION_ACTIVATE
+    assert change.kwargs['lifecycle_node_matcher'] == ('matches', node)
+    configure = actions[-1].kwargs['event']
+    assert configure.kwargs['transition_id'] == Transition.TRANSITION_CONFIGURE
+    assert configure.kwargs['lifecycle_node_matcher'] == ('matches', node)
+    # the handler is registered before the node starts, configure requested after it
+    assert actions.index(handler) < actions.index(node) < len(actions) - 1
+    assert executable in console_scripts()
+
+
+@pytest.mark.parametrize('missing', [(), ('rviz2',), ('ros2bag',), ('rosbag2_storage_mcap',),
+                                     ('rviz2', 'rosbag2_storage_mcap')])
+def test_no_launch_leaves_a_process_behind(fake_launch, monkeypatch, missing):
+    """Every combination of rviz, record and synthetic, with optional tools missing: the
+    launch either creates no action at all (an error before anything starts) or starts
+    what was asked minus what is missing, with one WARN naming the apt package each."""
+    monkeypatch.setenv('ROS_DISTRO', 'kilted')
+    fake_launch.installed_packages.difference_update(missing)
+    for rviz, record, synthetic in itertools.product(BOOL, repeat=3):
+        Recorded.created.clear()
+        fake_launch.warnings.clear()
+        config = default_config(rviz=rviz, record=record, synthetic=synthetic)
+        record_missing = record == 'true' and {'ros2bag', 'rosbag2_storage_mcap'} & set(missing)
+        if record_missing:
+            with pytest.raises(launch_config.MissingTool, match='ros-kilted-'):
+                fake_launch.launch_setup(config)
+            assert Recorded.created == [], 'an action was created before the launch failed'
+            continue
+        names = [name for name, _ in started(fake_launch.launch_setup(config))]
+        want_rviz = rviz == 'true' and 'rviz2' not in missing
+        assert names == (['fusion_node'] + ['synthetic_cameras'] * (synthetic == 'true')
+                         + ['rviz2'] * want_rviz + ['ros2'] * (record == 'true'))
+        rviz_warned = rviz == 'true' and 'rviz2' in missing
+        assert len(fake_launch.warnings) == rviz_warned
+        if rviz_warned:
+            assert 'ros-kilted-rviz2' in fake_launch.warnings[0]
+
+
+def test_bad_input_depth_stops_the_launch_before_anything_starts(fake_launch):
+    with pytest.raises(ValueError, match='input_depth'):
+        fake_launch.launch_setup(default_config(input_depth='0', synthetic='true'))
+    assert Recorded.created == []
