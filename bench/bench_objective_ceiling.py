@@ -26,17 +26,17 @@ import time
 
 from machine import cpu_description  # bench/machine.py (run as python bench/...)
 import numpy as np
+from occo_training.baselines import BASELINES
+from occo_training.data import to_tensor, to_uint8
+from occo_training.evaluate import QUALITY_BAR, metrics_won
+from occo_training.losses import pixel_loss
+from occo_training.metrics import evaluate_fusion
+from occo_training.train import fuse_uint8
 import torch
 from tqdm import tqdm
 
 from occo_ros.checkpoint import load_checkpoint
 from occo_ros.image_pairs import bt601_luma, find_pairs, read_gray, read_rgb
-from training.baselines import BASELINES
-from training.data import to_tensor, to_uint8
-from training.evaluate import QUALITY_BAR, metrics_won
-from training.losses import pixel_loss
-from training.metrics import evaluate_fusion
-from training.train import fuse_uint8
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_SETS = [REPO.parent / 'shared' / 'data' / 'eval' / name for name in ('msrs', 'roadscene')]

@@ -165,6 +165,38 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, schedule):
     assert child['training']['init']['path'] == str(parent)
 
 
+def test_loss_outside_autocast_and_gradient_clipping(tmp_path, monkeypatch):
+    data, _ = make_data(tmp_path)
+    cfg = parse_config(base_args(tmp_path, data, loss='pixel', batch_size=2, grad_clip=1e-3))
+    trainer = train.Trainer(cfg, train.Runtime(torch.device('cpu')))
+    # amp_dtype is None on a CPU; CPU bf16 autocast stands in for the GPU's here.
+    trainer.amp = torch.bfloat16
+    seen, norms = [], []
+    real_loss, real_step = trainer.loss_fn, trainer.optimizer.step
+
+    def loss_spy(fused, *args):
+        seen.append((torch.is_autocast_enabled('cpu'), fused.dtype))
+        return real_loss(fused, *args)
+
+    def step_spy(*args, **kwargs):
+        norms.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]).norm())
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, 'loss_fn', loss_spy)
+    monkeypatch.setattr(trainer.optimizer, 'step', step_spy)
+    batch = next(iter(trainer.loader))
+    terms = trainer.train_step(batch)
+    assert trainer._last_fused.dtype == torch.bfloat16      # the network ran under autocast
+    assert seen == [(False, torch.float32)]                  # the loss did not
+    assert terms['grad_norm'] > 1e-2                         # the norm before clipping
+    assert norms[0].item() == pytest.approx(1e-3, rel=1e-3)  # what the optimizer saw
+    trainer.cfg.grad_clip = 0.0
+    terms = trainer.train_step(batch)
+    assert 'grad_norm' not in terms and norms[1].item() > 1e-2
+    with pytest.raises(ConfigError, match='grad_clip'):
+        parse_config(['--train-roots', 'x', '--loss', 'pixel', '--grad-clip', '-1'])
+
+
 def test_nonfinite_losses_stop_the_run(tmp_path, capsys):
     data, _ = make_data(tmp_path)
     # An absurd learning rate sends the weights to ~1e30 after one step: every later

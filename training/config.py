@@ -63,6 +63,9 @@ class TrainConfig:
     batch_size: int = _opt(12, 'crops per optimizer step over all processes (multiple of 4 '
                            'for --loss full; the contrastive loss splits it in quarters)')
     lr: float = _opt(1e-4, 'Adam learning rate (the start of the schedule)')
+    grad_clip: float = _opt(0.0, 'clip the global L2 norm of the gradients to this before '
+                            'each optimizer step (after fp16 loss-scale unscaling); '
+                            'the norm is logged as train/grad_norm; 0: no clipping')
     lr_schedule: str = _opt('constant', 'constant (OCCO_METHOD.md §4) or cosine: decay from lr '
                             'to 0 over the run, i.e. over epochs / max_steps, or over '
                             'max_minutes when the time limit ends the run first (short '
@@ -125,6 +128,8 @@ class TrainConfig:
             raise ConfigError(f'width={self.width}; expected 0 < width <= 4')
         if self.lr <= 0:
             raise ConfigError(f'lr={self.lr}; expected > 0')
+        if self.grad_clip < 0:
+            raise ConfigError(f'grad_clip={self.grad_clip}; expected >= 0 (0: off)')
 
     def to_dict(self) -> dict:
         """Plain-types dict (stored in checkpoints)."""
