@@ -47,7 +47,6 @@ from rosbags.serde import SerdeError
 from tqdm import tqdm
 import yaml
 
-from occo_ros import codec
 from occo_ros.bag_io import (
     CAMERA_INFO,
     COMPRESSED_IMAGE,
@@ -56,7 +55,6 @@ from occo_ros.bag_io import (
     BagError,
     InputBag,
     OutputBag,
-    OutputExistsError,
     camera_info_message,
     check_output_path,
     image_message,
@@ -64,6 +62,7 @@ from occo_ros.bag_io import (
     stamp_ns,
 )
 from occo_ros.engines.base import EngineError
+from occo_ros.output_safety import OutputError
 from occo_ros.pairing import ApproximateTimePairer, Pair
 from occo_ros.params import SPECS, FusionParams, make_params
 from occo_ros.pipeline import FusionPipeline, create_pipeline
@@ -280,7 +279,8 @@ class StageTimes:
 @dataclass
 class BagSummary:
     """What :func:`fuse_bag` did. ``received``/``unpaired``/``bad`` are keyed by 'thermal' and
-    'rgb' (``bad`` also by 'pair': the pipeline rejected the pair); ``bad_kinds`` counts the
+    'rgb' (``bad`` also by 'pair': the pipeline rejected the pair, and 'engine': inference
+    failed on it; the frame step's reasons, occo_ros.pipeline.REASONS); ``bad_kinds`` counts the
     skipped messages by '<topic>: <reason>'. ``seconds`` is the wall time of the message loop
     (engine loading excluded); ``damage`` says where a damaged input stopped being read."""
 
@@ -292,7 +292,8 @@ class BagSummary:
     fused: int = 0
     unpaired: dict[str, int] = field(default_factory=lambda: {'thermal': 0, 'rgb': 0})
     time_jumps: int = 0
-    bad: dict[str, int] = field(default_factory=lambda: {'thermal': 0, 'rgb': 0, 'pair': 0})
+    bad: dict[str, int] = field(
+        default_factory=lambda: {'thermal': 0, 'rgb': 0, 'pair': 0, 'engine': 0})
     bad_kinds: dict[str, int] = field(default_factory=dict)
     camera_info: int = 0
     copied: int = 0
@@ -316,7 +317,8 @@ class BagSummary:
             f'{self.pairs} pairs; unpaired thermal {self.unpaired["thermal"]}, RGB '
             f'{self.unpaired["rgb"]}; time jumps {self.time_jumps}',
             f'  skipped: thermal {self.bad["thermal"]}, RGB {self.bad["rgb"]}, pairs '
-            f'{self.bad["pair"]}' + ''.join(f'; {k} x{v}' for k, v in self.bad_kinds.items()),
+            f'{self.bad["pair"]}, inference failures {self.bad["engine"]}'
+            + ''.join(f'; {k} x{v}' for k, v in self.bad_kinds.items()),
             f'  written: {self.fused} fused images, {self.camera_info} camera_info, '
             f'{self.copied} copied input messages',
             f'  engine: {self.engine}',
@@ -368,8 +370,6 @@ class _BagFusion:
         self.bag, self.out, self.pipeline, self.params = bag, out, pipeline, params
         self.topics, self.summary, self.log, self.stop = topics, summary, log, stop
         self.streams = {topics.thermal: 'thermal', topics.rgb: 'rgb'}
-        self.msgtypes = {'thermal': bag.topics[topics.thermal].msgtype,
-                         'rgb': bag.topics[topics.rgb].msgtype}
         self.has_info = has_info
         self.read_topics = [topics.thermal, topics.rgb]
         if self.has_info:
@@ -389,6 +389,10 @@ class _BagFusion:
             else None
         self.pairer = ApproximateTimePairer(params.slop, params.queue_size)
         self.camera_info = None
+        # Where each kind of frame problem (FrameProblem.stream) comes from, for the log.
+        both = f'{topics.thermal} + {topics.rgb}'
+        self._problem_topic = {'thermal': topics.thermal, 'rgb': topics.rgb,
+                               'camera_info': topics.rgb_info, 'pair': both, 'engine': both}
         self.stamp_range: dict[str, list[int]] = {}
         self._warned: dict[tuple[str, str], int] = {}
         self._last_output = 0.0
@@ -448,63 +452,38 @@ class _BagFusion:
         if pair is not None:
             self._fuse(pair, log_time)
 
-    def _decode(self, stream: str, msg: Any, stamp: int) -> codec.DecodedImage | None:
-        try:
-            if self.msgtypes[stream] == COMPRESSED_IMAGE:
-                return codec.decode_compressed(msg.format, msg.data)
-            return codec.decode_image(msg)
-        except codec.ImageDecodeError as exc:
-            topic = self.topics.thermal if stream == 'thermal' else self.topics.rgb
-            self._skip(stream, topic, f'stamp {_format_stamp(stamp)}', exc.reason, exc)
-            return None
-
     def _fuse(self, pair: Pair, log_time: int) -> None:
-        start = time.perf_counter()
-        thermal = self._decode('thermal', pair.thermal, pair.thermal_stamp_ns)
-        rgb = self._decode('rgb', pair.rgb, pair.rgb_stamp_ns)
-        if thermal is None or rgb is None:
-            return
-        decoded = time.perf_counter()
-        try:
-            frame = self.pipeline.fuse(thermal.array, rgb.array, rgb.order)
-        except ValueError as exc:  # e.g. an image the registration or colour code rejects
-            self._skip('pair', f'{self.topics.thermal} + {self.topics.rgb}',
+        """The node's frame step on one pair; a frame it cannot fuse is counted, never fatal."""
+        result = self.pipeline.fuse_frame(pair.thermal, pair.rgb, self.camera_info,
+                                          self.params.output_encoding)
+        for problem in result.problems:
+            self._skip(problem.stream, self._problem_topic[problem.stream],
                        f'stamps {_format_stamp(pair.thermal_stamp_ns)} / '
-                       f'{_format_stamp(pair.rgb_stamp_ns)}', 'fusion', exc)
+                       f'{_format_stamp(pair.rgb_stamp_ns)}', problem.kind, problem.message)
+        if not result.ok:
             return
-        fused = time.perf_counter()
-        encoding = self.params.output_encoding
+        start = time.perf_counter()
         header = pair.rgb.header
-        fields = codec.array_to_image_fields(frame.in_encoding(encoding), encoding)
-        self.out.write(self.image_conn, log_time,
-                       serialize(image_message(fields, pair.rgb_stamp_ns, header.frame_id)))
+        self.out.write(self.image_conn, log_time, serialize(
+            image_message(result.image_fields(), pair.rgb_stamp_ns, header.frame_id)))
         self.summary.fused += 1
-        if self.info_conn is not None and self.camera_info is not None:
-            self._write_camera_info(pair.rgb_stamp_ns, header.frame_id, log_time)
+        if result.camera_info is not None:
+            fields = result.camera_info
+            msg = camera_info_message(fields['width'], fields['height'], fields['k'],
+                                      fields['p'], pair.rgb_stamp_ns, header.frame_id,
+                                      fields['distortion_model'], fields['d'], fields['r'])
+            self.out.write(self.info_conn, log_time, serialize(msg))
+            self.summary.camera_info += 1
         done = time.perf_counter()
         times = self.summary.times
-        times.add('decode', (decoded - start) * 1e3)
-        for stage in ('preprocess', 'inference', 'compose'):
-            times.add(stage, frame.times_ms[stage])
-        times.add('write', (done - fused) * 1e3)
+        for stage in ('decode', 'preprocess', 'inference', 'compose'):
+            times.add(stage, result.times_ms[stage])
+        times.add('write', (done - start) * 1e3)
         times.add('per_pair', (done - self._last_output) * 1e3)
         self._last_output = done
 
-    def _write_camera_info(self, stamp: int, frame_id: str, log_time: int) -> None:
-        """fused/camera_info: the RGB camera's, adapted exactly as the node does."""
-        try:
-            fields = self.pipeline.fused_camera_info(self.camera_info)
-        except ValueError as exc:
-            self._skip('camera_info', self.topics.rgb_info, f'stamp {_format_stamp(stamp)}',
-                       'camera_info', exc)
-            return
-        msg = camera_info_message(fields['width'], fields['height'], fields['k'], fields['p'],
-                                  stamp, frame_id, fields['distortion_model'], fields['d'],
-                                  fields['r'])
-        self.out.write(self.info_conn, log_time, serialize(msg))
-        self.summary.camera_info += 1
-
-    def _skip(self, kind: str, topic: str, where: str, reason: str, exc: Exception) -> None:
+    def _skip(self, kind: str, topic: str, where: str, reason: str,
+              error: Exception | str) -> None:
         """Count a message (or pair) that cannot be used; warn for the first few of a kind."""
         if kind in self.summary.bad:
             self.summary.bad[kind] += 1
@@ -515,7 +494,7 @@ class _BagFusion:
         if seen < _WARNINGS_PER_KIND:
             more = (' (further ones like this are counted in the summary)'
                     if seen == _WARNINGS_PER_KIND - 1 else '')
-            self.log(f'skipping {kind} on {topic} at {where}: {exc}{more}')
+            self.log(f'skipping {kind} on {topic} at {where}: {error}{more}')
 
     def nothing_fused(self) -> str:
         """Why no pair was fused, with what would help."""
@@ -547,7 +526,8 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams
         pipeline: an existing pipeline to use (its thermal normaliser state carries over);
             None builds one from ``params`` and closes its engine at the end.
         copy_inputs: also copy the two image topics and their camera_info topics.
-        overwrite: replace an existing bag at ``output_bag`` (only once the new one is done).
+        overwrite: replace an existing bag at ``output_bag`` that occo-bag wrote (only once
+            the new one is done).
         progress: show a tqdm bar on stderr (total: messages of the two image topics).
         log: receives warnings (skipped messages, damaged input); default: logging.
         stop: when set (e.g. by a signal handler), the run stops at the next message and
@@ -559,10 +539,10 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams
         (the output then holds what was read).
 
     Raises:
-        OutputExistsError: output exists without ``overwrite``.
+        OutputError: the output overlaps the input, exists without ``overwrite``, or is not
+            a bag occo-bag wrote (occo_ros.output_safety).
         BagError: unreadable input, missing or mistyped topics (the message lists the bag's
-            topics), an output that overlaps the input, or no pair fused at all (the message
-            says why; no output is written).
+            topics), or no pair fused at all (the message says why; no output is written).
         EngineError, ValueError: the model cannot be loaded.
         Interrupted: ``stop`` was set; no output is written.
     """
@@ -625,10 +605,12 @@ def _param_option(group: argparse._ArgumentGroup, name: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='occo-bag', description=__doc__.split('\n\n')[0].split(': ', 1)[1],
-        epilog='Parameters: node defaults < --params-file < options. Exit status: 0 done; '
-        '1 failed (nothing written); 2 bad arguments or the output exists; 3 the input bag '
-        'is damaged (truncated): the output holds the pairs read before the damage; '
-        '130 interrupted (nothing written).')
+        epilog='Parameters: node defaults < --params-file < options. A message or pair that '
+        'cannot be fused is skipped, counted and named in the summary. Exit status: 0 done; '
+        '1 failed (nothing written); 2 bad arguments, or an output that overlaps the input, '
+        'exists without --overwrite or is not a bag occo-bag wrote; 3 the input bag is '
+        'damaged (truncated): the output holds the pairs read before the damage; 130 '
+        'interrupted (nothing written).')
     parser.add_argument('input', type=Path, metavar='INPUT_BAG',
                         help='rosbag2 bag directory, or a single .mcap/.db3 file (read only)')
     parser.add_argument('output', type=Path, metavar='OUTPUT_BAG',
@@ -652,8 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='also copy the thermal and RGB topics and their camera_info '
                         'topics into the output bag')
     output.add_argument('--overwrite', action='store_true',
-                        help='replace OUTPUT_BAG if it exists (only a bag directory, and only '
-                        'once the new bag is complete)')
+                        help='replace OUTPUT_BAG if it exists (only a bag occo-bag wrote: '
+                        'a directory holding anything else is refused; replaced only once the '
+                        'new bag is complete)')
     output.add_argument('--no-progress', action='store_true', help='no progress bar')
     node = parser.add_argument_group('fusion node parameters')
     node.add_argument('--params-file', type=Path, default=None,
@@ -703,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
                            storage=args.storage, copy_inputs=args.copy_inputs,
                            overwrite=args.overwrite, progress=not args.no_progress, log=warn,
                            stop=stop)
-    except OutputExistsError as exc:
+    except OutputError as exc:
         print(f'occo-bag: {exc}', file=sys.stderr)
         return EXIT_USAGE
     except (BagError, EngineError, ValueError, OSError) as exc:

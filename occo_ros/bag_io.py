@@ -18,6 +18,9 @@ definition of a type when its type hash differs from Kilted's.
 Writing (:class:`OutputBag`) never leaves a half-written bag where the output should be: the
 bag is written into a hidden temporary directory beside the output and moved into place only
 by :meth:`OutputBag.commit`; anything else (an error, Ctrl-C) removes the temporary directory.
+The output follows the tools' one output rule (occo_ros.output_safety): apart from the input,
+and an existing bag is replaced only with ``overwrite`` and only when occo-bag wrote it (its
+manifest lists every file in the directory).
 """
 
 from __future__ import annotations
@@ -36,19 +39,18 @@ from rosbags.interfaces import Connection, MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from occo_ros.output_safety import check_folder_output, claim
+
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
 STORAGE_SUFFIXES = ('.mcap', '.db3')
+TOOL = 'occo-bag'
 
 
 class BagError(Exception):
     """A bag cannot be read or written; the message names the path and the problem."""
-
-
-class OutputExistsError(BagError):
-    """The output path exists and overwriting was not asked for."""
 
 
 @dataclass(frozen=True)
@@ -348,33 +350,15 @@ class InputBag:
         self.close()
 
 
-def _looks_like_bag(path: Path) -> bool:
-    """Whether ``path`` is an (empty or) rosbag2 directory we may delete on --overwrite."""
-    if not path.is_dir():
-        return False
-    return (path / 'metadata.yaml').is_file() or all(
-        p.is_file() and p.suffix in STORAGE_SUFFIXES for p in path.iterdir())
-
-
 def check_output_path(path: Path, overwrite: bool, protect: Sequence[Path] = ()) -> None:
-    """Raise BagError unless a bag may be written at ``path``: not a storage-file name, not
-    the same as or nested with a ``protect``-ed path (the input), and not existing unless
-    ``overwrite`` and it is a bag directory (never delete anything else)."""
+    """Raise unless a bag may be written at ``path``: BagError for a storage-file name;
+    occo_ros.output_safety's OutputError when it overlaps a ``protect``-ed path (the input),
+    exists without ``overwrite``, or is not a bag occo-bag wrote (never delete anything
+    else). An empty directory is fine."""
     if path.suffix in STORAGE_SUFFIXES:
         raise BagError(f'output {path}: occo-bag writes a rosbag2 bag directory (metadata.yaml '
                        f'+ storage file); give a directory name without {path.suffix}')
-    target = path.resolve()
-    for other in protect:
-        other = Path(other).resolve()
-        if target == other or target in other.parents or other in target.parents:
-            raise BagError(f'output {path} would overlap the input bag {other}; choose another '
-                           'output path')
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(f'output {path} exists; pass --overwrite to replace it')
-        if not _looks_like_bag(path):
-            raise BagError(f'output {path} exists and is not a rosbag2 bag directory; '
-                           'refusing to replace it even with --overwrite')
+    check_folder_output(path, TOOL, overwrite, protect)
 
 
 class OutputBag:
@@ -382,7 +366,7 @@ class OutputBag:
 
     Written into a hidden temporary directory beside ``path`` (same file system, so the final
     move is a rename); :meth:`discard` (or leaving the ``with`` block without committing)
-    deletes it. ``storage`` is 'mcap' or 'sqlite3'. Raises BagError / OutputExistsError from
+    deletes it. ``storage`` is 'mcap' or 'sqlite3'. Raises BagError / OutputError from
     :func:`check_output_path`.
     """
 
@@ -431,6 +415,7 @@ class OutputBag:
         writer, self._writer = self._writer, None
         writer.close()
         built = self._tmp / self.path.name
+        claim(built, TOOL, [p.name for p in built.iterdir()])  # what --overwrite may remove
         try:
             if self.path.exists():
                 check_output_path(self.path, self.overwrite)

@@ -39,9 +39,10 @@ from occo_ros.bag import (
 )
 from occo_ros.bag_io import BagError, InputBag, OutputBag
 from occo_ros.checkpoint import save_checkpoint
+from occo_ros.engines.base import EngineError
 from occo_ros.model import build_fifn
 from occo_ros.pairing import ApproximateTimePairer
-from occo_ros.pipeline import create_pipeline
+from occo_ros.pipeline import FusionPipeline, create_pipeline
 from occo_ros.synthetic import SceneConfig, SyntheticScene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -398,13 +399,49 @@ def test_bad_messages_are_skipped_counted_and_named(tmp_path, model, pipeline):
                        build_params(model, {'output_width': 80, 'output_height': 64}),
                        BagTopics(THERMAL, RGB), pipeline=pipeline, log=warnings.append)
     assert summary.fused == 10 and summary.pairs == 11
-    assert summary.bad == {'thermal': 2, 'rgb': 0, 'pair': 0}
+    assert summary.bad == {'thermal': 2, 'rgb': 0, 'pair': 0, 'engine': 0}
     assert summary.bad_kinds == {f'{THERMAL}: encoding': 1, f'{THERMAL}: cdr': 1}
     assert summary.unpaired == {'thermal': 0, 'rgb': 1}  # the partner of the corrupt one
     assert any(THERMAL in w and '1.099999999 s' in w and "'bayr'" in w for w in warnings), \
         warnings
     assert len(read_bag(tmp_path / 'out')['/fused/image']) == 10
     assert 'skipped: thermal 2' in summary.report()
+
+
+class FailingOnce:
+    """The real engine, except that one inference raises EngineError, as a GPU running out of
+    memory on one frame would (which cannot be caused on purpose here)."""
+
+    def __init__(self, engine, fail_at: int) -> None:
+        self.engine, self.fail_at, self.calls = engine, fail_at, 0
+
+    def infer(self, visible_y, infrared):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise EngineError('CUDA error: out of memory (simulated)')
+        return self.engine.infer(visible_y, infrared)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+def test_an_engine_error_on_one_frame_is_counted_and_the_bag_goes_on(
+        tmp_path, model, pipeline):
+    rng = np.random.default_rng(6)
+    scene = SyntheticScene(SceneConfig(thermal_size=(80, 64), rgb_size=(80, 64)))
+    write_bag(tmp_path / 'in', synthetic_messages(6, rng, scene, distinct=2))
+    failing = FusionPipeline(FailingOnce(pipeline.engine, 3), pipeline.registration,
+                             pipeline.normalizer, pipeline.input_size, pipeline.output_size)
+    warnings = []
+    summary = fuse_bag(tmp_path / 'in', tmp_path / 'out',
+                       build_params(model, {'output_width': 80, 'output_height': 64}),
+                       BagTopics(THERMAL, RGB), pipeline=failing, log=warnings.append)
+    assert summary.pairs == 6 and summary.fused == 5
+    assert summary.bad == {'thermal': 0, 'rgb': 0, 'pair': 0, 'engine': 1}
+    assert summary.bad_kinds == {f'{THERMAL} + {RGB}: EngineError': 1}
+    assert any('inference failed' in w and 'out of memory' in w for w in warnings), warnings
+    assert len(read_bag(tmp_path / 'out')['/fused/image']) == 5
+    assert 'inference failures 1' in summary.report()
 
 
 def test_truncated_mcap_fuses_what_it_holds_and_exits_3(tmp_path, model, capsys):
@@ -459,26 +496,47 @@ def test_truncated_sqlite3_is_a_clear_error(tmp_path, model, capsys):
     assert not (tmp_path / 'out').exists() and not leftovers(tmp_path)
 
 
-def test_existing_output_needs_overwrite_and_the_input_is_never_touched(tmp_path, model):
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` with its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob('*'))
+            if p.is_file()}
+
+
+def test_existing_output_needs_overwrite_and_only_a_bag_occo_bag_wrote_is_replaced(
+        tmp_path, model, capsys):
     rng = np.random.default_rng(4)
     scene = SyntheticScene(SceneConfig(thermal_size=(80, 64), rgb_size=(80, 64)))
-    write_bag(tmp_path / 'in', synthetic_messages(4, rng, scene, distinct=1))
-    before = (tmp_path / 'in' / 'in.mcap').read_bytes()
-    base = ['--thermal-topic', THERMAL, '--rgb-topic', RGB, *model_args(model),
-            '--output-width', '80', '--output-height', '64']
-    (tmp_path / 'out').mkdir()
-    (tmp_path / 'out' / 'metadata.yaml').write_text('old')
-    assert main([str(tmp_path / 'in'), str(tmp_path / 'out'), *base]) == 2
-    assert (tmp_path / 'out' / 'metadata.yaml').read_text() == 'old'
-    assert main([str(tmp_path / 'in'), str(tmp_path / 'out'), *base, '--overwrite']) == 0
-    assert len(read_bag(tmp_path / 'out')['/fused/image']) == 4
-    for target in ('in', 'in/sub'):  # the input itself, or inside it
-        assert main([str(tmp_path / 'in'), str(tmp_path / target), *base, '--overwrite']) == 1
-    (tmp_path / 'notes').mkdir()
-    (tmp_path / 'notes' / 'todo.txt').write_text('keep me')
-    assert main([str(tmp_path / 'in'), str(tmp_path / 'notes'), *base, '--overwrite']) == 1
-    assert (tmp_path / 'notes' / 'todo.txt').read_text() == 'keep me'
-    assert (tmp_path / 'in' / 'in.mcap').read_bytes() == before
+    messages = synthetic_messages(4, rng, scene, distinct=1)
+    write_bag(tmp_path / 'in', messages)
+    inputs = snapshot(tmp_path / 'in')
+    out = tmp_path / 'out'
+
+    def run(target: Path, *extra: str) -> int:
+        return main([str(tmp_path / 'in'), str(target), '--thermal-topic', THERMAL,
+                     '--rgb-topic', RGB, *model_args(model), '--output-width', '80',
+                     '--output-height', '64', *extra])
+
+    assert run(out) == 0
+    first = snapshot(out)
+    assert run(out) == 2                                  # exists: needs --overwrite
+    assert 'pass --overwrite' in capsys.readouterr().err and snapshot(out) == first
+    assert run(out, '--overwrite') == 0
+    assert len(read_bag(out)['/fused/image']) == 4
+    for target in (tmp_path / 'in', tmp_path / 'in' / 'sub', tmp_path):  # overlaps the input
+        assert run(target, '--overwrite') == 2
+        assert 'overlaps the input' in capsys.readouterr().err
+    recorded = write_bag(tmp_path / 'recorded', messages)  # a bag occo-bag did not write
+    (out / 'notes.txt').write_text('keep me')             # a user's file in occo-bag's bag
+    notes = tmp_path / 'notes'
+    notes.mkdir()
+    (notes / 'todo.txt').write_text('keep me')
+    for target, why in ((recorded, 'no record of what wrote it'), (out, 'notes.txt'),
+                        (notes, 'no record of what wrote it')):
+        before = snapshot(target)
+        assert run(target, '--overwrite') == 2
+        assert why in capsys.readouterr().err
+        assert snapshot(target) == before
+    assert snapshot(tmp_path / 'in') == inputs
     assert not leftovers(tmp_path)
 
 
