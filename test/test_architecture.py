@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-CORE = ('codec', 'thermal', 'registration', 'color', 'pairing', 'pipeline', 'params', 'stats',
-        'model', 'checkpoint', 'synthetic', 'launch_config', 'engines', 'export', 'bag',
+CORE = ('codec', 'thermal', 'registration', 'color', 'pairing', 'pipeline', 'worker', 'params',
+        'stats', 'model', 'checkpoint', 'synthetic', 'launch_config', 'engines', 'export', 'bag',
         'fuse_folder')
 
 
@@ -25,6 +25,7 @@ def test_core_module_imports_no_ros(name):
                          'rcl_interfaces'}
 
 
-def test_node_imports_no_framework():
-    loaded = imported_after('occo_ros.fusion_node')
+@pytest.mark.parametrize('node', ['fusion_node', 'fusion_lifecycle_node'])
+def test_node_imports_no_framework(node):
+    loaded = imported_after(f'occo_ros.{node}')
     assert not loaded & {'torch', 'tensorrt', 'pycuda', 'onnxruntime'}
