@@ -1,9 +1,9 @@
 """``occo-fuse``: fuse a folder of registered infrared/visible image pairs to colour PNGs.
 
 Pairs are ``--ir DIR/<stem>.*`` + ``--vi DIR/<stem>.*`` (png, jpg, bmp, tif). Each pair goes
-through the same FusionPipeline as the ROS node (visible Y/255 and 8-bit infrared/255 in, the
-network at the image's own size unless --size is given, fused Y + visible chroma out) and is
-written as ``--out DIR/<stem>.png``.
+through the ROS node's frame step, FusionPipeline.fuse_frame (visible Y/255 and 8-bit
+infrared/255 in, the network at the image's own size unless --size is given, fused Y +
+visible chroma out) and is written as ``--out DIR/<stem>.png``.
 
 A pair that cannot be fused (unreadable file, sizes that differ, an image the network cannot
 take) is skipped with a one-line reason; the other pairs are fused, and a summary follows.
@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from occo_ros.atomic_file import atomic_write_bytes
+from occo_ros.codec import DecodedImage
 from occo_ros.engines import BACKENDS, EngineSpec, create_engine
 from occo_ros.engines.base import EngineError
 from occo_ros.image_pairs import ImagePair, ImageReadError, find_pairs, read_gray, read_rgb
@@ -84,8 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def fuse_pair(pipeline_for: Callable[[tuple[int, int]], FusionPipeline], pair: ImagePair,
               gray: bool) -> np.ndarray:
-    """The fused pixels (BGR, or gray with ``gray``) of one pair; raises PairError naming
-    why the pair cannot be fused."""
+    """The fused pixels (BGR, or gray with ``gray``) of one pair by the node's frame step;
+    raises PairError naming why the pair cannot be fused."""
     try:
         ir, vi = read_gray(pair.ir_path), read_rgb(pair.vi_path)
     except (OSError, ImageReadError) as exc:
@@ -94,11 +95,11 @@ def fuse_pair(pipeline_for: Callable[[tuple[int, int]], FusionPipeline], pair: I
         raise PairError(f'{pair.ir_path} is {ir.shape[1]}x{ir.shape[0]} but {pair.vi_path} is '
                         f'{vi.shape[1]}x{vi.shape[0]}; pairs must be registered images of one '
                         'size')
-    try:
-        frame = pipeline_for((ir.shape[1], ir.shape[0])).fuse(ir, vi, 'rgb')
-    except (ValueError, EngineError) as exc:
-        raise PairError(f'cannot fuse {ir.shape[1]}x{ir.shape[0]} images: {exc}') from None
-    return frame.in_encoding('mono8') if gray else frame.in_encoding('bgr8')
+    result = pipeline_for((ir.shape[1], ir.shape[0])).fuse_frame(
+        ir, DecodedImage(vi, 'rgb'), encoding='mono8' if gray else 'bgr8')
+    if not result.ok:
+        raise PairError(f'{ir.shape[1]}x{ir.shape[0]} images: {result.problems[0].message}')
+    return result.pixels
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
