@@ -5,8 +5,10 @@ callbacks and get fused frames back through a publish callback, so all of its lo
 unit tests without DDS. Ownership, which is the point of this module:
 
 * the subscription side (:meth:`FusionWorker.add`, :meth:`FusionWorker.set_camera_info`) only
-  stamps, pairs and puts the pair into a one-slot mailbox (:class:`stats.LatestSlot`): a slow
-  network drops pairs (``dropped_busy``) instead of building a backlog;
+  checks (occo_ros.arrival: no decoding; a refused message is counted once, by its reason,
+  and never paired), stamps, pairs and puts the pair into a one-slot mailbox
+  (:class:`stats.LatestSlot`): a slow network drops pairs (``dropped_busy``) instead of
+  building a backlog;
 * the worker thread alone touches the pipeline (engine, thermal normaliser state); parameter
   changes (:meth:`FusionWorker.reconfigure`) are picked up by it before the next pair;
 * every counter and the pairer live behind one lock; latency windows and rates have their
@@ -27,6 +29,8 @@ import threading
 import time
 from typing import Any
 
+from occo_ros.arrival import check_arrival
+from occo_ros.health import Health, Status
 from occo_ros.pairing import ApproximateTimePairer, Pair
 from occo_ros.params import FusionParams
 from occo_ros.pipeline import (
@@ -48,13 +52,11 @@ STAGES = ('decode', 'preprocess', 'inference', 'compose', 'publish')
 WAITS = ('arrival', 'queue')
 LATENCIES = WAITS + STAGES + ('end_to_end', 'pair_dt')
 #: Counters of :meth:`FusionWorker.snapshot`: 'errors' = pairs decoded but not published
-#: (bad_pair, engine_error or a failing publish callback).
-COUNTS = ('fused', 'dropped_stale', 'dropped_busy') + REASONS + ('errors',)
+#: (bad_pair, engine_error or a failing publish callback); 'bad_stamp' = messages refused on
+#: arrival for a zero or far-future stamp (occo_ros.arrival).
+COUNTS = ('fused', 'dropped_stale', 'dropped_busy') + REASONS + ('bad_stamp', 'errors')
 _THERMAL_FIELDS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percentiles',
                    'thermal_smoothing')
-
-#: publish(pair, result): called on the worker thread with every fused frame (result.ok).
-PublishCallback = Callable[[Pair, FrameResult], None]
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,15 @@ class WorkerSnapshot:
 class FusionWorker:
     """Pairs, fuses and publishes on one thread; see the module docstring.
 
+    ``publish(pair, result)`` is called on the worker thread with every fused frame.
     ``topics`` names the input topics for log messages ('thermal', 'rgb', 'camera_info').
     ``clock_ns`` is the clock the camera stamps are compared with (the node's, so simulated
     time works). ``log`` is any logger with ``info`` and ``error`` (logging or rclpy).
     """
 
     def __init__(self, pipeline: FusionPipeline, params: FusionParams,
-                 publish: PublishCallback, *, topics: dict[str, str] | None = None,
+                 publish: Callable[[Pair, FrameResult], None], *,
+                 topics: dict[str, str] | None = None,
                  clock_ns: Callable[[], int] = time.time_ns, log: Any = None) -> None:
         self.pipeline = pipeline
         self._params = params
@@ -100,6 +104,8 @@ class FusionWorker:
         self._pairer = ApproximateTimePairer(params.slop, params.queue_size)
         self._counts = dict.fromkeys(COUNTS, 0)
         self._last_seen: dict[str, float | None] = {'thermal': None, 'rgb': None}
+        self.health = Health(params.input_timeout)
+        self._paired_seen = 0
         self._camera_info = None
         self._renormalize = False
         self.rates = {name: RateMeter() for name in ('thermal', 'rgb', 'output')}
@@ -123,6 +129,7 @@ class FusionWorker:
             raise RuntimeError('the worker is already running')
         with self._lock:
             self._pairer = ApproximateTimePairer(self._params.slop, self._params.queue_size)
+            self._paired_seen = 0
         self._slot = LatestSlot()
         self._running = True
         self._thread = threading.Thread(target=self._work, name='occo_fusion_worker',
@@ -143,15 +150,30 @@ class FusionWorker:
 
     # -- subscription side: microseconds, never blocks on the network -------------------------
     def add(self, stream: str, stamp_ns: int, msg: Any) -> None:
-        """A 'thermal' or 'rgb' message stamped ``stamp_ns``; pairs go to the worker."""
+        """A 'thermal' or 'rgb' message stamped ``stamp_ns``; pairs go to the worker. A
+        message failing the arrival checks (occo_ros.arrival) is counted, logged and
+        dropped here, before pairing."""
         self.rates[stream].tick()
+        self.health.received(stream)
+        now_ns = self._clock_ns()
         with self._lock:
             self._last_seen[stream] = time.monotonic()
+            params = self._params
+        refusal = check_arrival(stream, msg, stamp_ns, now_ns, params)
+        if refusal is not None:
+            key = f'{refusal.counter}:{refusal.kind}'
+            self._count(refusal.counter)
+            self.health.problem(key, self._describe(stream, refusal.message))
+            self._throttled.error(key, self._describe(stream, refusal.message))
+            return
+        with self._lock:
             pair = self._pairer.add(stream, stamp_ns, msg)
         if pair is None:
             return
         self.latency['pair_dt'].add(pair.dt * 1e3)
-        self.latency['arrival'].add((self._clock_ns() - pair.rgb_stamp_ns) * 1e-6)
+        age_ms = (now_ns - pair.rgb_stamp_ns) * 1e-6
+        if abs(age_ms) <= params.max_age * 1e3:   # a stale pair is dropped, not a latency
+            self.latency['arrival'].add(age_ms)
         if self._slot.put((pair, time.perf_counter())) is not None:
             self._count('dropped_busy')
 
@@ -190,16 +212,19 @@ class FusionWorker:
         age = (self._clock_ns() - pair.rgb_stamp_ns) * 1e-9
         if age > params.max_age:
             self._count('dropped_stale')
-            self._throttled.error('stale', f'dropping a pair {age:.3f} s old (max_age '
-                                  f'{params.max_age} s): the network is slower than the '
-                                  'cameras or the clocks disagree')
+            text = (f'dropping a pair {age:.3f} s old (max_age {params.max_age} s): the '
+                    'network is slower than the cameras or the clocks disagree')
+            self.health.problem('stale', text)
+            self._throttled.error('stale', text)
             return None
         result = self.pipeline.fuse_frame(pair.thermal, pair.rgb, camera_info,
                                           params.output_encoding)
         for problem in result.problems:
             self._count(problem.reason)
-            self._throttled.error(f'{problem.reason}:{problem.kind}',
-                                  self._describe(problem.stream, problem.message))
+            key, text = f'{problem.reason}:{problem.kind}', self._describe(problem.stream,
+                                                                           problem.message)
+            self.health.problem(key, text)
+            self._throttled.error(key, text)
         if not result.ok:
             if result.reason in (BAD_PAIR, ENGINE_ERROR):
                 self._count('errors')
@@ -209,8 +234,10 @@ class FusionWorker:
             self._publish(pair, result)
         except Exception as exc:  # noqa: BLE001 (the worker outlives one failed publish)
             self._count('errors')
-            self._throttled.error(f'publish:{type(exc).__name__}',
-                                  f'publishing failed: {type(exc).__name__}: {exc}')
+            key, text = (f'publish:{type(exc).__name__}',
+                         f'publishing failed: {type(exc).__name__}: {exc}')
+            self.health.problem(key, text)
+            self._throttled.error(key, text)
             return result
         times = dict(result.times_ms, publish=(time.perf_counter() - start) * 1e3)
         for stage in STAGES:
@@ -218,6 +245,7 @@ class FusionWorker:
         self.latency['end_to_end'].add((self._clock_ns() - pair.rgb_stamp_ns) * 1e-6)
         self.rates['output'].tick()
         self._count('fused')
+        self.health.published()
         return result
 
     def _describe(self, stream: str, message: str) -> str:
@@ -230,6 +258,19 @@ class FusionWorker:
             self._counts[name] += 1
 
     # -- diagnostics -------------------------------------------------------------------------
+    def health_status(self) -> Status:
+        """The health (occo_ros.health) for one diagnostics tick; when nothing is fused and no
+        problem was recorded, the cause is guessed from the pairing since the last tick."""
+        with self._lock:
+            paired, slop = self._pairer.counts.paired, self._params.slop
+            new_pairs, self._paired_seen = paired > self._paired_seen, paired
+        if new_pairs:
+            cause = 'pairs form but none was fused yet (inference slower than input_timeout?)'
+        else:
+            cause = (f'no pairs form: thermal and RGB stamps are never within slop ({slop} s) '
+                     'of each other')
+        return self.health.status(cause)
+
     def snapshot(self) -> WorkerSnapshot:
         now = time.monotonic()
         with self._lock:
