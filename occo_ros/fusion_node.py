@@ -30,11 +30,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from occo_ros.allocator import tune_allocator
 from occo_ros.engines.base import EngineError
-from occo_ros.node_main import run_node
+from occo_ros.node_main import ended_by_shutdown, run_node
 from occo_ros.pairing import Pair
 from occo_ros.params import PARAMS, SPECS, FusionParams, make_params, validate
 from occo_ros.pipeline import FrameResult, create_pipeline
-from occo_ros.stats import ThrottledLog
 from occo_ros.worker import FusionWorker
 
 NODE_NAME = 'occo_fusion'
@@ -88,7 +87,6 @@ class FusionWiring:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self.params = make_params(
             {spec.name: self.get_parameter(spec.name).value for spec in PARAMS})
-        self._throttled = ThrottledLog(self.get_logger())   # the node's own log lines
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _load_worker(self) -> None:
@@ -101,6 +99,11 @@ class FusionWiring:
             f'backend {info.backend} on {info.device}, precision {info.precision}, '
             f'model {info.model_path}' + (f" ({info.details['reason']})"
                                           if 'reason' in info.details else ''))
+        warnings = {'fallback': info.details.get('fallback_warning')}
+        if info.precision != p.precision:
+            warnings['precision'] = (f'precision {p.precision} is not available on '
+                                     f'{info.backend} {info.device}: running {info.precision}')
+            self.get_logger().warning(warnings['precision'])
         self._rgb_topic = (p.rgb_topic.rstrip('/') + '/compressed' if p.rgb_compressed
                            else p.rgb_topic)
         self.worker = FusionWorker(
@@ -108,6 +111,8 @@ class FusionWiring:
             topics={'thermal': p.thermal_topic, 'rgb': self._rgb_topic,
                     'camera_info': p.rgb_camera_info_topic},
             clock_ns=lambda: self.get_clock().now().nanoseconds, log=self.get_logger())
+        for key, text in warnings.items():      # WARN in diagnostics for as long as it runs
+            self.worker.health.set_warning(key, text)
         seconds = self.worker.warm_up()
         self.get_logger().info(f'engine warmed up in {seconds:.2f} s')
 
@@ -166,14 +171,25 @@ class FusionWiring:
             self.image_pub.publish(Image(header=header, **result.image_fields()))
             if result.camera_info is not None:
                 self.info_pub.publish(CameraInfo(header=header, **result.camera_info))
-        except Exception:
-            if not self.context.ok():   # Ctrl-C shut the context down meanwhile: a normal end
+        except Exception as exc:
+            if ended_by_shutdown(exc, self.context):   # Ctrl-C meanwhile: a normal end
                 return
             raise
 
     # -- parameters and diagnostics ------------------------------------------------------------
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
-        """Dynamic parameters only (rclpy refuses read-only ones before this is called)."""
+        """Dynamic parameters only (rclpy refuses read-only ones before this is called).
+        Any value is applied or refused with a reason: nothing raised here may escape into
+        rclpy's parameter service (it would end the node)."""
+        try:
+            return self._apply_parameters(changes)
+        except Exception as exc:  # noqa: BLE001 (refuse, never crash, on a parameter set)
+            self.get_logger().error(f'refused parameters {[c.name for c in changes]}: '
+                                    f'{type(exc).__name__}: {exc}')
+            return SetParametersResult(successful=False,
+                                       reason=f'cannot apply: {type(exc).__name__}: {exc}')
+
+    def _apply_parameters(self, changes: list[Parameter]) -> SetParametersResult:
         values = {}
         for change in changes:
             if change.name not in SPECS:
@@ -211,17 +227,17 @@ class FusionWiring:
         return values
 
     def _publish_diagnostics(self) -> None:
-        snapshot = self.worker.snapshot()
+        """Health (occo_ros.health: never OK while nothing is fused), logged on changes."""
         values = self.diagnostic_values()
-        level, message = DiagnosticStatus.OK, 'fusing'
-        timeout = self.params.input_timeout
-        stale = [s for s, age in snapshot.input_age_s.items() if age is None or age > timeout]
-        if stale:
-            level = DiagnosticStatus.WARN
-            message = 'no data from ' + ' and '.join(stale) + ' camera'
-            self._throttled.error('stale_input', f'{message} for more than {timeout} s')
-        elif snapshot.counts['errors'] and snapshot.rates_hz['output'] == 0.0:
-            level, message = DiagnosticStatus.ERROR, 'inputs arrive but fusion fails'
+        health = self.worker.health_status()
+        logger = self.get_logger()   # one call site per severity: rclpy refuses a mix
+        if health.log == 'info':
+            logger.info(health.log_message)
+        elif health.log == 'warning':
+            logger.warning(health.log_message)
+        elif health.log == 'error':
+            logger.error(health.log_message)
+        level, message = bytes([health.level]), health.message
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: fusion',
                                   message=message, hardware_id=values['device'],
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
