@@ -30,12 +30,12 @@ import time
 
 from machine import cpu_description  # bench/machine.py (run as python bench/...)
 import numpy as np
-from occo_training.data import to_tensor
-from occo_training.train import load_eval_pairs, validate
 import torch
 
 from occo_ros.checkpoint import load_checkpoint
 import occo_ros.model as model_module
+from occo_training.data import to_tensor
+from occo_training.train import load_eval_pairs, validate
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_MSRS = REPO.parent / 'shared' / 'data' / 'train' / 'msrs'

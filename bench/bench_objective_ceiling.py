@@ -24,19 +24,20 @@ from pathlib import Path
 import sys
 import time
 
+import cv2
 from machine import cpu_description  # bench/machine.py (run as python bench/...)
 import numpy as np
+import torch
+from tqdm import tqdm
+
+from occo_ros.checkpoint import load_checkpoint
+from occo_ros.image_pairs import bt601_luma, find_pairs, read_gray, read_rgb
 from occo_training.baselines import BASELINES
 from occo_training.data import to_tensor, to_uint8
 from occo_training.evaluate import QUALITY_BAR, metrics_won
 from occo_training.losses import pixel_loss
 from occo_training.metrics import evaluate_fusion
 from occo_training.train import fuse_uint8
-import torch
-from tqdm import tqdm
-
-from occo_ros.checkpoint import load_checkpoint
-from occo_ros.image_pairs import bt601_luma, find_pairs, read_gray, read_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_SETS = [REPO.parent / 'shared' / 'data' / 'eval' / name for name in ('msrs', 'roadscene')]
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help='also score this FIFN checkpoint (e.g. models/fifn_w025_pixel.pt)')
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
     parser.add_argument('--json', type=Path, help='also write the means here')
+    parser.add_argument('--save-images', type=Path, metavar='DIR',
+                        help='also write each optimum as DIR/<set>/<stem>.png (8-bit gray): '
+                        'dense targets for occo-train --target-roots; an existing file is '
+                        'not replaced without --overwrite')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace existing optimum images under --save-images')
     return parser
 
 
@@ -80,6 +87,15 @@ def optimise_pixel_loss(visible: np.ndarray, infrared: np.ndarray, iters: int,
     return halfway, to_uint8(fused.detach()[0, 0].numpy())
 
 
+def save_optimum(path: Path, image: np.ndarray, overwrite: bool) -> None:
+    """Write one optimum image; refuses to replace an existing file unless overwrite."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f'{path} exists; pass --overwrite to replace it')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f'cannot write {path}')
+
+
 def score_set(root: Path, args: argparse.Namespace, model) -> dict[str, dict[str, float]]:
     """Mean quality-bar metrics per method over `args.pairs` pairs of one set."""
     pairs = find_pairs(root / 'ir', root / 'vi').pairs
@@ -89,6 +105,9 @@ def score_set(root: Path, args: argparse.Namespace, model) -> dict[str, dict[str
         pair = pairs[index]
         ir, vi = read_gray(pair.ir_path), bt601_luma(read_rgb(pair.vi_path))
         halfway, optimum = optimise_pixel_loss(vi, ir, args.iters, args.lr)
+        if args.save_images is not None:
+            save_optimum(args.save_images / root.name / f'{pair.stem}.png', optimum,
+                         args.overwrite)
         images = {f'L_pixel optimum @{args.iters // 2}': halfway,
                   f'L_pixel optimum @{args.iters}': optimum}
         if model is not None:
@@ -116,6 +135,13 @@ def markdown(name: str, means: dict[str, dict[str, float]], pairs: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
+    inputs = {root.resolve() for root in args.sets}
+    if args.save_images is not None and any(
+            args.save_images.resolve() in (root, *root.parents) or
+            root in args.save_images.resolve().parents for root in inputs):
+        print(f'bench_objective_ceiling: --save-images {args.save_images} overlaps an input '
+              'folder', file=sys.stderr)
+        return 2
     missing = [str(root) for root in args.sets if not (root / 'ir').is_dir()]
     if missing:
         print(f'bench_objective_ceiling: no ir/ folder in {", ".join(missing)} '

@@ -20,11 +20,11 @@ import statistics
 import sys
 import time
 
-from occo_training.losses import OCCOLoss
-from occo_training.vgg import build_loss_extractors
 import torch
 
 from occo_ros.model import FIFN
+from occo_training.losses import OCCOLoss
+from occo_training.vgg import build_loss_extractors
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,14 +49,53 @@ def test_script_prints_wins_per_baseline(tmp_path):
     cv2.imwrite(str(tmp_path / 'set' / 'ir' / 'a.png'), image)
     cv2.imwrite(str(tmp_path / 'set' / 'vi' / 'a.png'),
                 cv2.cvtColor(255 - image, cv2.COLOR_GRAY2BGR))
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), '--sets', str(tmp_path / 'set'), '--pairs', '1',
-         '--iters', '6', '--json', str(tmp_path / 'means.json')],
-        capture_output=True, text=True, timeout=300, check=True)
+    command = [sys.executable, str(SCRIPT), '--sets', str(tmp_path / 'set'), '--pairs', '1',
+               '--iters', '6', '--json', str(tmp_path / 'means.json'),
+               '--save-images', str(tmp_path / 'optimum')]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     assert '| L_pixel optimum @6 |' in result.stdout and '| gff |' in result.stdout
+    saved = cv2.imread(str(tmp_path / 'optimum' / 'set' / 'a.png'), cv2.IMREAD_UNCHANGED)
+    assert saved.shape == image.shape and saved.dtype == np.uint8
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and '--overwrite' in again.stderr
+    inside = subprocess.run(command[:-1] + [str(tmp_path / 'set' / 'ir')],
+                            capture_output=True, text=True, timeout=300)
+    assert inside.returncode == 2 and 'overlaps an input' in inside.stderr
     means = json.loads((tmp_path / 'means.json').read_text())
     assert set(means['set']) == {'L_pixel optimum @3', 'L_pixel optimum @6', 'average', 'max',
                                  'laplacian', 'gff'}
     missing = subprocess.run([sys.executable, str(SCRIPT), '--sets', str(tmp_path / 'none')],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and 'no ir/ folder' in missing.stderr
+
+
+def test_ratio_table_from_eval_outputs(tmp_path):
+    script = REPO / 'bench' / 'bench_optimum_ratio.py'
+    metrics = ('EN', 'SD', 'SF', 'AG', 'SCD', 'VIF', 'Qabf', 'SSIM')
+    optimum = {'msrs': {'L_pixel optimum @200': dict.fromkeys(metrics, 2.0)}}
+    (tmp_path / 'optimum.json').write_text(json.dumps(optimum))
+
+    def write_eval(folder: Path, model_value: float) -> None:
+        folder.mkdir()
+        lines = ['stem,method,' + ','.join(metrics)]
+        for stem, offset in (('a', -0.1), ('b', 0.1)):      # mean = model_value
+            lines.append(f'{stem},net,' + ','.join([str(model_value + offset)] * 8))
+            lines.append(f'{stem},average,' + ','.join(['1.0'] * 8))
+        (folder / 'metrics.csv').write_text('\n'.join(lines) + '\n')
+
+    write_eval(tmp_path / 'good', 1.95)
+    write_eval(tmp_path / 'low', 1.5)
+    base = [sys.executable, str(script), '--optimum', str(tmp_path / 'optimum.json')]
+    good = subprocess.run(base + ['--eval', f'msrs={tmp_path / "good"}'],
+                          capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stderr
+    assert '| EN | 1.95 | 2 | 97.5% | yes |' in good.stdout
+    low = subprocess.run(base + ['--eval', f'msrs={tmp_path / "low"}',
+                                 '--reference', f'msrs={tmp_path / "good"}'],
+                         capture_output=True, text=True, timeout=120)
+    assert low.returncode == 1
+    assert '| SSIM | 1.5 | 2 | 75.0% | **no** | 1.95 | **no** |' in low.stdout
+    assert '16 check(s) failed' in low.stdout
+    unknown = subprocess.run(base + ['--eval', f'kaist={tmp_path / "good"}'],
+                             capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "set 'kaist'" in unknown.stderr

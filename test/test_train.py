@@ -197,6 +197,27 @@ def test_loss_outside_autocast_and_gradient_clipping(tmp_path, monkeypatch):
         parse_config(['--train-roots', 'x', '--loss', 'pixel', '--grad-clip', '-1'])
 
 
+def test_dense_target_term(tmp_path):
+    data, _ = make_data(tmp_path)
+    targets = tmp_path / 'targets'
+    targets.mkdir()
+    for path in (data / 'ir').iterdir():       # target: the infrared image
+        cv2.imwrite(str(targets / path.name), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    cfg = parse_config(base_args(tmp_path, data, loss='pixel', batch_size=2,
+                                 target_roots=targets, target_weight=3.0))
+    trainer = train.Trainer(cfg, train.Runtime(torch.device('cpu')))
+    batch = next(iter(trainer.loader))
+    assert torch.equal(batch['target'], batch['infrared'])
+    with torch.no_grad():
+        fused = trainer.model(batch['visible'], batch['infrared'])
+    terms = trainer.train_step(batch)
+    assert terms['target'] == pytest.approx((fused - batch['infrared']).abs().mean().item(),
+                                            rel=1e-5)
+    assert terms['total'] == pytest.approx(terms['pixel'] + 3.0 * terms['target'], rel=1e-5)
+    with pytest.raises(ConfigError, match='one target folder per'):
+        parse_config(['--train-roots', 'a', 'b', '--loss', 'pixel', '--target-roots', 't'])
+
+
 def test_nonfinite_losses_stop_the_run(tmp_path, capsys):
     data, _ = make_data(tmp_path)
     # An absurd learning rate sends the weights to ~1e30 after one step: every later

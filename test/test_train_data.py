@@ -139,6 +139,29 @@ def test_masks_are_thresholded_and_empty_pairs_skipped(tmp_path):
     assert read_mask(masks / 'mask_vi' / 'obj.png')[20, 20] == np.False_
 
 
+def test_dense_targets_load_checked_and_crop_with_the_pair(tmp_path):
+    data, targets = tmp_path / 'data', tmp_path / 'targets'
+    targets.mkdir()
+    for stem in ('a', 'b', 'c', 'small'):
+        write_pair(data, stem, size=(24, 40) if stem == 'small' else (40, 48))
+    # Target = the visible luma itself, so a correctly aligned target crop equals the
+    # visible crop (also when flipped).
+    cv2.imwrite(str(targets / 'a.png'), read_gray(data / 'vi' / 'a.png'))
+    cv2.imwrite(str(targets / 'small.png'), read_gray(data / 'vi' / 'small.png'))
+    cv2.imwrite(str(targets / 'c.png'), np.zeros((8, 8), np.uint8))
+    messages = []
+    pairs, report = load_pairs([data], crop=32, log=messages.append, target_roots=[targets])
+    assert [p.stem for p in pairs] == ['a', 'small']
+    assert set(report.problems) == {'missing target', 'size mismatch'}
+    assert any('b.png missing' in m for m in messages)
+    assert pairs[1].target.shape == (32, 40)              # padded like the pair
+    dataset = CropDataset(pairs, crop=32, crops_per_pair=8, flip=True)
+    for item in (dataset[i] for i in range(len(dataset))):
+        assert torch.equal(item['target'], item['visible'])
+    with pytest.raises(ValueError, match='target roots'):
+        load_pairs([data, data], target_roots=[targets], log=lambda m: None)
+
+
 def test_choose_crop_contains_object_pixels():
     objects = np.zeros((200, 300), bool)
     objects[190:195, 290:296] = True          # 30 pixels in a corner

@@ -42,6 +42,13 @@ class TrainConfig:
         [], 'mask folders, one per training folder in the same order, each holding mask_vi/ '
         'and mask_ir/ (binary PNG, same stems); required for --loss full, optional for pixel '
         '(crops then need not contain objects)')
+    target_roots: list[str] = _opt(
+        [], 'dense target folders, one per training folder in the same order, each holding '
+        'one gray <stem>.png per pair (e.g. the per-pair L_pixel optimum written by '
+        'bench/bench_objective_ceiling.py --save-images); adds target_weight x mean|F - T| '
+        'to the loss')
+    target_weight: float = _opt(1.0, 'weight of the L1 term towards the dense targets (used '
+                                'with --target-roots)')
     eval_root: str = _opt('', 'validation folder with ir/ and vi/ (full-size pairs, scored '
                           'each epoch with fast metrics); empty: no validation')
     out_dir: str = _opt('out/train', 'run folder: checkpoints, TensorBoard logs')
@@ -104,6 +111,12 @@ class TrainConfig:
             raise ConfigError(
                 f'mask_roots has {len(self.mask_roots)} entries, train_roots has '
                 f'{len(self.train_roots)}: give one mask folder per training folder')
+        if self.target_roots and len(self.target_roots) != len(self.train_roots):
+            raise ConfigError(
+                f'target_roots has {len(self.target_roots)} entries, train_roots has '
+                f'{len(self.train_roots)}: give one target folder per training folder')
+        if self.target_weight < 0:
+            raise ConfigError(f'target_weight={self.target_weight}; expected >= 0')
         if self.loss not in LOSSES:
             raise ConfigError(f'loss={self.loss!r}; expected one of {LOSSES}')
         if self.loss == 'full' and not self.mask_roots:

@@ -9,6 +9,10 @@ Pairs are held in memory as uint8 (about 4 bytes per pixel per pair with masks).
 are skipped and counted with a message naming the files: unpaired stems, unreadable images,
 infrared/visible size mismatch, missing or mismatched masks, empty masks (when masks are
 required), and images smaller than the crop when the small-image policy is 'skip'.
+
+Optional dense targets: one precomputed gray image per pair (e.g. the pair's L_pixel
+optimum, written by bench/bench_objective_ceiling.py --save-images), cropped with the pair;
+the trainer adds an L1 term towards it.
 """
 
 from __future__ import annotations
@@ -37,13 +41,15 @@ MASK_THRESHOLD = 127        # mask files are 0/255; anything above this is objec
 
 @dataclass
 class PairImages:
-    """One pair in memory: uint8 HxW visible luma and infrared, bool HxW masks or None."""
+    """One pair in memory: uint8 HxW visible luma and infrared, bool HxW masks or None,
+    uint8 HxW dense target or None."""
 
     stem: str
     visible: np.ndarray
     infrared: np.ndarray
     mask_vi: np.ndarray | None = None
     mask_ir: np.ndarray | None = None
+    target: np.ndarray | None = None
 
     @property
     def objects(self) -> np.ndarray:
@@ -80,8 +86,8 @@ def read_mask(path: Path) -> np.ndarray:
     return read_gray(path) > MASK_THRESHOLD
 
 
-def _mask_path(folder: Path, stem: str) -> Path | None:
-    """The mask file for `stem` in `folder` (png preferred), or None."""
+def _image_path(folder: Path, stem: str) -> Path | None:
+    """The image file for `stem` in `folder` (png preferred), or None."""
     for ext in ('.png', '.bmp', '.tif', '.tiff', '.jpg', '.jpeg'):
         candidate = folder / f'{stem}{ext}'
         if candidate.is_file():
@@ -99,8 +105,8 @@ def _pad_to(image: np.ndarray, height: int, width: int, reflect: bool) -> np.nda
     return np.pad(image, ((0, dh), (0, dw)))
 
 
-def _load_one(pair, mask_root: Path | None, crop: int, small_images: str,
-              report: LoadReport) -> PairImages | None:
+def _load_one(pair, mask_root: Path | None, target_root: Path | None, crop: int,
+              small_images: str, report: LoadReport) -> PairImages | None:
     """Read and check one pair; None (and a report entry) when it must be skipped."""
     try:
         visible, infrared = read_gray(pair.vi_path), read_gray(pair.ir_path)
@@ -116,7 +122,7 @@ def _load_one(pair, mask_root: Path | None, crop: int, small_images: str,
     if mask_root is not None:
         masks = []
         for folder in MASK_FOLDERS:
-            path = _mask_path(mask_root / folder, pair.stem)
+            path = _image_path(mask_root / folder, pair.stem)
             if path is None:
                 report.skip('missing mask', f'{mask_root / folder}/{pair.stem}.png missing')
                 return None
@@ -134,6 +140,21 @@ def _load_one(pair, mask_root: Path | None, crop: int, small_images: str,
         if not item.objects.any():
             report.skip('empty masks', f'{pair.stem}: no object pixels in either mask')
             return None
+    if target_root is not None:
+        path = _image_path(target_root, pair.stem)
+        if path is None:
+            report.skip('missing target', f'{target_root}/{pair.stem}.png missing')
+            return None
+        try:
+            item.target = read_gray(path)
+        except (ImageReadError, FileNotFoundError) as exc:
+            report.skip('unreadable', str(exc))
+            return None
+        if item.target.shape != visible.shape:
+            report.skip('size mismatch', f'target {path} is {item.target.shape[1]}x'
+                        f'{item.target.shape[0]}, pair {pair.stem} is {visible.shape[1]}x'
+                        f'{visible.shape[0]}')
+            return None
     height, width = visible.shape
     if height < crop or width < crop:
         if small_images == 'skip':
@@ -143,6 +164,8 @@ def _load_one(pair, mask_root: Path | None, crop: int, small_images: str,
         report.padded.append(pair.stem)
         item.visible = _pad_to(item.visible, crop, crop, reflect=True)
         item.infrared = _pad_to(item.infrared, crop, crop, reflect=True)
+        if item.target is not None:
+            item.target = _pad_to(item.target, crop, crop, reflect=True)
         if mask_root is not None:
             item.mask_vi = _pad_to(item.mask_vi, crop, crop, reflect=False)
             item.mask_ir = _pad_to(item.mask_ir, crop, crop, reflect=False)
@@ -151,7 +174,9 @@ def _load_one(pair, mask_root: Path | None, crop: int, small_images: str,
 
 def load_pairs(roots: Sequence[str | Path], mask_roots: Sequence[str | Path] | None = None,
                crop: int = 256, small_images: str = 'pad',
-               log: Callable[[str], None] = print) -> tuple[list[PairImages], LoadReport]:
+               log: Callable[[str], None] = print,
+               target_roots: Sequence[str | Path] | None = None
+               ) -> tuple[list[PairImages], LoadReport]:
     """Load every valid pair of `roots` (each with ir/ and vi/), with masks if given.
 
     Args:
@@ -160,12 +185,17 @@ def load_pairs(roots: Sequence[str | Path], mask_roots: Sequence[str | Path] | N
         crop: crop side; smaller images are padded (reflect) or skipped per `small_images`.
         small_images: 'pad' or 'skip'.
         log: receives one message per skipped file and a summary line.
+        target_roots: one folder per root holding a dense target <stem>.png per pair, or
+            None (no targets).
 
     Returns:
         (pairs, report). Raises ValueError if no usable pair remains.
     """
     if mask_roots is not None and len(mask_roots) != len(roots):
         raise ValueError(f'{len(mask_roots)} mask roots for {len(roots)} roots; give one each')
+    if target_roots is not None and len(target_roots) != len(roots):
+        raise ValueError(f'{len(target_roots)} target roots for {len(roots)} roots; give one '
+                         'each')
     if small_images not in ('pad', 'skip'):
         raise ValueError(f"small_images={small_images!r}; expected 'pad' or 'skip'")
     report = LoadReport()
@@ -177,12 +207,13 @@ def load_pairs(roots: Sequence[str | Path], mask_roots: Sequence[str | Path] | N
         for path in scan.unpaired:
             report.skip('unpaired', f'{path} has no partner with the same stem')
         mask_root = Path(mask_roots[index]) if mask_roots is not None else None
+        target_root = Path(target_roots[index]) if target_roots is not None else None
         for pair in scan.pairs:
             if pair.stem in stems:
                 report.skip('duplicate stem', f'{pair.ir_path}: stem already loaded from '
                             'another root')
                 continue
-            item = _load_one(pair, mask_root, crop, small_images, report)
+            item = _load_one(pair, mask_root, target_root, crop, small_images, report)
             if item is not None:
                 pairs.append(item)
                 stems.add(pair.stem)
@@ -245,7 +276,8 @@ class CropDataset(Dataset):
     `set_epoch(e)` before each epoch.
 
     Items: {'visible', 'infrared'} float32 (1, crop, crop) in [0, 1], plus {'mask_vi',
-    'mask_ir'} float32 {0, 1} when the pairs carry masks (crops then contain object pixels).
+    'mask_ir'} float32 {0, 1} when the pairs carry masks (crops then contain object pixels)
+    and 'target' float32 in [0, 1] when they carry dense targets.
     """
 
     def __init__(self, pairs: Sequence[PairImages], crop: int = 256, crops_per_pair: int = 2,
@@ -258,6 +290,7 @@ class CropDataset(Dataset):
             raise ValueError(f'pairs smaller than the {crop}px crop: {small[:5]} (pad them)')
         self.pairs = list(pairs)
         self.with_masks = pairs[0].mask_vi is not None
+        self.with_targets = pairs[0].target is not None
         self.crop, self.crops_per_pair = crop, crops_per_pair
         self.tries, self.min_mask_pixels = tries, min_mask_pixels
         self.flip, self.seed, self.epoch = flip, seed, 0
@@ -279,6 +312,8 @@ class CropDataset(Dataset):
         images = {'visible': pair.visible, 'infrared': pair.infrared}
         if self.with_masks:
             images.update(mask_vi=pair.mask_vi, mask_ir=pair.mask_ir)
+        if self.with_targets:
+            images['target'] = pair.target
         item = {}
         for name, image in images.items():
             window = image[y:y + self.crop, x:x + self.crop]

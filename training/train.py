@@ -207,7 +207,8 @@ class Trainer:
             self.loss_fn = OCCOLoss('pixel').to(runtime.device)
             self.extractor = {'kind': 'none (pixel loss)'}
         pairs, self.data_report = load_pairs(
-            cfg.train_roots, cfg.mask_roots or None, cfg.crop, cfg.small_images, self.log)
+            cfg.train_roots, cfg.mask_roots or None, cfg.crop, cfg.small_images, self.log,
+            cfg.target_roots or None)
         self.dataset = CropDataset(pairs, cfg.crop, cfg.crops_per_pair, cfg.crop_tries,
                                    cfg.min_mask_pixels, cfg.flip, cfg.seed)
         self.sampler = DistributedSampler(self.dataset, runtime.world_size, runtime.rank,
@@ -307,6 +308,10 @@ class Trainer:
         # variances the term is made of (issue 15: SSIM term 0.070 vs 0.104 in fp32).
         out = self.loss_fn(fused.float(), batch['visible'], batch['infrared'],
                            batch.get('mask_vi'), batch.get('mask_ir'))
+        if 'target' in batch:
+            out.terms['target'] = (fused.float() - batch['target']).abs().mean()
+            out.total = out.total + self.cfg.target_weight * out.terms['target']
+            out.terms['total'] = out.total
         finite = torch.isfinite(out.total.detach()).float()
         if self.rt.distributed:
             # Every rank must skip together, or the gradient all-reduce would hang.
