@@ -25,7 +25,7 @@ from tqdm import tqdm
 from occo_ros.atomic_file import atomic_write_bytes
 from occo_ros.codec import DecodedImage
 from occo_ros.engines import BACKENDS, EngineSpec, create_engine
-from occo_ros.engines.base import EngineError
+from occo_ros.engines.base import EngineError, FusionEngine
 from occo_ros.image_pairs import ImagePair, ImageReadError, find_pairs, read_gray, read_rgb
 from occo_ros.output_safety import OutputError, check_folder_output, prepare_output_folder
 from occo_ros.pipeline import FusionPipeline
@@ -83,6 +83,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def image_pair_pipeline(engine: FusionEngine, size: tuple[int, int],
+                        network_size: tuple[int, int] | None = None) -> FusionPipeline:
+    """The frame step's pipeline for a registered 8-bit image pair of ``size`` (width,
+    height): no warp or crop, infrared scaled /255 exactly as in training (fixed range
+    0..255), the network at ``network_size`` (default: the pair's own size). Shared with
+    occo-eval, so both score and write what the node would make of the pair."""
+    return FusionPipeline(engine, Registration(output_size=size),
+                          ThermalNormalizer('fixed', lo=0.0, hi=255.0), network_size or size,
+                          size)
+
+
 def fuse_pair(pipeline_for: Callable[[tuple[int, int]], FusionPipeline], pair: ImagePair,
               gray: bool) -> np.ndarray:
     """The fused pixels (BGR, or gray with ``gray``) of one pair by the node's frame step;
@@ -137,12 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, OutputError) as exc:
         print(f'{TOOL}: {exc}', file=sys.stderr)
         return EXIT_USAGE
-    # 8-bit infrared is scaled /255, exactly as in training (fixed range 0..255).
-    normalizer = ThermalNormalizer('fixed', lo=0.0, hi=255.0)
 
     def pipeline_for(size: tuple[int, int]) -> FusionPipeline:
-        return FusionPipeline(engine, Registration(output_size=size), normalizer,
-                              args.size or size, size)
+        return image_pair_pipeline(engine, size, args.size)
 
     skipped: list[str] = []
     done = 0

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from occo_ros.color import compose_rgb, luma_chroma
 from occo_ros.engines.base import EngineInfo, FusionEngine
 from occo_ros.image_pairs import (
     ImageReadError,
@@ -17,7 +18,7 @@ from occo_ros.image_pairs import (
     read_rgb,
 )
 from training.baselines import fuse_average
-from training.evaluate import QUALITY_BAR, fuse_luminance, main, metrics_won
+from training.evaluate import QUALITY_BAR, fuse_pair, main, metrics_won
 from training.metrics import METRICS
 
 
@@ -112,9 +113,15 @@ class VisibleEngine(FusionEngine):
         return visible_y
 
 
-def test_fuse_luminance_round_trips_8_bit_values():
-    vi_y = scene(5)
-    np.testing.assert_array_equal(fuse_luminance(VisibleEngine(), scene(6), vi_y), vi_y)
+def test_fuse_pair_is_the_frame_step_and_round_trips_8_bit_values():
+    rgb = np.stack([scene(5), scene(7), scene(8)], axis=2)
+    fused, color, seconds = fuse_pair(VisibleEngine(), scene(6), rgb)
+    y, ycbcr = luma_chroma(rgb, 'rgb')                    # the node's visible luminance
+    np.testing.assert_array_equal(fused, y)
+    np.testing.assert_array_equal(color, compose_rgb(y / 255.0, ycbcr, 'bgr'))
+    assert seconds >= 0.0
+    with pytest.raises(ValueError, match='needs 8-bit pixels'):  # the frame step's reason
+        fuse_pair(VisibleEngine(), scene(6), rgb.astype(np.uint16))
 
 
 # --- the command line ------------------------------------------------------------------------

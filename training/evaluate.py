@@ -3,11 +3,13 @@
 For every pair ``--ir DIR/<stem>.*`` + ``--vi DIR/<stem>.*`` the fused luminance of each
 method is scored with every metric of training.metrics (FUSION_METRICS.md conventions):
 
-* ``--model PATH``: the network runs through occo_ros.engines.create_engine on visible
-  Y = BT.601 luma of the visible image (rounded, /255) and infrared = 8-bit gray / 255; its
-  output (fused Y in [0,1]) is rounded half up to 8 bits. The fused Y is also written to
-  ``OUT/fused/<name>/<stem>.png`` (``--fused`` on that folder reproduces the scores) and,
-  with the visible chroma, to ``OUT/color/<name>/<stem>.png``.
+* ``--model PATH``: each pair goes through the ROS node's frame step
+  (occo_ros.pipeline.FusionPipeline.fuse_frame, set up as occo-fuse does: the network at
+  the pair's own size, visible Y = BT.601 luma / 255, infrared = 8-bit gray / 255), so the
+  scores are those of what the node would publish; the network output (fused Y in [0,1])
+  is rounded half up to 8 bits and scored. The fused Y is also written to
+  ``OUT/fused/<name>/<stem>.png`` (``--fused`` on that folder reproduces the scores) and the
+  frame step's colour image to ``OUT/color/<name>/<stem>.png``.
 * ``--fused DIR``: already fused images ``DIR/<stem>.*`` (colour files become BT.601 luma).
 * ``--baselines``: classical methods of training.baselines on the same pairs.
 
@@ -44,8 +46,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from occo_ros.color import compose_rgb, luma_chroma
+from occo_ros.codec import DecodedImage
 from occo_ros.engines import BACKENDS, EngineError, EngineSpec, FusionEngine, create_engine
+from occo_ros.fuse_folder import image_pair_pipeline
 from occo_ros.image_pairs import (
     ImagePair,
     ImageReadError,
@@ -122,16 +125,19 @@ class EvalResult:
         return len({row['stem'] for row in self.rows})
 
 
-def fuse_luminance(engine: FusionEngine, ir: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
-    """Fuse uint8 HxW infrared and visible luma with a FusionEngine; uint8 HxW fused Y.
+def fuse_pair(engine: FusionEngine, ir: np.ndarray, vi_rgb: np.ndarray,
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fuse a uint8 HxW infrared and HxWx3 RGB visible image by the node's frame step.
 
-    The network sees both images / 255 (float32, shape (1, 1, H, W)); its [0,1] output is
-    rounded half up to 8 bits.
+    Returns the network's fused Y rounded half up to uint8 HxW (the scored image), the
+    frame step's fused colour image (BGR) and the inference seconds. Raises ValueError with
+    the frame step's reason when the pair cannot be fused (bad pair, engine failure).
     """
-    visible = (vi_y.astype(np.float32) / np.float32(255.0))[None, None]
-    infrared = (ir.astype(np.float32) / np.float32(255.0))[None, None]
-    fused = engine.infer(visible, infrared)[0, 0]
-    return to_uint8(fused)
+    frame = image_pair_pipeline(engine, (ir.shape[1], ir.shape[0])).fuse_frame(
+        ir, DecodedImage(vi_rgb, 'rgb'), encoding='bgr8')
+    if not frame.ok:
+        raise ValueError(frame.problems[0].message)
+    return to_uint8(frame.fused_y), frame.pixels, frame.times_ms['inference'] / 1e3
 
 
 def keep_freed_memory() -> None:
@@ -177,9 +183,10 @@ class _FusedSource:
         self.engine = None
         self.files = images_by_stem(options.fused_dir) if options.fused_dir else {}
 
-    def fused(self, stem: str, ir: np.ndarray, vi_y: np.ndarray,
-              result: EvalResult) -> np.ndarray:
-        """The method's fused luminance for one pair; raises ValueError/OSError to skip it."""
+    def fused(self, stem: str, ir: np.ndarray, vi_rgb: np.ndarray,
+              result: EvalResult) -> tuple[np.ndarray, np.ndarray | None]:
+        """The method's fused luminance for one pair and, for a model, its colour image
+        (BGR); raises ValueError/OSError to skip the pair."""
         if self.options.fused_dir is not None:
             if stem not in self.files:
                 raise ValueError(f'no fused image for stem {stem!r} in '
@@ -188,13 +195,12 @@ class _FusedSource:
             if fused.shape != ir.shape:
                 raise ValueError(f'{self.files[stem]} is {_size(fused)} but the sources are '
                                  f'{_size(ir)}')
-            return fused
+            return fused, None
         if self.engine is None:
             self.engine = _create_engine(self.options, ir.shape)
-        start = time.perf_counter()
-        fused = fuse_luminance(self.engine, ir, vi_y)
-        result.record('inference', time.perf_counter() - start)
-        return fused
+        fused, color, seconds = fuse_pair(self.engine, ir, vi_rgb)
+        result.record('inference', seconds)
+        return fused, color
 
 
 def _create_engine(options: EvalOptions, size: tuple[int, int]) -> FusionEngine:
@@ -227,10 +233,9 @@ def _read_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _save_model_images(out_dir: Path, label: str, stem: str, fused_y: np.ndarray,
-                       vi_rgb: np.ndarray) -> None:
-    """fused/<label>/<stem>.png: the scored 8-bit Y; color/: Y with the visible chroma."""
+                       color: np.ndarray) -> None:
+    """fused/<label>/<stem>.png: the scored 8-bit Y; color/: the fused colour image."""
     cv2.imwrite(str(out_dir / 'fused' / label / f'{stem}.png'), fused_y)
-    color = compose_rgb(fused_y, luma_chroma(vi_rgb, 'rgb')[1], 'bgr')
     cv2.imwrite(str(out_dir / 'color' / label / f'{stem}.png'), color)
 
 
@@ -268,13 +273,14 @@ def run_evaluation(options: EvalOptions, progress: bool = True) -> EvalResult:
             try:
                 ir, vi_rgb = _read_pair(pair)
                 vi = bt601_luma(vi_rgb)
-                images = {label: source.fused(pair.stem, ir, vi, result)}
-            except (OSError, ValueError, ImageReadError, EngineError) as exc:
+                fused, color = source.fused(pair.stem, ir, vi_rgb, result)
+                images = {label: fused}
+            except (OSError, ValueError, ImageReadError) as exc:
                 result.problems.append(f'{pair.stem}: {exc}')
                 _warn(f'skipped {pair.stem}: {exc}')
                 continue
-            if options.model is not None:
-                _save_model_images(options.out_dir, label, pair.stem, images[label], vi_rgb)
+            if color is not None:
+                _save_model_images(options.out_dir, label, pair.stem, fused, color)
             for name in options.baselines:
                 start = time.perf_counter()
                 images[name] = BASELINES[name](ir, vi)
