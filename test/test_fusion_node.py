@@ -177,7 +177,9 @@ def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp
         assert peer.spin_until(lambda: len(peer.infos) >= 1, 5)
         fused_info = peer.infos[-1]
         assert (fused_info.width, fused_info.height) == (640, 512)
-        assert fused_info.k[0] == pytest.approx(900.0 * 640 / 1280)
+        # the automatic crop keeps the centred 900x720 (the output's 5:4), so fx == fy
+        assert fused_info.k[0] == pytest.approx(900.0 * 640 / 900)
+        assert fused_info.k[4] == pytest.approx(900.0 * 512 / 720)
 
         assert peer.spin_until(lambda: peer.diagnostics
                                and int(peer.diagnostics[-1]['paired']) >= n, 10)
@@ -372,6 +374,67 @@ def test_compressed_rgb_input(ros, checkpoint, tmp_path):
     finally:
         peer.destroy_node()
         stop_node(proc)
+
+
+def test_node_and_occo_bag_fuse_the_same_real_pairs_bit_for_bit(ros, checkpoint, tmp_path,
+                                                                shared_data):
+    """Online equals offline: 12 real MSRS pairs (infrared mono8, visible bgr8) published to
+    the node over DDS and recorded in a bag for occo-bag, with the same parameter file and
+    model, give identical fused pixels (one frame step, pipeline.fuse_frame, in both)."""
+    from test_bag import IMAGE, image, pixels, read_bag, stamp_of, write_bag
+
+    ir_dir, vi_dir = shared_data / 'eval' / 'msrs' / 'ir', shared_data / 'eval' / 'msrs' / 'vi'
+    names = sorted(p.name for p in ir_dir.iterdir())[:12]
+    assert len(names) == 12, f'expected 12 MSRS pairs in {ir_dir}'
+    pairs = [(cv2.imread(str(ir_dir / n), cv2.IMREAD_GRAYSCALE),
+              cv2.imread(str(vi_dir / n), cv2.IMREAD_COLOR)) for n in names]
+    offset = 3_000_000      # thermal stamp - RGB stamp
+    # the same model and settings on both sides (one CPU thread: bitwise reproducible)
+    node_params = [f'model_path:={checkpoint}', 'backend:=torch', 'num_threads:=1']
+    bag_flags = ['--model', str(checkpoint), '--backend', 'torch', '--num-threads', '1']
+
+    log = tmp_path / 'node.log'
+    proc = start_node(log, *node_params, 'max_age:=60.0')
+    peer = Peer()
+    online = {}
+    try:
+        peer.wait_for_node(log)
+        base = peer.get_clock().now().nanoseconds     # recent stamps: within max_age
+        stamps = [base + i * 100_000_000 for i in range(len(pairs))]
+        for stamp, (ir, bgr) in zip(stamps, pairs):   # lockstep: no pair dropped as busy
+            headers = []
+            for s in (stamp + offset, stamp):
+                headers.append(Header(frame_id='f'))
+                headers[-1].stamp.sec, headers[-1].stamp.nanosec = divmod(s, 10**9)
+            peer.thermal_pub.publish(Image(header=headers[0],
+                                           **array_to_image_fields(ir, 'mono8')))
+            peer.rgb_pub.publish(Image(header=headers[1], **array_to_image_fields(bgr, 'bgr8')))
+            assert peer.spin_until(lambda: len(peer.fused) > len(online), 60), log.read_text()
+            msg = peer.fused[-1]
+            online[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = \
+                decode_image(msg).array.copy()
+    finally:
+        peer.destroy_node()
+        assert stop_node(proc) == 0, log.read_text()
+
+    messages = []
+    for stamp, (ir, bgr) in zip(stamps, pairs):
+        messages.append(('/thermal/image_raw', IMAGE, stamp + offset,
+                         image(ir, 'mono8', stamp + offset, 'f')))
+        messages.append(('/rgb/image_raw', IMAGE, stamp + offset + 1,
+                         image(bgr, 'bgr8', stamp, 'f')))
+    write_bag(tmp_path / 'in', messages)
+    run = subprocess.run(
+        [sys.executable, '-m', 'occo_ros.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
+         '--thermal-topic', '/thermal/image_raw', '--rgb-topic', '/rgb/image_raw',
+         '--params-file', str(REPO / 'config' / 'fusion.yaml'), '--no-progress', *bag_flags],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    offline = {stamp_of(msg): pixels(msg)
+               for _, msg, _ in read_bag(tmp_path / 'out')['/fused/image']}
+    assert sorted(online) == sorted(offline) == stamps
+    for stamp in stamps:
+        np.testing.assert_array_equal(online[stamp], offline[stamp], err_msg=str(stamp))
 
 
 @pytest.mark.parametrize('content', [None, b'not a checkpoint at all', b'PK\x03\x04trunc'])
