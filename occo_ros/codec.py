@@ -124,8 +124,10 @@ def check_image(msg: Any, encodings: tuple[str, ...] = ENCODINGS,
     (no copy for data in native byte order). Nothing is converted.
     """
     if msg.encoding not in encodings:
-        raise ImageDecodeError('encoding', f'encoding {msg.encoding!r} is not accepted on this '
-                               f'stream; accepted: {", ".join(encodings)}')
+        problem = (f'encoding {msg.encoding!r} is not accepted on this stream'
+                   if msg.encoding in ENCODINGS else f'unsupported encoding {msg.encoding!r}')
+        raise ImageDecodeError('encoding', f'{problem}; accepted on this stream: '
+                               f'{", ".join(encodings)}')
     layout = _checked_layout(msg, max_pixels)
     if layout.dtype.kind == 'f':
         _check_finite(_view(layout, msg.is_bigendian), layout.encoding)

@@ -34,11 +34,13 @@ LEVEL_NAMES = ('OK', 'WARN', 'ERROR')
 
 class Status(NamedTuple):
     """``level`` (OK/WARN/ERROR) and ``message``; ``log`` is the logger method name ('info',
-    'warning', 'error') when the status changed and should be logged, else None."""
+    'warning', 'error') when the status changed and should be logged (as ``log_message``,
+    which also says for how long a camera has been silent), else None."""
 
     level: int
     message: str
     log: str | None
+    log_message: str = ''
 
 
 @dataclass
@@ -109,7 +111,9 @@ class Health:
         if not changed:
             return Status(level, message, None)
         log = 'info' if quiet or level == OK else 'warning' if level == WARN else 'error'
-        return Status(level, message, log)
+        if key.startswith('silent:'):
+            return Status(level, message, log, f'{message} for more than {self.input_timeout} s')
+        return Status(level, message, log, message)
 
     def _evaluate(self, now: float, idle_cause: str) -> tuple[int, str, str, bool]:
         """(level, message, cause key, log quietly) for the state at ``now``."""
