@@ -9,7 +9,7 @@ from occo_ros.model import FIFN
 from training import losses
 from training.vgg import (
     LUMA_WEIGHTS,
-    VGG19Features,
+    VGGFeatures,
     build_extractor,
     build_loss_extractors,
     load_vgg19_state,
@@ -115,14 +115,6 @@ def test_contextual_distance_identical_is_minimal():
         0.0, abs=1e-3)
 
 
-def test_quarter_negatives_need_a_multiple_of_four():
-    with pytest.raises(ValueError, match='multiple of 4'):
-        losses.quarter_negatives(torch.zeros(6, 1, 4, 4), torch.ones(6, 1, 4, 4))
-    negatives = losses.quarter_negatives(torch.arange(8.0).view(8, 1, 1, 1),
-                                         torch.ones(8, 1, 1, 1))
-    assert [n.flatten().tolist() for n in negatives] == [[0, 1], [2, 3], [4, 5], [6, 7]]
-
-
 def test_contrastive_term_prefers_the_positive(extractors):
     obj_vgg, _, _ = extractors
     phi = losses.ObjectFeatureDistance(obj_vgg)
@@ -130,9 +122,11 @@ def test_contrastive_term_prefers_the_positive(extractors):
     # 64 px: relu5_4 has 4x4 positions (fewer make random deep features input-independent).
     visible = torch.rand(4, 1, 64, 64, generator=gen)
     infrared = torch.rand(4, 1, 64, 64, generator=gen)
-    mask = torch.ones(4, 1, 64, 64)
-    near_positive = losses.contrastive_term(visible, visible, infrared, mask, phi).item()
-    near_negative = losses.contrastive_term(infrared, visible, infrared, mask, phi).item()
+    regions = {'M': torch.ones(4, 1, 64, 64)}
+    images = {'V': visible, 'I': infrared}
+    term = (('cl', 'V', 'I', 'M', 'obj', 1.0),)
+    near_positive = losses.contrastive_terms(visible, images, regions, phi, term)['cl'].item()
+    near_negative = losses.contrastive_terms(infrared, images, regions, phi, term)['cl'].item()
     assert near_positive < 0.05
     assert near_negative > 3 * near_positive
 
@@ -189,6 +183,36 @@ def test_full_loss_needs_masks_and_extractors(extractors):
         losses.OCCOLoss('full', obj_vgg, bg_vgg)(x, x, x)
 
 
+def test_loss_is_float32_also_under_autocast(extractors):
+    # Like the model's autocast tests: a bf16 network output under autocast (the GPU
+    # training path) must give the float32 loss and gradient, not a bf16 SSIM.
+    obj_vgg, bg_vgg, _ = extractors
+    loss_fn = losses.OCCOLoss('full', obj_vgg, bg_vgg)
+    gen = torch.Generator().manual_seed(3)
+    smooth = torch.nn.functional.avg_pool2d   # blurred noise: small local variances
+    visible = smooth(torch.rand(4, 1, 70, 70, generator=gen), 7, 1)
+    infrared = smooth(torch.rand(4, 1, 70, 70, generator=gen), 7, 1)
+    fused16 = ((visible + infrared) / 2).bfloat16()
+    mask_vi, mask_ir = torch.zeros(4, 1, 64, 64), torch.zeros(4, 1, 64, 64)
+    mask_vi[:, :, 8:40, 8:40] = 1
+    mask_ir[:, :, 24:56, 24:56] = 1
+    reference = fused16.float().requires_grad_(True)
+    expected = loss_fn(reference, visible, infrared, mask_vi, mask_ir)
+    expected.total.backward()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        # Autocast alone runs the SSIM filters in bf16 and gets another number.
+        bf16_ssim = losses.ssim_loss(fused16.float(), visible, infrared)
+        assert bf16_ssim.dtype == torch.bfloat16
+        assert abs(bf16_ssim.item() - expected.terms['ssim'].item()) > 1e-3
+        low = fused16.clone().requires_grad_(True)
+        out = loss_fn(low, visible, infrared, mask_vi, mask_ir)
+    out.total.backward()
+    for name, value in out.terms.items():
+        assert value.dtype == torch.float32, name
+        torch.testing.assert_close(value, expected.terms[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(low.grad.float(), reference.grad, rtol=1e-2, atol=1e-6)
+
+
 def test_vgg_weights_file_round_trip_and_gray_conversion(tmp_path):
     state = random_vgg19_state(seed=3)
     path = tmp_path / 'vgg19.pth'
@@ -218,7 +242,7 @@ def test_vgg_weights_file_errors(tmp_path):
 
 
 def test_vgg_layer_shapes():
-    net = VGG19Features(3, 'relu4_4')
+    net = VGGFeatures(3, 'relu4_4')
     feats = net(torch.rand(1, 3, 32, 32), ('relu1_1', 'relu4_4'))
     assert feats['relu1_1'].shape == (1, 64, 32, 32)
     assert feats['relu4_4'].shape == (1, 512, 4, 4)
