@@ -173,7 +173,8 @@ def registration_from_params(params: FusionParams) -> Registration:
     combined with non-default ``homography``/``crop``), else from those two parameters."""
     output_size = (params.output_width, params.output_height)
     if not params.calibration_file:
-        return Registration(np.asarray(params.homography).reshape(3, 3), tuple(params.crop),
+        crop = tuple(params.crop) if any(params.crop) else None   # all zeros: automatic
+        return Registration(np.asarray(params.homography).reshape(3, 3), crop,
                             output_size=output_size)
     if tuple(params.homography) != IDENTITY or list(params.crop) != SPECS['crop'].default:
         raise CalibrationError(

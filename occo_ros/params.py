@@ -88,8 +88,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               'thermal coordinates (x/W, y/H) to normalised RGB coordinates; identity = same '
               'field of view. Convert a pixel homography with '
               'registration.pixel_to_normalized_homography.'),
-    ParamSpec('crop', [0.0, 0.0, 1.0, 1.0], 'Fusion frame as [x, y, w, h] in normalised RGB '
-              'coordinates; fused/image shows this part of the RGB image.'),
+    ParamSpec('crop', [0.0, 0.0, 0.0, 0.0], 'Fusion frame as [x, y, w, h] in normalised RGB '
+              'coordinates; fused/image shows this part of the RGB image. All zeros = auto: '
+              "the largest centred RGB crop with the output's aspect (nothing stretched)."),
     ParamSpec('calibration_file', '', 'occo-calibrate YAML (homography, crop, lens '
               'distortion); empty = use the homography and crop parameters (set one or the '
               'other). A bad file stops the node at start-up.'),

@@ -183,7 +183,9 @@ class FusionPipeline:
         # Range statistics from the raw frame: the warped one may hold a border of zeros
         # outside the thermal field of view, which would drag the range down.
         lo, hi = self.normalizer.update(thermal)
-        ir = normalize_thermal(self.registration.warp_thermal(thermal, self.input_size), lo, hi)
+        warped = self.registration.warp_thermal(thermal, self.input_size,
+                                                rgb_size=(rgb.shape[1], rgb.shape[0]))
+        ir = normalize_thermal(warped, lo, hi)
         visible = self.registration.crop_rgb(rgb, self.output_size)
         y, chroma = luma_chroma(visible, rgb_order)
         y_in = cv2.resize(y, self.input_size, interpolation=cv2.INTER_AREA)

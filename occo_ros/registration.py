@@ -13,7 +13,9 @@ Geometry (all sizes are (width, height) in pixels, like OpenCV):
   A calibration in OpenCV pixels converts with :func:`pixel_to_normalized_homography`.
 * ``crop = (x, y, w, h)`` in normalised RGB coordinates is the part of the RGB image that
   forms the fusion frame ((0, 0, 1, 1) = the whole RGB image). The frame is resampled to the
-  requested size; a crop whose aspect differs from the size's is stretched.
+  requested size; a crop whose aspect differs from the size's is stretched. ``crop=None``
+  (automatic) is :func:`aspect_crop`: the largest centred RGB crop with the output's aspect,
+  chosen per RGB image size, so nothing is stretched.
 
 The thermal image goes through one bilinear warp (outside its field of view: 0); the RGB
 crop through slicing and cv2.resize (or one bilinear affine warp when its edges fall between
@@ -114,6 +116,17 @@ def pixel_to_normalized_homography(h_px: np.ndarray, thermal_size: tuple[int, in
     return _unit_scale(rgb @ h_px @ np.linalg.inv(thermal))
 
 
+def aspect_crop(rgb_size: tuple[int, int],
+                output_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The largest centred crop (x, y, w, h, normalised) of an ``rgb_size`` image whose
+    aspect is ``output_size``'s: e.g. 1280x720 into 640x512 keeps the centred 900x720."""
+    rgb_w, rgb_h = _check_size(rgb_size, 'rgb_size')
+    out_w, out_h = _check_size(output_size, 'output_size')
+    w = min(1.0, rgb_h * out_w / (out_h * rgb_w))
+    h = min(1.0, rgb_w * out_h / (out_w * rgb_h))
+    return ((1.0 - w) / 2, (1.0 - h) / 2, w, h)
+
+
 class Registration:
     """Maps thermal and RGB images into the fusion frame (see the module docstring).
 
@@ -125,34 +138,45 @@ class Registration:
     """
 
     def __init__(self, homography: np.ndarray | None = None,
-                 crop: Sequence[float] = FULL_CROP, *, output_size: tuple[int, int],
+                 crop: Sequence[float] | None = FULL_CROP, *, output_size: tuple[int, int],
                  thermal_camera: CameraModel | None = None,
                  rgb_camera: CameraModel | None = None,
                  source: dict[str, str] | None = None) -> None:
         self.homography = _check_homography(IDENTITY if homography is None else homography,
                                             'homography')
-        self.crop = _check_crop(crop)
+        self.crop = None if crop is None else _check_crop(crop)    # None: aspect_crop
         self.output_size = _check_size(output_size, 'output_size')
         self.thermal_camera = thermal_camera
         self.rgb_camera = rgb_camera
         self.source = dict(source or {'calibration': 'parameters homography and crop'})
         self._plans: dict = {}
 
+    def crop_for(self, rgb_size: tuple[int, int] | None) -> tuple[float, float, float, float]:
+        """The crop used with RGB images of ``rgb_size`` (needed by the automatic crop)."""
+        if self.crop is not None:
+            return self.crop
+        if rgb_size is None:
+            raise ValueError('the automatic crop (crop=None) depends on the RGB image size: '
+                             'pass rgb_size')
+        return aspect_crop(rgb_size, self.output_size)
+
     def thermal_matrix(self, thermal_size: tuple[int, int],
-                       size: tuple[int, int] | None = None) -> np.ndarray:
-        """3x3 map from thermal OpenCV pixel coordinates to fusion-frame pixel coordinates."""
+                       size: tuple[int, int] | None = None,
+                       rgb_size: tuple[int, int] | None = None) -> np.ndarray:
+        """3x3 map from thermal OpenCV pixel coordinates to fusion-frame pixel coordinates
+        (``rgb_size``: the paired RGB image's, for the automatic crop)."""
         thermal = _pixel_to_normalized(_check_size(thermal_size, 'thermal_size'))
-        return _unit_scale(self._frame_matrix(size) @ self.homography @ thermal)
+        return _unit_scale(self._frame_matrix(size, rgb_size) @ self.homography @ thermal)
 
     def rgb_matrix(self, rgb_size: tuple[int, int],
                    size: tuple[int, int] | None = None) -> np.ndarray:
         """3x3 affine map from RGB OpenCV pixel coordinates to fusion-frame pixel
         coordinates."""
         rgb = _pixel_to_normalized(_check_size(rgb_size, 'rgb_size'))
-        return self._frame_matrix(size) @ rgb
+        return self._frame_matrix(size, rgb_size) @ rgb
 
     def warp_thermal(self, thermal: np.ndarray, size: tuple[int, int] | None = None,
-                     ) -> np.ndarray:
+                     rgb_size: tuple[int, int] | None = None) -> np.ndarray:
         """The thermal image (H, W) in the fusion frame, (size[1], size[0]), same dtype.
 
         Bilinear; pixels outside the thermal field of view are 0. Keep raw uint16 counts and
@@ -165,9 +189,9 @@ class Registration:
         if thermal.ndim != 2 or thermal.size == 0:
             raise ValueError(f'thermal image must have shape (H, W), got {thermal.shape}')
         size = self._size(size)
-        key = ('thermal', thermal.shape, size)
+        key = ('thermal', thermal.shape, size, self.crop_for(rgb_size))
         if key not in self._plans:
-            matrix = self.thermal_matrix((thermal.shape[1], thermal.shape[0]), size)
+            matrix = self.thermal_matrix((thermal.shape[1], thermal.shape[0]), size, rgb_size)
             self._store(key, _plan(matrix, thermal.shape, size, self.thermal_camera))
         return _resample(thermal, self._plans[key], size, cv2.BORDER_CONSTANT)
 
@@ -210,10 +234,11 @@ class Registration:
     def _size(self, size: tuple[int, int] | None) -> tuple[int, int]:
         return self.output_size if size is None else _check_size(size, 'size')
 
-    def _frame_matrix(self, size: tuple[int, int] | None) -> np.ndarray:
+    def _frame_matrix(self, size: tuple[int, int] | None,
+                      rgb_size: tuple[int, int] | None) -> np.ndarray:
         """Normalised RGB coordinates -> fusion-frame OpenCV pixel coordinates."""
         width, height = self._size(size)
-        x, y, w, h = self.crop
+        x, y, w, h = self.crop_for(rgb_size)
         return np.array([[width / w, 0.0, -x * width / w - 0.5],
                          [0.0, height / h, -y * height / h - 0.5],
                          [0.0, 0.0, 1.0]])

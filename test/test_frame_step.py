@@ -109,7 +109,10 @@ def test_camera_info_is_adapted_and_a_bad_one_costs_only_the_camera_info(engine,
     pipeline = FusionPipeline.from_params(small_params(), engine)
     result = pipeline.fuse_frame(thermal, DecodedImage(rgb, 'rgb'), camera_info(200, 150))
     assert result.ok and result.camera_info == pipeline.fused_camera_info(camera_info(200, 150))
-    assert result.camera_info['width'] == 80 and result.camera_info['k'][0] == pytest.approx(80)
+    # the default (automatic) crop keeps the centred 187.5x150 of 200x150 (the output's 5:4)
+    assert result.camera_info['width'] == 80
+    assert result.camera_info['k'][0] == pytest.approx(200 * 80 / 187.5)
+    assert result.camera_info['k'][4] == pytest.approx(200 * 64 / 150)
 
     bad = camera_info(200, 150, k=[1.0, 2.0])          # 2 numbers where K needs 9
     result = pipeline.fuse_frame(thermal, DecodedImage(rgb, 'rgb'), bad)
