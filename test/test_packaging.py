@@ -6,12 +6,14 @@ colcon itself is not installable here; its ament_python build runs the same setu
 the data files and packages checked here are the ones a workspace install gets.
 """
 
+import ast
 import configparser
 import os
 from pathlib import Path
 import shutil
 import subprocess
 import sys
+from xml.etree import ElementTree as ET
 import zipfile
 
 import pytest
@@ -95,3 +97,26 @@ def test_scripts_go_where_ros2_run_looks():
     config.read(REPO / 'setup.cfg')
     assert config['develop']['script_dir'] == '$base/lib/occo_ros'
     assert config['install']['install_scripts'] == '$base/lib/occo_ros'
+
+
+def ros_imports() -> set[str]:
+    """Top-level ROS packages the installed code imports (rclpy, launch, ament and every
+    *_msgs / *_interfaces package), from the source of occo_ros/ and launch/."""
+    names = set()
+    for path in [*(REPO / 'occo_ros').rglob('*.py'), *(REPO / 'launch').glob('*.py')]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split('.')[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split('.')[0])
+    return {n for n in names if n in ('rclpy', 'launch', 'launch_ros', 'ament_index_python')
+            or n.endswith(('_msgs', '_interfaces'))}
+
+
+def test_package_xml_declares_every_ros_package_the_code_imports():
+    """rosdep installs from package.xml: a ROS import it does not list fails on a robot."""
+    root = ET.parse(REPO / 'package.xml').getroot()
+    declared = {e.text for e in root if e.tag in ('depend', 'exec_depend')}
+    imported = ros_imports()
+    assert {'rclpy', 'launch', 'launch_ros', 'lifecycle_msgs'} <= imported
+    assert imported <= declared, f'imported but not in package.xml: {imported - declared}'
