@@ -41,6 +41,7 @@ from lifecycle_msgs.msg import Transition
 from occo_ros.launch_config import (
     ARGUMENTS,
     FUSION_NODE_NAME,
+    RECORDER_SIGTERM_TIMEOUT_S,
     camera_remappings,
     check_tools,
     node_overrides,
@@ -112,9 +113,8 @@ def launch_setup(context, *args, **kwargs):
                             arguments=['-d', rviz_file],
                             parameters=[{'use_sim_time': use_sim_time}]))
     if config['record'] == 'true':
-        # sigterm_timeout: time for the recorder to write metadata.yaml after SIGINT.
         actions.append(ExecuteProcess(cmd=record_command(config, ros_distro), output='screen',
-                                      sigterm_timeout='15'))
+                                      sigterm_timeout=str(RECORDER_SIGTERM_TIMEOUT_S)))
     return actions
 
 

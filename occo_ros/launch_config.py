@@ -83,6 +83,11 @@ SYNTHETIC_RGB = 'rgb/image_raw'
 FUSED_IMAGE = 'fused/image'   # the fusion node's output, relative to its namespace
 
 
+# Seconds launch waits after SIGINT before it sends SIGTERM to the recorder (launch's default
+# for other processes: 5): rosbag2 writes metadata.yaml on SIGINT, and a large bag takes time.
+RECORDER_SIGTERM_TIMEOUT_S = 15
+
+
 class MissingTool(RuntimeError):
     """A piece the launch arguments ask for is not installed; raised before anything starts."""
 

@@ -11,6 +11,7 @@ look-ups from a set the test controls; everything else is the real file.
 """
 
 import ast
+import configparser
 import importlib.util
 import itertools
 from pathlib import Path
@@ -397,7 +398,7 @@ def test_launch_setup_starts_what_the_arguments_ask(fake_launch, monkeypatch):
         (REPO / 'rviz' / 'occo.rviz').read_text(), context)
     assert record.kwargs['cmd'] == record_command(context, 'jazzy')
     assert '/r1/fused/image' in record.kwargs['cmd']
-    assert float(record.kwargs['sigterm_timeout']) >= 10   # time to write metadata.yaml
+    assert float(record.kwargs['sigterm_timeout']) == launch_config.RECORDER_SIGTERM_TIMEOUT_S
     assert fake_launch.warnings == []
 
     minimal = fake_launch.launch_setup(default_config())
@@ -459,3 +460,21 @@ def test_bad_input_depth_stops_the_launch_before_anything_starts(fake_launch):
     with pytest.raises(ValueError, match='input_depth'):
         fake_launch.launch_setup(default_config(input_depth='0', synthetic='true'))
     assert Recorded.created == []
+
+
+def test_systemd_unit_stops_the_launch_with_sigint_and_leaves_nothing_running():
+    """config/occo-fusion.service: SIGINT to `ros2 launch --noninteractive` (which passes it
+    on to every process), SIGKILL for leftovers only after launch's own escalation for the
+    recorder (SIGINT, RECORDER_SIGTERM_TIMEOUT_S, SIGTERM, launch's 5 s, SIGKILL)."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read_string((REPO / 'config' / 'occo-fusion.service').read_text())
+    service = unit['Service']
+    assert service['KillSignal'] == 'SIGINT'
+    assert service['KillMode'] == 'mixed'
+    assert float(service['TimeoutStopSec']) > launch_config.RECORDER_SIGTERM_TIMEOUT_S + 5
+    command = service['ExecStart']
+    assert 'exec ros2 launch --noninteractive occo_ros fusion.launch.py' in command
+    names = {a.name for a in ARGUMENTS}
+    for argument in command.rstrip("'").split('fusion.launch.py', 1)[1].split():
+        assert argument.split(':=')[0] in names, argument

@@ -49,7 +49,8 @@ def test_wheel_installs_runtime_files_and_entry_points(wheel_path):
     marker = '.data/data/share/occo_ros/package.xml'
     data = next(n.split('/')[0] for n in names if n.endswith(marker))
     share = f'{data}/data/share/occo_ros/'
-    expected = ['package.xml', 'config/fusion.yaml', 'launch/fusion.launch.py', 'rviz/occo.rviz',
+    expected = ['package.xml', 'config/fusion.yaml', 'config/occo-fusion.service',
+                'launch/fusion.launch.py', 'rviz/occo.rviz',
                 f'models/{DEFAULT_MODEL}', f'models/{Path(DEFAULT_MODEL).stem}.onnx',
                 'models/MODEL_CARD.md']
     missing = [name for name in expected if share + name not in names]
