@@ -14,29 +14,17 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import test_frame_step
+from test_frame_step import small_params
 
 from occo_ros.codec import array_to_image_fields
 from occo_ros.engines.base import EngineError
-from occo_ros.params import PARAMS, FusionParams, make_params
-from occo_ros.pipeline import FusionPipeline, create_pipeline
+from occo_ros.pipeline import FusionPipeline
 from occo_ros.worker import COUNTS, LATENCIES, STAGES, FusionWorker
 
+engine = test_frame_step.engine     # the shipped model, PyTorch on CPU, 64x48 network
+
 BASE_NS = 1_000 * 10**9
-
-
-def small_params(**overrides) -> FusionParams:
-    values = {spec.name: spec.default for spec in PARAMS}
-    values.update(backend='torch', device='cpu', input_width=64, input_height=48,
-                  output_width=80, output_height=64, max_age=0.5)
-    values.update(overrides)
-    return make_params(values)
-
-
-@pytest.fixture(scope='module')
-def engine():
-    pipeline = create_pipeline(small_params())
-    yield pipeline.engine
-    pipeline.engine.close()
 
 
 class Clock:
