@@ -7,6 +7,7 @@ are checked against this table by the tests, so the three cannot drift apart.
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass, fields
 import math
 from typing import Any
@@ -205,10 +206,14 @@ def _type_problem(spec: ParamSpec, value: Any) -> str | None:
         expected, ok = 'a finite number', _finite_number(value)
     else:
         expected = 'a list of finite numbers'
-        ok = isinstance(value, (list, tuple)) and all(_finite_number(v) for v in value)
+        ok = isinstance(value, _LISTS) and all(_finite_number(v) for v in value)
     if ok:
         return None
     return f'{spec.name}={_short_repr(value)} must be {expected} (got {type(value).__name__})'
+
+
+#: what a list parameter arrives as: rclpy gives double arrays as array.array('d')
+_LISTS = (list, tuple, array.array)
 
 
 def _finite_number(value: Any) -> bool:
@@ -236,7 +241,7 @@ def make_params(values: dict[str, Any]) -> FusionParams:
     converted = {}
     for f in fields(FusionParams):
         value = values[f.name]
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, _LISTS):
             value = tuple(float(v) for v in value)
         elif isinstance(SPECS[f.name].default, float):
             value = float(value)      # an integer given for a float parameter

@@ -9,6 +9,7 @@ node are in test_node_hardening.py.
 
 from __future__ import annotations
 
+import array
 import math
 
 from hypothesis import given, settings
@@ -92,3 +93,9 @@ def test_make_params_names_every_problem_and_converts_types():
     params = make_params(dict(DEFAULTS, thermal_min=100, crop=(0, 0, 1, 1)))
     assert params.thermal_min == 100.0 and isinstance(params.thermal_min, float)
     assert params.crop == (0.0, 0.0, 1.0, 1.0)
+
+
+def test_a_double_array_as_rclpy_delivers_it_is_a_list():
+    assert validate('thermal_percentiles', array.array('d', [2.0, 98.0])) is None
+    params = make_params(dict(DEFAULTS, thermal_percentiles=array.array('d', [2.0, 98.0])))
+    assert params.thermal_percentiles == (2.0, 98.0)
