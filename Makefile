@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: venv demo test lint bench onnx hed-weights clean
+.PHONY: venv demo test test-py38 lint bench onnx hed-weights clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,19 @@ hed-weights: $(STAMP)
 test: $(STAMP)
 	$(PY) -m training.hed || echo 'HED weights not fetched: test_hed.py will skip'
 	$(PY) -m pytest test
+
+# The engine layer and every robot-imported module under Python 3.8 + numpy 1.24 (JetPack 5),
+# in its own venv from requirements-py38.txt (pyenv's 3.8 if present, else python3.8).
+PYTHON38 ?= $(or $(lastword $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8)),python3.8)
+VENV38 ?= .venv38
+$(VENV38)/.installed: requirements-py38.txt
+	$(PYTHON38) -m venv --without-pip $(VENV38)
+	$(PYTHON38) -m pip --python $(VENV38)/bin/python install --quiet -r requirements-py38.txt
+	touch $@
+
+test-py38: $(VENV38)/.installed
+	PYTHONPATH=$(CURDIR) $(VENV38)/bin/python -m pytest -p no:cacheprovider \
+		test/test_tensorrt_fakes.py test/test_engine_cache.py test/test_robot_imports.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

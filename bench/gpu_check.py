@@ -1,21 +1,26 @@
-"""GPU check for occo_ros: latency and FP16 safety of FIFN on CUDA, plus the other backends
-where that machine has them. Run through bench/gpu_check.sh; smoke-test on a CPU with
+"""GPU check for occo_ros: FP16 agreement of the SHIPPED model through TensorRT and PyTorch,
+latency of FIFN on CUDA, and the other backends where the machine has them. Run unattended
+through bench/gpu_check.sh (no internet needed); smoke-test on a CPU with
 `--device cpu --quick`.
 
-Sections (each records its result or its error; a failing section does not stop the rest,
-and a section that would overrun the time budget is skipped and says so):
-    environment   torch / CUDA / GPU / onnxruntime providers / TensorRT / pycuda versions
-    torch         widths 1.0, 0.5, 0.25 at 512x640: fp32 and fp16 latency (eager and CUDA
-                  graph replay), fp16-vs-fp32 PSNR (pass >= 40 dB); torch.compile for one width
-    overflow      width 1.0 fp16 vs fp32 at 1080x1920 (the attention-context FP16 risk,
-                  OCCO_METHOD.md §2): PSNR and non-finite check
-    onnxruntime   CUDA execution provider latency, if onnxruntime-gpu is installed
-    tensorrt      fp32 and fp16 engines through the engine cache (build time, second start
-                  loads from cache, latency incl. copies, fp16 PSNR vs PyTorch fp32)
-Weights are seeded random (latency does not depend on them; agreement is checked on a real
-msrs pair when ../shared/data is present, else on smooth synthetic images).
-
-Writes <out>/gpu_check.json and <out>/gpu_check.md.
+Sections, most important first (each records its result, its error, or why it was skipped:
+a missing TensorRT/pycuda/CUDA is a skip with the reason, never an error; a failing section
+does not stop the rest; a section that would overrun the time budget is skipped and says so;
+<out>/gpu_check.json and .md are rewritten after every section, so a kill keeps the rest):
+    environment         Python / torch (CUDA?) / GPU / onnxruntime providers / TensorRT / pycuda
+    tensorrt_shipped    the shipped models/fifn_w025_pixel.pt through the node's own path
+                        (create_engine, backend tensorrt): fp32 and fp16 engines at 480x640 and
+                        1080x1920: build/load time, latency, fp16-vs-fp32 PSNR (pass >= 40 dB)
+                        and vs PyTorch fp32 where CUDA torch is installed
+    torch_shipped       the shipped checkpoint in PyTorch fp16 vs fp32 at 480x640 and 1080p
+    tensorrt_w1.0       full-width FIFN (seeded random weights) fp16 at 512x640: model time
+                        (target <= 5 ms on an H100-class GPU); needs torch for the export
+    torch_w1/0.5/0.25   PyTorch fp32/fp16 latency at 512x640 (eager and CUDA graph replay)
+    onnxruntime_cuda    CUDA execution provider latency, if onnxruntime-gpu is installed
+    torch_compile_w0.25 torch.compile latency
+Agreement inputs: a real msrs pair when ../shared/data is present, else smooth synthetic
+images. Time budget: sections start only while --budget-s (default 360 s) lasts; the shell
+wrapper kills the run at 450 s, under 8 minutes in all.
 """
 
 from __future__ import annotations
@@ -34,7 +39,30 @@ import traceback
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from a checkout: occo_ros beside bench/
 PSNR_PASS_DB = 40.0
+SHIPPED = REPO / 'models' / 'fifn_w025_pixel.pt'
+AGREEMENT_SIZES = ((480, 640), (1080, 1920))
+
+
+class Skip(Exception):
+    """A section cannot run on this machine; the message says why (not an error)."""
+
+
+def write_results(results: dict, out: Path) -> None:
+    """gpu_check.json and gpu_check.md, atomically (rewritten after every section)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (('gpu_check.json', json.dumps(results, indent=2, default=str)),
+                       ('gpu_check.md', markdown(results))):
+        temp = out / f'.{name}.tmp'
+        temp.write_text(text, encoding='utf-8')
+        temp.replace(out / name)
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 class Budget:
@@ -92,13 +120,18 @@ class Check:
     """Runs the sections and collects results."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        import torch
-
+        try:
+            import torch
+        except ImportError:
+            torch = None
         self.torch = torch
         self.args = args
-        self.device = torch.device(args.device)
+        self.cuda = args.device.startswith('cuda')
+        self.torch_ready = torch is not None and (not self.cuda or torch.cuda.is_available())
+        self.device = torch.device(args.device) if torch is not None else None
         self.budget = Budget(args.budget_s)
         self.size = (64, 80) if args.quick else (512, 640)
+        self.agreement_sizes = ((48, 64), (72, 128)) if args.quick else AGREEMENT_SIZES
         self.widths = (0.25,) if args.quick else (1.0, 0.5, 0.25)
         self.warmup, self.runs = (2, 5) if args.quick else (10, 50)
         self.results: dict = {'config': {'device': args.device, 'quick': args.quick,
@@ -106,8 +139,22 @@ class Check:
         self.workdir = Path(tempfile.mkdtemp(prefix='occo_gpu_check_'))
         self.checkpoints: dict[float, Path] = {}
 
+    def need_torch(self) -> None:
+        if self.torch is None:
+            raise Skip('torch is not installed')
+        if not self.torch_ready:
+            raise Skip(f'torch {self.torch.__version__} has no CUDA (a CPU-only wheel?)')
+
+    def need_tensorrt(self) -> None:
+        missing = [name for name in ('tensorrt', 'pycuda') if not installed(name)]
+        if missing:
+            raise Skip(f'{" and ".join(missing)} not installed (bench/gpu_check.sh installs '
+                       'wheels carried in $WHEELHOUSE)')
+        if not self.cuda:
+            raise Skip(f'device {self.args.device}')
+
     def sync(self) -> None:
-        if self.device.type == 'cuda':
+        if self.cuda and self.torch_ready:
             self.torch.cuda.synchronize()
 
     def section(self, name: str, needs_s: float, body: Callable[[], object]) -> None:
@@ -119,15 +166,19 @@ class Check:
             started = time.monotonic()
             try:
                 self.results[name] = body()
+            except Skip as exc:
+                self.results[name] = {'skipped': str(exc)}
             except Exception as exc:  # record and go on: one broken backend is a finding
                 self.results[name] = {'error': f'{type(exc).__name__}: {exc}',
                                       'traceback': traceback.format_exc(limit=4)}
             if isinstance(self.results[name], dict):
                 self.results[name]['section_s'] = round(time.monotonic() - started, 1)
         print(f'[gpu_check] {name}: {json.dumps(self.results[name])[:300]}', flush=True)
+        write_results(self.results, self.args.out)
 
     def checkpoint(self, width: float) -> Path:
         """A seeded random FIFN checkpoint of `width` (saved once)."""
+        self.need_torch()
         if width not in self.checkpoints:
             from occo_ros.checkpoint import save_checkpoint
             from occo_ros.model import build_fifn
@@ -137,13 +188,24 @@ class Check:
                 self.workdir / f'fifn_w{width:g}.pt', build_fifn(width))
         return self.checkpoints[width]
 
-    def module(self, width: float, half: bool):
+    def module(self, path: Path, half: bool):
         from occo_ros.checkpoint import load_checkpoint
         from occo_ros.model import InferenceFIFN
 
-        fifn, _ = load_checkpoint(self.checkpoint(width))
+        self.need_torch()
+        fifn, _ = load_checkpoint(path)
         model = InferenceFIFN(fifn).to(self.device).eval()
         return model.half() if half else model
+
+    def torch_fused(self, path: Path, half: bool, visible: np.ndarray,
+                    infrared: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        model = self.module(path, half)
+        dtype = torch.float16 if half else torch.float32
+        with torch.inference_mode():
+            fused = model(torch.from_numpy(visible).to(self.device, dtype),
+                          torch.from_numpy(infrared).to(self.device, dtype))
+        return fused.float().cpu().numpy()
 
     # --- sections -------------------------------------------------------------------------
 
@@ -170,14 +232,15 @@ class Check:
         return info
 
     def torch_latency(self, width: float) -> dict:
+        self.need_torch()
         torch = self.torch
         visible, infrared = test_pair(self.size)
         out: dict = {}
         outputs = {}
-        precisions = ('fp32', 'fp16') if self.device.type == 'cuda' else ('fp32',)
+        precisions = ('fp32', 'fp16') if self.cuda else ('fp32',)
         for precision in precisions:
             half = precision == 'fp16'
-            model = self.module(width, half)
+            model = self.module(self.checkpoint(width), half)
             dtype = torch.float16 if half else torch.float32
             vis = torch.from_numpy(visible).to(self.device, dtype)
             ir = torch.from_numpy(infrared).to(self.device, dtype)
@@ -185,7 +248,7 @@ class Check:
                 out[f'{precision}_eager'] = time_ms(lambda m=model, a=vis, b=ir: m(a, b),
                                                     self.sync, self.warmup, self.runs)
                 outputs[precision] = model(vis, ir).float().cpu().numpy()
-            if self.device.type == 'cuda':
+            if self.cuda:
                 out[f'{precision}_cuda_graph'] = self.graph_latency(model, vis, ir)
         if 'fp16' in outputs:
             value = psnr(outputs['fp16'], outputs['fp32'])
@@ -208,8 +271,9 @@ class Check:
         return time_ms(graph.replay, self.sync, self.warmup, self.runs)
 
     def torch_compile(self, width: float) -> dict:
+        self.need_torch()
         torch = self.torch
-        model = self.module(width, half=self.device.type == 'cuda')
+        model = self.module(self.checkpoint(width), half=self.cuda)
         dtype = next(model.parameters()).dtype
         visible, infrared = test_pair(self.size)
         vis = torch.from_numpy(visible).to(self.device, dtype)
@@ -223,30 +287,88 @@ class Check:
             result = time_ms(lambda: compiled(vis, ir), self.sync, self.warmup, self.runs)
         return {'precision': str(dtype), 'compile_s': round(compile_s, 1), **result}
 
-    def overflow(self) -> dict:
-        torch = self.torch
-        size = (72, 128) if self.args.quick else (1080, 1920)
-        visible, infrared = test_pair(size)
-        outputs = {}
-        for half in (False, True):
-            model = self.module(1.0 if not self.args.quick else 0.25, half)
-            dtype = torch.float16 if half else torch.float32
-            with torch.inference_mode():
-                outputs[half] = model(torch.from_numpy(visible).to(self.device, dtype),
-                                      torch.from_numpy(infrared).to(self.device, dtype)
-                                      ).float().cpu().numpy()
-            del model
-        value = psnr(outputs[True], outputs[False])
-        return {'size_hw': list(size), 'fp16_vs_fp32_psnr_db': round(value, 2),
-                'fp16_finite': bool(np.isfinite(outputs[True]).all()),
-                'pass': bool(value >= PSNR_PASS_DB and np.isfinite(outputs[True]).all())}
+    def torch_shipped(self) -> dict:
+        """The shipped checkpoint in PyTorch fp16 vs fp32 at the agreement sizes."""
+        self.need_torch()
+        if not self.cuda:
+            raise Skip('fp16 needs CUDA')
+        out = {}
+        for size in self.agreement_sizes:
+            visible, infrared = test_pair(size)
+            fp32, fp16 = (self.torch_fused(SHIPPED, half, visible, infrared)
+                          for half in (False, True))
+            value = psnr(fp16, fp32)
+            out[f'{size[0]}x{size[1]}'] = {
+                'fp16_vs_fp32_psnr_db': round(value, 2), 'fp16_finite': bool(
+                    np.isfinite(fp16).all()),
+                'pass': bool(value >= PSNR_PASS_DB and np.isfinite(fp16).all())}
+        return out
+
+    def trt_engine(self, model: Path, precision: str, size: tuple[int, int]):
+        """A TensorRT engine through the node's factory (EngineSpec -> create_engine)."""
+        from occo_ros.engines import EngineSpec, create_engine
+
+        spec = EngineSpec(backend='tensorrt', model_path=str(model), device='cuda',
+                          precision=precision, input_size=size,
+                          cache_dir=str(self.workdir / 'cache'))
+        started = time.monotonic()
+        engine = create_engine(spec)
+        return engine, time.monotonic() - started
+
+    def tensorrt_shipped(self) -> dict:
+        """Shipped model, TensorRT fp32 and fp16 at the agreement sizes."""
+        self.need_tensorrt()
+        from occo_ros.engines import EngineError
+
+        out: dict = {}
+        for size in self.agreement_sizes:
+            visible, infrared = test_pair(size)
+            fused, row = {}, {}
+            for precision in ('fp32', 'fp16'):
+                try:
+                    engine, load_s = self.trt_engine(SHIPPED, precision, size)
+                except EngineError as exc:
+                    row[precision] = {'error': str(exc)}
+                    continue
+                fused[precision] = engine.infer(visible, infrared)
+                timing = time_ms(lambda e=engine, v=visible, i=infrared: e.infer(v, i),
+                                 lambda: None, self.warmup, self.runs)
+                row[precision] = {'load_s': round(load_s, 1), 'cache': engine.info.details.get(
+                    'cache'), 'precision_used': engine.info.precision, **timing}
+                engine.close()
+            if len(fused) == 2:
+                value = psnr(fused['fp16'], fused['fp32'])
+                row['fp16_vs_fp32_psnr_db'] = round(value, 2)
+                row['pass'] = bool(value >= PSNR_PASS_DB and np.isfinite(fused['fp16']).all())
+            if self.torch_ready and fused:
+                reference = self.torch_fused(SHIPPED, False, visible, infrared)
+                row.update({f'{name}_vs_torch_fp32_psnr_db': round(psnr(array, reference), 2)
+                            for name, array in fused.items()})
+            out[f'{size[0]}x{size[1]}'] = row
+        return out
+
+    def tensorrt_full_width(self) -> dict:
+        """Width 1.0, fp16, at 512x640: build, model time (infer incl. copies)."""
+        self.need_tensorrt()
+        checkpoint = self.checkpoint(1.0 if not self.args.quick else 0.25)
+        visible, infrared = test_pair(self.size)
+        engine, load_s = self.trt_engine(checkpoint, 'fp16', self.size)
+        try:
+            return {'load_s': round(load_s, 1), 'precision_used': engine.info.precision,
+                    'fp32_layers': engine.info.details.get('fp32_layers'),
+                    **time_ms(lambda: engine.infer(visible, infrared), lambda: None,
+                              self.warmup, self.runs)}
+        finally:
+            engine.close()
 
     def onnxruntime(self) -> dict:
+        if not installed('onnxruntime'):
+            raise Skip('onnxruntime not installed')
         import onnxruntime
 
         if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
-            return {'skipped': 'onnxruntime-gpu not installed (providers '
-                               f'{onnxruntime.get_available_providers()})'}
+            raise Skip('onnxruntime-gpu not installed (providers '
+                       f'{onnxruntime.get_available_providers()})')
         from occo_ros.engines import EngineSpec, create_engine
 
         visible, infrared = test_pair(self.size)
@@ -261,58 +383,17 @@ class Check:
             engine.close()
         return out
 
-    def tensorrt(self) -> dict:
-        from occo_ros.engines import tensorrt_engine
-        from occo_ros.export import cached_onnx
-
-        tensorrt_engine.import_tensorrt()
-        tensorrt_engine.import_pycuda_driver()
-        visible, infrared = test_pair(self.size)
-        cache = self.workdir / 'cache'
-        out = {}
-        for width in (0.25, 1.0):
-            if self.budget.left() < 150:
-                out[f'w{width:g}'] = {'skipped': 'time budget'}
-                continue
-            onnx_path = cached_onnx(self.checkpoint(width), cache, self.size,
-                                    log=lambda line: None)
-            reference = self.module(width, half=False)
-            with self.torch.inference_mode():
-                expected = reference(*(self.torch.from_numpy(array).to(self.device)
-                                       for array in (visible, infrared))).cpu().numpy()
-            for precision in ('fp32', 'fp16'):
-                lines: list[str] = []
-                engine, built = tensorrt_engine.load_or_build(
-                    onnx_path, self.size, precision, 'cuda', cache, log=lines.append)
-                fused = engine.infer(visible, infrared)
-                timing = time_ms(lambda e=engine: e.infer(visible, infrared), lambda: None,
-                                 self.warmup, self.runs)
-                engine.close()
-                second, reloaded = tensorrt_engine.load_or_build(
-                    onnx_path, self.size, precision, 'cuda', cache, log=lines.append)
-                second.close()
-                out[f'w{width:g}_{precision}'] = {
-                    'build_s': built.build_time_s, 'precision_used': built.precision_used,
-                    'fp32_layers': built.sidecar.get('fp32_layers'),
-                    'second_start': reloaded.action, 'psnr_vs_torch_fp32_db':
-                        round(psnr(fused, expected), 2), **timing,
-                    'log_tail': lines[-3:]}
-        return out
-
     def run(self) -> dict:
         """All sections, most important first, so a short budget drops the least useful."""
         self.section('environment', 0, self.environment)
+        self.section('tensorrt_shipped', 150, self.tensorrt_shipped)
+        self.section('torch_shipped', 20, self.torch_shipped)
+        self.section('tensorrt_w1.0', 60, self.tensorrt_full_width)
         for width in self.widths:
             self.section(f'torch_w{width:g}', 20, lambda w=width: self.torch_latency(w))
-        self.section('overflow_1080p', 30, self.overflow)
-        if self.device.type == 'cuda':
-            self.section('tensorrt', 150, self.tensorrt)
-            self.section('onnxruntime_cuda', 60, self.onnxruntime)
-            if not self.args.quick:
-                self.section('torch_compile_w0.25', 120, lambda: self.torch_compile(0.25))
-        else:
-            for name in ('tensorrt', 'onnxruntime_cuda'):
-                self.results[name] = {'skipped': f'device {self.args.device}'}
+        self.section('onnxruntime_cuda', 40, self.onnxruntime)
+        if not self.args.quick:
+            self.section('torch_compile_w0.25', 90, lambda: self.torch_compile(0.25))
         return self.results
 
 
@@ -336,11 +417,11 @@ def markdown(results: dict) -> str:
             rows = {'': section}
         for key, value in rows.items():
             note = ', '.join(f'{k} {v}' for k, v in value.items()
-                             if k in ('precision_used', 'build_s', 'second_start',
-                                      'psnr_vs_torch_fp32_db', 'compile_s'))
+                             if k in ('precision_used', 'load_s', 'cache', 'compile_s'))
             lines.append(f'| {name} {key} | {value["median_ms"]} | {value["p90_ms"]} | '
                          f'{note} |')
-        extras = {k: v for k, v in section.items() if k.startswith(('fp16_', 'pass', 'size'))}
+        extras = {k: v for k, v in section.items()
+                  if k.startswith(('fp16_', 'pass', 'size')) or k[:1].isdigit()}
         if extras:
             lines.append(f'| {name} | - | - | {json.dumps(extras)} |')
     return '\n'.join(lines) + '\n'
@@ -352,17 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--quick', action='store_true',
                         help='tiny sizes, one width, few runs: a smoke test of the script')
     parser.add_argument('--out', type=Path, default=Path('out'),
-                        help='folder for gpu_check.json and gpu_check.md (default ./out)')
-    parser.add_argument('--budget-s', type=float, default=300.0,
-                        help='stop starting sections after this many seconds (default 300)')
+                        help='folder for gpu_check.json and gpu_check.md (default ./out), '
+                             'rewritten after every section')
+    parser.add_argument('--budget-s', type=float, default=360.0,
+                        help='stop starting sections after this many seconds (default 360)')
     args = parser.parse_args(argv)
     results = Check(args).run()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / 'gpu_check.json').write_text(json.dumps(results, indent=2, default=str),
-                                             encoding='utf-8')
-    summary = markdown(results)
-    (args.out / 'gpu_check.md').write_text(summary, encoding='utf-8')
-    print(summary)
+    write_results(results, args.out)
+    print(markdown(results))
     return 0
 
 

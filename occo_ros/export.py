@@ -24,7 +24,7 @@ The attention context (softmax over K^T.V / sqrt(d), model.attention_context) is
 explicit FP32 region: Cast-to-float on both MatMul inputs and on the softmax output (the
 dynamo exporter drops the model's no-op casts, so they are re-inserted), and its nodes are
 renamed '<scope>/attention_context_<k>/<op>_<j>' so TensorRT can pin those layers to FP32
-(tensorrt_engine.FP32_LAYER_PATTERN) in fp16/int8 engines.
+(model_contract.FP32_REGION_PATTERN) in fp16/int8 engines.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 import sys
@@ -44,16 +45,18 @@ import warnings
 import numpy as np
 
 from occo_ros import __version__
+from occo_ros.artifact_cache import default_cache_dir, sha256_file, stale_reason, write_artifact
 from occo_ros.atomic_file import atomic_write_bytes
-from occo_ros.engines.base import MIN_INPUT_SIZE, EngineError
-from occo_ros.engines.engine_cache import (
+from occo_ros.model_contract import (
+    FP32_REGION_PATTERN,
     INPUT_NAMES,
+    MIN_INPUT_SIZE,
     OUTPUT_NAME,
-    default_cache_dir,
-    sha256_file,
+    EngineError,
 )
-from occo_ros.engines.tensorrt_engine import FP32_LAYER_PATTERN
 from occo_ros.resources import DEFAULT_MODEL, default_model_path
+
+_LOG = logging.getLogger('occo_ros.export')
 
 SUPPORTED_OPSETS = (17, 18)
 DEFAULT_OPSET = 17
@@ -154,7 +157,7 @@ def pin_attention_context(model: object) -> list[str]:
             nodes.insert(nodes.index(softmax) + 1, cast)
             region.append(cast)
         for position, node in enumerate(region):
-            if not FP32_LAYER_PATTERN.search(node.name):
+            if not FP32_REGION_PATTERN.search(node.name):
                 node.name = f'{prefix}/{node.op_type}_{position}'
             names.append(node.name)
     graph.ClearField('node')
@@ -275,7 +278,7 @@ def export_onnx(
     input_size: tuple[int, int] | None = None,
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _LOG.info,
 ) -> Path:
     """Export a FIFN checkpoint to ONNX (InferenceFIFN: clamp included).
 
@@ -352,7 +355,7 @@ def export_onnx(
         'torch_version': torch.__version__, 'export_recipe_sha256': export_recipe_sha256(),
         'checkpoint': Path(model_path).name, 'checkpoint_sha256': checkpoint_sha,
         'training_data': training_data_id(meta, checkpoint_sha),
-        'fp32_node_pattern': FP32_LAYER_PATTERN.pattern,
+        'fp32_node_pattern': FP32_REGION_PATTERN.pattern,
         'fp32_nodes': json.dumps(fp32_nodes),
     }
     onnx.helper.set_model_props(model, properties)
@@ -418,18 +421,19 @@ def cached_onnx(
     cache_dir: str | os.PathLike | None,
     input_size: tuple[int, int] | None,
     opset: int = DEFAULT_OPSET,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _LOG.info,
 ) -> Path:
     """The ONNX export of a checkpoint from the cache, exporting it when absent or stale.
 
-    File: `<cache_dir>/<stem>.<checkpoint sha12>.op<opset>.<H>x<W|dyn>.onnx`. An existing
-    file is reused only if it parses and its metadata names the same checkpoint sha256 and
-    export recipe (`export_recipe_sha256`); otherwise it is exported again (logged).
+    File: `<cache_dir>/<stem>.<checkpoint sha12>.op<opset>.<H>x<W|dyn>.onnx` with the cache's
+    sidecar (occo_ros.artifact_cache): reused only if its bytes are intact and its key
+    (checkpoint sha256, opset, shape, export recipe `export_recipe_sha256`) matches;
+    otherwise exported again (logged).
 
     Without PyTorch (a robot with only ONNX Runtime or TensorRT) nothing can be exported:
-    the cached file is then checked by checkpoint sha256 alone, and the dynamic export
-    shipped beside the checkpoint (`shipped_onnx`, e.g. models/fifn_w025_pixel.onnx) is
-    used when the cache has none.
+    the cached file is then checked without the recipe (which needs torch), and the dynamic
+    export shipped beside the checkpoint (`shipped_onnx`, e.g. models/fifn_w025_pixel.onnx)
+    is used when the cache has none.
 
     Raises:
         ExportError: the checkpoint is missing/unreadable, the export fails, or PyTorch is
@@ -443,26 +447,20 @@ def cached_onnx(
     shape = 'dyn' if input_size is None else f'{input_size[0]}x{input_size[1]}'
     path = folder / f'{model_path.stem}.{sha[:12]}.op{opset}.{shape}.onnx'
     can_export = torch_installed()
+    key = {'checkpoint_sha256': sha, 'opset': opset, 'input_shape': shape}
+    if can_export:
+        key['export_recipe_sha256'] = export_recipe_sha256()
+    problem = stale_reason(path, key)
+    if problem is None:
+        log(f'using cached ONNX export {path}')
+        return path
     if path.is_file():
-        try:
-            cached = read_metadata(path)
-        except Exception as exc:  # onnx raises DecodeError and others for corrupt files
-            log(f'cached ONNX {path.name} is unreadable ({exc})')
-        else:
-            recipe = export_recipe_sha256() if can_export else None
-            if cached.get('checkpoint_sha256') != sha:
-                log(f'cached ONNX {path.name} is for checkpoint '
-                    f'{cached.get("checkpoint_sha256")}, expected {sha}')
-            elif recipe is not None and cached.get('export_recipe_sha256') != recipe:
-                log(f'cached ONNX {path.name} was exported by other occo_ros network/exporter '
-                    f'code or torch (recipe {str(cached.get("export_recipe_sha256"))[:12]}, '
-                    f'now {recipe[:12]})')
-            else:
-                log(f'using cached ONNX export {path}')
-                return path
+        log(f'cached ONNX {path.name} not used: {problem}')
     if can_export:
         log(f'exporting {model_path.name} to ONNX ({shape}, opset {opset})')
-        return export_onnx(model_path, path, input_size, opset, verify=True, log=log)
+        export_onnx(model_path, path, input_size, opset, verify=True, log=log)
+        write_artifact(path, None, key)
+        return path
     shipped = shipped_onnx(model_path, sha) if opset == DEFAULT_OPSET else None
     if shipped is None:
         raise ExportError(
@@ -473,6 +471,39 @@ def cached_onnx(
     log(f'PyTorch is not installed: using the ONNX export shipped beside the checkpoint, '
         f'{shipped} (dynamic H x W)')
     return shipped
+
+
+def onnx_input_size(onnx_path: Path) -> tuple[int, int] | None:
+    """(H, W) of a fixed-shape ONNX model's first input, None if dynamic."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # DecodeError and friends for corrupt files
+        raise EngineError(f'cannot read ONNX model {onnx_path}: {exc} (corrupt or truncated '
+                          'file? re-export it with occo-export)') from exc
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    values = [dim.dim_value if dim.HasField('dim_value') else None for dim in dims]
+    return (values[2], values[3]) if len(values) == 4 and None not in values[2:] else None
+
+
+def resolve_onnx(
+    model_path: str | os.PathLike, input_size: tuple[int, int] | None,
+    cache_dir: str | os.PathLike | None, log: Callable[[str], None] = _LOG.info,
+) -> Path:
+    """The ONNX file that runs `model_path` at `input_size` (H, W): an .onnx file itself, or
+    the cached export of a .pt checkpoint (fixed at `input_size`, dynamic when None; see
+    cached_onnx). The one place that turns a model path into an ONNX file.
+
+    Raises:
+        EngineError: another file type, or a failed export.
+    """
+    path = Path(model_path)
+    if path.suffix == '.pt':
+        return cached_onnx(path, cache_dir, input_size, log=log)
+    if path.suffix == '.onnx':
+        return path
+    raise EngineError(f'{path.name} is not an ONNX model or a .pt checkpoint')
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,12 +1,10 @@
-"""Engine cache policy (occo_ros/engines/engine_cache.py) and TensorRT decision logic.
+"""Engine cache policy (occo_ros/engines/engine_cache.py, occo_ros/artifact_cache.py), the
+IO contract and the TensorRT helpers that need no TensorRT.
 
-TensorRT cannot be installed here (no GPU, no wheel for this machine), so:
-- the cache policy is driven with FAKE BUILD/LOAD FUNCTIONS (plain callables standing in for
-  TensorRT's builder and deserialiser), which is the seam resolve_engine offers;
-- FakeTensorRT, a minimal stand-in for the `tensorrt` module injected into sys.modules,
-  covers only the pure decisions in tensorrt_engine.py that read the module (version,
-  network flags, IO description -> shape validation, FP32 layer selection).
-Nothing here builds or runs a real engine; see docs/PERFORMANCE.md for what needs a GPU.
+TensorRT cannot be installed here (no GPU, no wheel for this machine), so the cache policy
+is driven with FAKE BUILD/LOAD FUNCTIONS (plain callables standing in for TensorRT's builder
+and deserialiser), which is the seam resolve_engine offers. The whole TensorRT path runs
+through strict fakes of each supported version in test_tensorrt_fakes.py.
 """
 
 from __future__ import annotations
@@ -15,24 +13,22 @@ import json
 import os
 from pathlib import Path
 import sys
-import types
 
 import numpy as np
 import pytest
 
+from occo_ros import artifact_cache
 from occo_ros.atomic_file import atomic_write_bytes
-from occo_ros.engines import engine_cache, tensorrt_engine
-from occo_ros.engines.base import EngineError
+from occo_ros.engines import engine_cache, tensorrt_build, tensorrt_common, tensorrt_engine
 from occo_ros.engines.engine_cache import (
     BuiltPlan,
     EngineKey,
-    TensorSpec,
     decide,
-    io_problems,
     plan_trt_version,
     resolve_engine,
     sidecar_path,
 )
+from occo_ros.model_contract import EngineError, TensorSpec, io_problems
 
 
 def make_key(**changes) -> EngineKey:
@@ -90,7 +86,7 @@ def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv('OCCO_ROS_CACHE', str(tmp_path / 'c'))
     assert engine_cache.default_cache_dir() == tmp_path / 'c'
     monkeypatch.delenv('OCCO_ROS_CACHE')
-    assert engine_cache.default_cache_dir() == (
+    assert artifact_cache.default_cache_dir() == (
         Path.home() / '.cache' / 'occo_ros' / 'engines')
 
 
@@ -102,7 +98,7 @@ def test_atomic_write_keeps_old_file_when_interrupted(monkeypatch, tmp_path):
     def interrupted(src, dst):
         raise KeyboardInterrupt  # e.g. Ctrl-C between write and rename
 
-    monkeypatch.setattr(engine_cache.os, 'replace', interrupted)
+    monkeypatch.setattr(os, 'replace', interrupted)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(target, b'new-but-interrupted')
     assert target.read_bytes() == b'old'
@@ -119,28 +115,27 @@ def test_decide_names_what_was_found_and_expected(tmp_path):
     key = make_key()
     engine = tmp_path / key.file_name('m')
     assert decide(engine, key).action == 'build'
-    assert 'no cached engine' in decide(engine, key).reason
+    assert 'no cached file' in decide(engine, key).reason
     engine.write_bytes(fake_plan())
     assert 'has no sidecar' in decide(engine, key).reason
     sidecar_path(engine).write_text('{not json', encoding='utf-8')
     assert 'unreadable' in decide(engine, key).reason
-    sidecar = {'format': 1, 'key': make_key(trt_version='8.6.1.6', gpu_name='Xavier').to_json()}
-    sidecar_path(engine).write_text(json.dumps(sidecar), encoding='utf-8')
+    artifact_cache.write_artifact(engine, None, make_key(trt_version='8.6.1.6',
+                                                         gpu_name='Xavier').to_json())
     reason = decide(engine, key).reason
     assert "trt_version: found '8.6.1.6', expected '8.6.2.3'" in reason
     assert "gpu_name: found 'Xavier', expected 'Orin'" in reason
-    sidecar['key'] = key.to_json()
-    sidecar_path(engine).write_text(json.dumps(sidecar), encoding='utf-8')
+    artifact_cache.write_artifact(engine, None, key.to_json())
     assert decide(engine, key) == engine_cache.CacheDecision(
         'load', f'cached engine {engine.name} matches the key')
     assert decide(engine, key, force_rebuild=True).reason == 'force_rebuild is set'
     engine.write_bytes(fake_plan((10, 3, 0)))  # plan replaced by one from another TensorRT
-    # Header layout not confirmed at build time (no plan_header_trt): not trusted.
-    assert decide(engine, key).action == 'load'
-    sidecar['plan_header_trt'] = [8, 6, 2]  # confirmed: the header read 8.6.2 after the build
+    assert 'm.abababababab' in decide(engine, key).reason
+    assert 'changed after it was cached' in decide(engine, key).reason
+    sidecar = json.loads(sidecar_path(engine).read_text(encoding='utf-8'))
+    sidecar['format'] = 1   # an older cache layout
     sidecar_path(engine).write_text(json.dumps(sidecar), encoding='utf-8')
-    assert decide(engine, key).reason == (
-        'plan header says TensorRT 10.3.0, installed is 8.6.2 (engine file replaced or damaged)')
+    assert 'format 1, expected 2' in decide(engine, key).reason
 
 
 def test_second_start_loads_without_rebuilding(tmp_path):
@@ -166,11 +161,18 @@ def test_second_start_loads_without_rebuilding(tmp_path):
 def test_stale_or_corrupt_cache_is_rebuilt_not_fatal(tmp_path):
     fake = FakeTensorRTBuilder()
     _, first = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load, print)
-    first.engine_path.write_bytes(fake_plan(payload=b'garbage'))  # truncated/corrupt plan
+    first.engine_path.write_bytes(fake_plan(payload=b'garbage'))  # damaged plan ...
     lines: list[str] = []
     engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load,
                                     lines.append)
-    assert result.action == 'built' and fake.builds == 2 and engine == 'engine(engine-2)'
+    assert result.action == 'built' and 'changed after it was cached' in result.reason
+    # ... or one whose sidecar matches but which no longer deserialises (driver update)
+    result.engine_path.write_bytes(fake_plan(payload=b'garbage'))
+    artifact_cache.write_artifact(result.engine_path, None, make_key().to_json())
+    lines.clear()
+    engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load,
+                                    lines.append)
+    assert result.action == 'built' and fake.builds == 3 and engine == 'engine(engine-3)'
     assert any('is unusable (deserialisation failed); rebuilding' in line for line in lines)
 
     # TensorRT upgraded (JetPack bump): new key -> a new file, built once.
@@ -180,11 +182,9 @@ def test_stale_or_corrupt_cache_is_rebuilt_not_fatal(tmp_path):
     assert result.action == 'built' and 'trt10.3.0.30' in result.engine_path.name
 
 
-def test_build_only_and_force_rebuild(tmp_path):
+def test_force_rebuild(tmp_path):
     fake = FakeTensorRTBuilder()
-    engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load, print,
-                                    build_only=True)
-    assert engine is None and result.engine_path.is_file() and fake.loads == 0
+    resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load, print)
     engine, result = resolve_engine(make_key(), tmp_path, 'm', fake.build, fake.load, print,
                                     force_rebuild=True)
     assert fake.builds == 2 and result.reason == 'force_rebuild is set'
@@ -227,57 +227,6 @@ def test_io_validation():
     assert "unexpected IO tensors ['ir']" in problems
 
 
-class FakeTensorRT(types.ModuleType):
-    """Minimal stand-in for the `tensorrt` module (cannot be installed here): only the
-    attributes the decision functions read."""
-
-    float32, float16, int32 = 'float32', 'float16', 'int32'
-
-    class TensorIOMode:
-        INPUT, OUTPUT = 'input', 'output'
-
-    class NetworkDefinitionCreationFlag:
-        EXPLICIT_BATCH = 0
-
-    def __init__(self, version: str) -> None:
-        super().__init__('tensorrt')
-        self.__version__ = version
-
-    @staticmethod
-    def nptype(dtype: str) -> type:
-        return {'float32': np.float32, 'float16': np.float16, 'int32': np.int32}[dtype]
-
-
-class FakeEngine:
-    """A deserialised engine as far as describe_io looks at it."""
-
-    def __init__(self, tensors: list[tuple[str, str, tuple, str]]) -> None:
-        self.tensors = tensors
-        self.num_io_tensors = len(tensors)
-
-    def get_tensor_name(self, index: int) -> str:
-        return self.tensors[index][0]
-
-    def _find(self, name: str) -> tuple:
-        return next(t for t in self.tensors if t[0] == name)
-
-    def get_tensor_mode(self, name: str) -> str:
-        return self._find(name)[1]
-
-    def get_tensor_shape(self, name: str) -> tuple:
-        return self._find(name)[2]
-
-    def get_tensor_dtype(self, name: str) -> str:
-        return self._find(name)[3]
-
-
-@pytest.fixture
-def fake_trt(monkeypatch) -> FakeTensorRT:
-    module = FakeTensorRT('10.3.0.30')
-    monkeypatch.setitem(sys.modules, 'tensorrt', module)
-    return module
-
-
 def test_missing_tensorrt_is_a_clear_engine_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'tensorrt', None)  # import fails, as on this machine
     with pytest.raises(EngineError, match='TensorRT Python package not found: install '
@@ -285,99 +234,45 @@ def test_missing_tensorrt_is_a_clear_engine_error(monkeypatch):
         tensorrt_engine.import_tensorrt()
 
 
-def test_version_decisions_with_fake_module(fake_trt):
-    trt = tensorrt_engine.import_tensorrt()
-    assert trt is fake_trt and tensorrt_engine.tensorrt_version(trt) == '10.3.0.30'
-    assert tensorrt_engine._network_flags(trt) == 0  # explicit batch is implicit in 10.x
-    fake_trt.__version__ = '8.6.2.3'
-    assert tensorrt_engine._network_flags(trt) == 1  # 1 << EXPLICIT_BATCH in 8.x
+def test_fixed_input_size_of_an_engine():
+    assert tensorrt_build.__name__ and GOOD_IO
+    from occo_ros.engines.tensorrt_runtime import fixed_input_size
 
-
-def test_engine_io_is_validated_against_fifn(fake_trt):
-    good = FakeEngine([('visible_y', 'input', (1, 1, 256, 320), 'float32'),
-                       ('infrared', 'input', (1, 1, 256, 320), 'float32'),
-                       ('fused_y', 'output', (1, 1, 256, 320), 'float32')])
-    specs = tensorrt_engine.describe_io(good, fake_trt)
-    assert specs == GOOD_IO
-    assert tensorrt_engine.fixed_input_size(specs, 'x.engine') == (256, 320)
-    half = FakeEngine([(n, m, s, 'float16') for n, m, s, _ in good.tensors])
-    assert "'fused_y' dtype float16, expected float32" in io_problems(
-        tensorrt_engine.describe_io(half, fake_trt), 256, 320)
+    assert fixed_input_size(GOOD_IO, 'x.engine') == (256, 320)
     dynamic = [spec(s.name, s.is_input, (-1, 1, -1, -1)) for s in GOOD_IO]
     with pytest.raises(EngineError, match='no fixed .visible_y. input shape'):
-        tensorrt_engine.fixed_input_size(dynamic, 'x.engine')
-
-
-def test_only_attention_context_layers_are_pinned_to_fp32(fake_trt):
-    class Tensor:
-        def __init__(self, dtype: str) -> None:
-            self.dtype = dtype
-
-    class Layer:
-        def __init__(self, name: str, dtype: str = 'float16') -> None:
-            self.name, self.num_outputs = name, 1
-            self.output, self.precision, self.output_type = Tensor(dtype), None, None
-
-        def get_output(self, index: int) -> Tensor:
-            return self.output
-
-        def set_output_type(self, index: int, dtype: str) -> None:
-            self.output_type = dtype
-
-    layers = [Layer('/fifn/fusion.0/cross_attention/attention_context_0/MatMul_3'),
-              Layer('/fifn/fusion.0/cross_attention/attention_context_0/Softmax_5'),
-              Layer('/fifn/fusion.0/cross_attention/attention_context_1/Shape', 'int32'),
-              Layer('/fifn/fusion.0/cross_attention/MatMul_2'),
-              Layer('/fifn/decoder.0/block/block.0/Conv')]
-    network = types.SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
-    pinned = tensorrt_engine.pin_fp32_layers(network, fake_trt)
-    assert pinned == [layers[0].name, layers[1].name]
-    assert [(layer.precision, layer.output_type) for layer in layers] == [
-        ('float32', 'float32'), ('float32', 'float32'), (None, None), (None, None),
-        (None, None)]
+        fixed_input_size(dynamic, 'x.engine')
 
 
 def test_parse_device():
-    assert tensorrt_engine.parse_device('auto') == (0, None)
-    assert tensorrt_engine.parse_device('cuda:1') == (1, None)
-    assert tensorrt_engine.parse_device('dla:1') == (0, 1)
+    assert tensorrt_common.parse_device('auto') == (0, None)
+    assert tensorrt_common.parse_device('cuda:1') == (1, None)
+    assert tensorrt_common.parse_device('dla:1') == (0, 1)
     for bad in ('cpu', 'auto:1', 'gpu', 'cuda:x'):
         with pytest.raises(EngineError, match='is not valid for TensorRT'):
-            tensorrt_engine.parse_device(bad)
+            tensorrt_common.parse_device(bad)
 
 
 def test_missing_pycuda_is_a_clear_engine_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'pycuda.driver', None)
     with pytest.raises(EngineError, match='pycuda not found: pip install pycuda'):
-        tensorrt_engine.import_pycuda_driver()
-
-
-def test_prebuilt_engine_from_another_tensorrt_is_flagged(fake_trt, monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, 'pycuda.driver', None)  # not installable here either
-    engine = tmp_path / 'fifn.engine'
-    engine.write_bytes(fake_plan((8, 6, 2)))
-    lines: list[str] = []
-    with pytest.raises(EngineError, match='pycuda not found.*; engines are not portable across '
-                                          'TensorRT versions or GPUs: pass the .onnx or .pt'):
-        tensorrt_engine.load_engine_file(engine, (512, 640), log=lines.append)
-    assert lines[0].startswith(f'engine {engine}: plan header says TensorRT 8.6.2, installed '
-                               'is 10.3.0')
-    with pytest.raises(EngineError, match='engine file not found'):
-        tensorrt_engine.load_engine_file(tmp_path / 'missing.engine', None)
+        tensorrt_common.import_pycuda_driver()
 
 
 def test_int8_calibration_batches_from_real_pairs(shared_data, tmp_path):
-    batches = list(tensorrt_engine.calibration_batches(shared_data / 'eval' / 'msrs', 64, 80,
-                                                       limit=4))
-    assert len(batches) == 4
+    calibration = tensorrt_build.CalibrationSet(
+        shared_data / 'eval' / 'msrs', (64, 80), ('smoothed', 0.0, 255.0, (1.0, 99.0), 0.1),
+        limit=4)
+    batches = list(calibration.batches())
+    assert len(batches) == 4 and len(calibration.sha256) == 64
     for visible, infrared in batches:
         for array in (visible, infrared):
             assert array.shape == (1, 1, 64, 80) and array.dtype == np.float32
             assert 0.0 <= array.min() and array.max() <= 1.0 and array.std() > 0.01
     with pytest.raises(EngineError, match='must hold vi/ and ir/ subfolders'):
-        tensorrt_engine.calibration_pairs(tmp_path)
+        tensorrt_build.calibration_pairs(tmp_path)
     (tmp_path / 'vi').mkdir()
     (tmp_path / 'ir').mkdir()
     (tmp_path / 'vi' / 'a.png').write_bytes(b'')
     with pytest.raises(EngineError, match='no visible/infrared pair with matching names'):
-        tensorrt_engine.calibration_pairs(tmp_path)
+        tensorrt_build.calibration_pairs(tmp_path)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from occo_ros import build_engine
+from occo_ros.artifact_cache import sidecar_path, write_artifact
 from occo_ros.checkpoint import save_checkpoint
 from occo_ros.engines import BACKENDS, EngineSpec, create_engine
 from occo_ros.engines.base import EngineError
@@ -148,24 +150,30 @@ def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tm
     optimized.write_bytes(b'not a model')
     log = Log()
     second = OnnxRuntimeEngine(str(fixed_onnx), device='cpu', cache_dir=str(tmp_path), log=log)
-    assert log.has('unusable') and second.info.details['optimized_model_cache'].startswith(
-        'written ')
+    assert log.has('changed after it was cached') and log.has('recreating it')
+    assert second.info.details['optimized_model_cache'].startswith('written ')
+    # One that ONNX Runtime can no longer load (sidecar intact) is recreated too.
+    optimized.write_bytes(b'still not a model')
+    sidecar = json.loads(sidecar_path(optimized).read_text(encoding='utf-8'))
+    write_artifact(optimized, None, sidecar['key'])
+    log = Log()
+    OnnxRuntimeEngine(str(fixed_onnx), device='cpu', cache_dir=str(tmp_path), log=log)
+    assert log.has('not used: unusable (ONNX Runtime cannot load')
 
     # A truncated cached export (e.g. disk full) is exported again.
     exported = cached_onnx(checkpoint, tmp_path, (64, 80), log=quiet)
     exported.write_bytes(exported.read_bytes()[:3000])
     log = Log()
     assert cached_onnx(checkpoint, tmp_path, (64, 80), log=log) == exported
-    assert log.has('is unreadable') and log.has('exporting fifn_test.pt to ONNX')
+    assert log.has('changed after it was cached') and log.has('exporting fifn_test.pt to ONNX')
     onnx.checker.check_model(onnx.load(str(exported)))
 
     # An export made by other network/exporter code (an upgrade) is exported again, then reused.
-    model = onnx.load(str(exported))
-    next(p for p in model.metadata_props if p.key == 'export_recipe_sha256').value = 'old' * 8
-    onnx.save(model, str(exported))
+    sidecar = json.loads(sidecar_path(exported).read_text(encoding='utf-8'))
+    write_artifact(exported, None, {**sidecar['key'], 'export_recipe_sha256': 'old'})
     log = Log()
     assert cached_onnx(checkpoint, tmp_path, (64, 80), log=log) == exported
-    assert log.has('other occo_ros network/exporter code') and log.has('to ONNX')
+    assert log.has("export_recipe_sha256: found 'old'") and log.has('to ONNX')
     log = Log()
     cached_onnx(checkpoint, tmp_path, (64, 80), log=log)
     assert log.has('using cached ONNX export')
@@ -249,7 +257,7 @@ def test_factory_validates_arguments(checkpoint, tmp_path):
 
 
 def test_engine_spec_from_the_parameter_table(tmp_path):
-    from occo_ros.engines.spec import ENGINE_PARAMS
+    from occo_ros.engines.spec import ENGINE_PARAMS, THERMAL_PARAMS
     from occo_ros.params import SPECS
 
     spec = EngineSpec()
@@ -263,7 +271,8 @@ def test_engine_spec_from_the_parameter_table(tmp_path):
     assert (spec.input_size, spec.cache_dir, spec.calibration_dir, spec.workspace_mb) == (
         (480, 640), 'cache', str(tmp_path), 2048)
     assert EngineSpec.from_params(spec.to_params()) == spec
-    assert set(spec.to_params()) == set(ENGINE_PARAMS) <= set(SPECS)
+    assert set(spec.to_params()) == set(ENGINE_PARAMS + THERMAL_PARAMS) <= set(SPECS)
+    assert spec.thermal[0] == 'fixed'
     with pytest.raises(EngineError) as error:
         EngineSpec(backend='tflite', device='gpu', workspace_mb=1, input_size=(4, 640))
     for fragment in ("backend='tflite'", "device='gpu'", 'workspace_mb=1 is below',

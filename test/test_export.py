@@ -17,11 +17,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from occo_ros.artifact_cache import sha256_file
 from occo_ros.checkpoint import save_checkpoint
-from occo_ros.engines.engine_cache import sha256_file
-from occo_ros.engines.tensorrt_engine import FP32_LAYER_PATTERN
 from occo_ros.export import ExportError, export_onnx, main, pin_attention_context, read_metadata
 from occo_ros.model import InferenceFIFN, build_fifn
+from occo_ros.model_contract import FP32_REGION_PATTERN
 
 TOLERANCE = 1e-4
 
@@ -208,8 +208,8 @@ def test_attention_context_is_an_explicit_fp32_region(fixed17, dynamic17, fixed1
                 node = producer[node.input[0]] if node.op_type == 'Transpose' else node
                 assert is_float_cast(node), f'{path.name}: {matmul.name} input not float cast'
             region = [softmax, after, matmul, producer[softmax.input[0]]]
-            assert all(FP32_LAYER_PATTERN.search(node.name) for node in region)
-        named = [n.name for n in model.graph.node if FP32_LAYER_PATTERN.search(n.name)]
+            assert all(FP32_REGION_PATTERN.search(node.name) for node in region)
+        named = [n.name for n in model.graph.node if FP32_REGION_PATTERN.search(n.name)]
         assert len(named) == len(set(named))
         assert sorted(json.loads(read_metadata(path)['fp32_nodes'])) == sorted(named)
 

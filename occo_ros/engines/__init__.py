@@ -105,20 +105,6 @@ def _onnxruntime(request: _Request, device: str, precision: str) -> FusionEngine
                              request.cache_dir, request.spec.input_size, request.log)
 
 
-def onnx_input_size(onnx_path: Path) -> tuple[int, int] | None:
-    """(H, W) of a fixed-shape ONNX model's first input, None if dynamic."""
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends for corrupt files
-        raise EngineError(f'cannot read ONNX model {onnx_path}: {exc} (corrupt or truncated '
-                          'file? re-export it with occo-export)') from exc
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    values = [dim.dim_value if dim.HasField('dim_value') else None for dim in dims]
-    return (values[2], values[3]) if len(values) == 4 and None not in values[2:] else None
-
-
 def _tensorrt(request: _Request, device: str, precision: str) -> FusionEngine:
     from occo_ros.engines import tensorrt_engine
 
@@ -128,23 +114,19 @@ def _tensorrt(request: _Request, device: str, precision: str) -> FusionEngine:
     if request.kind == 'engine':
         return tensorrt_engine.load_engine_file(request.model_path, input_size, device,
                                                 request.log)
-    if request.kind == 'pt':
-        if input_size is None:
-            raise EngineError('the tensorrt backend needs input_size (H, W) for a .pt model')
-        from occo_ros.export import cached_onnx
+    if request.kind == 'pt' and input_size is None:
+        raise EngineError('the tensorrt backend needs input_size (H, W) for a .pt model')
+    from occo_ros.export import onnx_input_size, resolve_onnx
 
-        onnx_path = cached_onnx(request.model_path, request.cache_dir, input_size,
-                                log=request.log)
-    else:
-        onnx_path = request.model_path
-        input_size = input_size or onnx_input_size(onnx_path)
-        if input_size is None:
-            raise EngineError(f'{onnx_path.name} has a dynamic input size: give input_size '
-                              '(H, W) for the TensorRT optimisation profile')
+    onnx_path = resolve_onnx(request.model_path, input_size, request.cache_dir, request.log)
+    input_size = input_size or onnx_input_size(onnx_path)
+    if input_size is None:
+        raise EngineError(f'{onnx_path.name} has a dynamic input size: give input_size '
+                          '(H, W) for the TensorRT optimisation profile')
     engine, _ = tensorrt_engine.load_or_build(
-        onnx_path, input_size, precision, device, request.cache_dir, build_only=False,
+        onnx_path, input_size, precision, device, request.cache_dir,
         force_rebuild=request.spec.force_rebuild,
-        calibration_dir=request.spec.calibration_dir or None,
+        calibration_dir=request.spec.calibration_dir or None, thermal=request.spec.thermal,
         workspace_mb=request.spec.workspace_mb, log=request.log,
         model_path=str(request.model_path))
     return engine

@@ -1,62 +1,51 @@
-"""TensorRT engine cache: key, file names, sidecar, plan header check, load-or-build policy.
+"""TensorRT engine cache: the key, file names, plan header version, load-or-build policy.
 
 Pure Python (no tensorrt import), so the cache decision is testable anywhere. The TensorRT
 backend passes its real build and load functions to `resolve_engine`.
 
 Policy (ROS2_NOTES.md §2.3): an engine is reused only if its sidecar JSON matches the key
-we expect now (sha256 of the ONNX file, TensorRT version, GPU name and compute capability or
-DLA core, precision, input size), its plan header names the installed TensorRT version
-(where the header layout was confirmed when the engine was built), and it deserialises with
-the expected IO tensors. Anything else is logged as found vs expected
-and the engine is rebuilt instead of crashing. Files are written atomically (temp + rename),
-so an interrupted build never leaves a truncated engine behind.
+we expect now (sha256 of the ONNX file, TensorRT version, GPU name, compute capability, SM
+count or DLA core, precision, input size, build-recipe hash; occo_ros.artifact_cache, the
+scheme every cached artifact uses), its bytes are the ones cached, and it deserialises with the
+expected IO tensors. Anything else is logged as found vs expected and the engine is
+rebuilt instead of crashing. Files are written atomically (temp + rename), so an interrupted
+build never leaves a truncated engine behind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 import re
 import time
 from typing import Generic, TypeVar
 
-from occo_ros.atomic_file import atomic_write_bytes
-from occo_ros.engines.base import EngineError
+from occo_ros.artifact_cache import (
+    default_cache_dir,
+    key_mismatches,
+    read_sidecar,
+    sha256_file,
+    sidecar_path,
+    write_artifact,
+)
+from occo_ros.model_contract import EngineError
 
-#: Environment variable that moves the default cache folder.
-CACHE_ENV = 'OCCO_ROS_CACHE'
-#: Bumped when the sidecar layout changes; older sidecars then read as a mismatch.
-SIDECAR_FORMAT = 1
+_LOG = logging.getLogger('occo_ros.engines')
+
+__all__ = ['BuiltPlan', 'CacheResult', 'EngineKey', 'decide', 'default_cache_dir',
+           'plan_trt_version', 'resolve_engine', 'sha256_file', 'sidecar_path']
+
 PRECISIONS = ('fp32', 'fp16', 'int8')
-INPUT_NAMES = ('visible_y', 'infrared')
-OUTPUT_NAME = 'fused_y'
 
 # Bytes 24..26 of a serialized plan hold the TensorRT major, minor and patch version that
 # built it. Not a documented API: NVIDIA's answer in NVIDIA/TensorRT#3073
 # (issuecomment-1599934548), used by Autoware's tensorrt_common (PR #10320). Treated as a
 # hint only: deserialisation remains the final check.
 _PLAN_VERSION_OFFSET = 24
-
-
-def default_cache_dir() -> Path:
-    """$OCCO_ROS_CACHE if set, else ~/.cache/occo_ros/engines."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / '.cache' / 'occo_ros' / 'engines'
-
-
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks of `chunk_bytes`."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for chunk in iter(lambda: stream.read(chunk_bytes), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def slug(text: str) -> str:
@@ -77,6 +66,10 @@ class EngineKey:
         dla_core: DLA core the engine runs on, or None for the GPU.
         precision: requested precision, one of PRECISIONS.
         input_shape: (H, W) in pixels of the optimisation profile / fixed input.
+        sm_count: streaming multiprocessors of the GPU (tactics are timed for this count:
+            a MIG slice or a binned part of the same name needs its own engine).
+        recipe_sha256: sha256 of the build recipe (tensorrt_build: flags, FP32 pinning,
+            calibration preparation) and, for int8, of the calibration data.
     """
 
     onnx_sha256: str
@@ -86,6 +79,8 @@ class EngineKey:
     dla_core: int | None
     precision: str
     input_shape: tuple[int, int]
+    sm_count: int = 0
+    recipe_sha256: str = ''
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -108,55 +103,6 @@ class EngineKey:
         data = asdict(self)
         data['input_shape'] = list(self.input_shape)
         return data
-
-
-def key_mismatches(found: dict, expected: EngineKey) -> list[str]:
-    """'field: found X, expected Y' for every key field that differs (empty list: a match)."""
-    problems = []
-    for name, value in expected.to_json().items():
-        if found.get(name) != value:
-            problems.append(f'{name}: found {found.get(name)!r}, expected {value!r}')
-    return problems
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One engine IO tensor: name, direction, shape (-1 = dynamic dim) and dtype name."""
-
-    name: str
-    is_input: bool
-    shape: tuple[int, ...]
-    dtype: str
-
-
-def io_problems(specs: list[TensorSpec], height: int, width: int) -> list[str]:
-    """What is wrong with an engine's IO for FIFN at (height, width); empty list if nothing.
-
-    Expected: inputs 'visible_y' and 'infrared', output 'fused_y', all float32, shape
-    (1, 1, H, W) or (N, 1, H, W) with dynamic dims (-1) allowed where the profile sets them.
-    """
-    problems = []
-    by_name = {spec.name: spec for spec in specs}
-    expected = {name: True for name in INPUT_NAMES} | {OUTPUT_NAME: False}
-    for name, is_input in expected.items():
-        spec = by_name.get(name)
-        role = 'input' if is_input else 'output'
-        if spec is None:
-            problems.append(f'{role} {name!r} missing (engine has {sorted(by_name)})')
-            continue
-        if spec.is_input != is_input:
-            problems.append(f'{name!r} is an {"input" if spec.is_input else "output"}, '
-                            f'expected an {role}')
-        if spec.dtype != 'float32':
-            problems.append(f'{name!r} dtype {spec.dtype}, expected float32')
-        want = (1, 1, height, width)
-        if len(spec.shape) != 4 or any(
-                dim not in (-1, size) for dim, size in zip(spec.shape, want)):
-            problems.append(f'{name!r} shape {spec.shape}, expected {want} (-1 = dynamic)')
-    extra = sorted(set(by_name) - set(expected))
-    if extra:
-        problems.append(f'unexpected IO tensors {extra}')
-    return problems
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
@@ -185,51 +131,21 @@ class CacheDecision:
     reason: str
 
 
-def sidecar_path(engine_path: Path) -> Path:
-    """The JSON file beside an engine: '<engine>.json'."""
-    return engine_path.with_name(engine_path.name + '.json')
-
-
 def decide(engine_path: Path, key: EngineKey, force_rebuild: bool = False) -> CacheDecision:
     """Whether the cached engine at `engine_path` may be loaded for `key` (no deserialisation).
 
-    Checks, in order: force_rebuild, engine file present, sidecar present and readable,
-    sidecar key fields equal to `key`, plan header TensorRT version equal to key.trt_version.
+    Checks, in order: force_rebuild, engine file present, sidecar present and readable, the
+    engine's sha256 as recorded (a replaced or damaged file), sidecar key equal to `key`.
     """
     if force_rebuild:
         return CacheDecision('build', 'force_rebuild is set')
-    if not engine_path.is_file():
-        return CacheDecision('build', f'no cached engine at {engine_path}')
-    sidecar = sidecar_path(engine_path)
-    try:
-        found = json.loads(sidecar.read_text(encoding='utf-8'))
-    except FileNotFoundError:
-        return CacheDecision('build', f'engine {engine_path.name} has no sidecar {sidecar.name}')
-    except (OSError, ValueError) as exc:
-        return CacheDecision('build', f'sidecar {sidecar.name} unreadable ({exc})')
-    found_format = found.get('format') if isinstance(found, dict) else None
-    if found_format != SIDECAR_FORMAT:
-        return CacheDecision(
-            'build', f'sidecar {sidecar.name} format {found_format!r}, expected {SIDECAR_FORMAT}')
-    mismatches = key_mismatches(found.get('key', {}), key)
+    found, problem = read_sidecar(engine_path)
+    if found is None:
+        return CacheDecision('build', problem)
+    mismatches = key_mismatches(found.get('key') or {}, key.to_json())
     if mismatches:
         return CacheDecision('build', 'sidecar does not match: ' + '; '.join(mismatches))
-    # The header layout is undocumented: it is trusted only if it read as the installed
-    # version when this engine was built (recorded in the sidecar), so a layout change in a
-    # future TensorRT cannot cause a rebuild on every start.
-    installed = list(parse_version(key.trt_version))
-    if found.get('plan_header_trt') == installed:
-        with open(engine_path, 'rb') as stream:
-            built_with = plan_trt_version(stream.read(64))
-        if built_with is None or list(built_with) != installed:
-            return CacheDecision(
-                'build', f'plan header says TensorRT {_dotted(built_with)}, installed is '
-                f'{_dotted(installed)} (engine file replaced or damaged)')
     return CacheDecision('load', f'cached engine {engine_path.name} matches the key')
-
-
-def _dotted(version: tuple | list | None) -> str:
-    return '.'.join(map(str, version)) if version else 'unreadable'
 
 
 @dataclass
@@ -281,13 +197,11 @@ class _Resolver(Generic[EngineT]):
         built = self.build()
         build_time = time.monotonic() - started
         header = plan_trt_version(built.plan)
-        sidecar = {'format': SIDECAR_FORMAT, 'key': self.key.to_json(),
-                   'precision_used': built.precision_used, 'build_time_s': round(build_time, 2),
-                   'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-                   'plan_header_trt': list(header) if header else None, **built.details}
-        atomic_write_bytes(self.engine_path, built.plan)
-        atomic_write_bytes(sidecar_path(self.engine_path),
-                           json.dumps(sidecar, indent=2, sort_keys=True).encode('utf-8'))
+        sidecar = write_artifact(
+            self.engine_path, built.plan, self.key.to_json(),
+            precision_used=built.precision_used, build_time_s=round(build_time, 2),
+            built_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+            plan_header_trt=list(header) if header else None, **built.details)
         self.log(f'engine built in {build_time:.1f} s ({built.precision_used}) and cached at '
                  f'{self.engine_path}')
         return built, build_time, sidecar
@@ -299,10 +213,9 @@ def resolve_engine(
     stem: str,
     build: Callable[[], BuiltPlan],
     load: Callable[[bytes, dict], EngineT],
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _LOG.info,
     force_rebuild: bool = False,
-    build_only: bool = False,
-) -> tuple[EngineT | None, CacheResult]:
+) -> tuple[EngineT, CacheResult]:
     """Load the cached engine for `key`, or build, cache and load it.
 
     Args:
@@ -314,11 +227,9 @@ def resolve_engine(
             EngineError if the plan is unusable, which triggers a rebuild.
         log: receives one line per decision.
         force_rebuild: ignore any cached engine.
-        build_only: build (or validate the cached engine), cache it, and return None
-            instead of an engine.
 
     Returns:
-        (engine or None when build_only, CacheResult).
+        (engine, CacheResult); a fresh plan is always loaded: that is its validation.
 
     Raises:
         EngineError: the build fails, or a freshly built plan does not load.
@@ -332,7 +243,7 @@ def resolve_engine(
         if loaded is not None:
             engine, sidecar = loaded
             log(f'loaded cached engine {engine_path} without rebuilding ({decision.reason})')
-            return (None if build_only else engine), CacheResult(
+            return engine, CacheResult(
                 engine_path, 'loaded', decision.reason,
                 sidecar.get('precision_used', key.precision), sidecar.get('build_time_s'),
                 sidecar)
@@ -341,9 +252,6 @@ def resolve_engine(
         reason = decision.reason
         log(f'building TensorRT engine {engine_path.name}: {reason}')
     built, build_time, sidecar = resolver.build_and_store()
-    if build_only:
-        return None, CacheResult(engine_path, 'built', reason, built.precision_used,
-                                 build_time, sidecar)
     engine = load(built.plan, sidecar)
     return engine, CacheResult(engine_path, 'built', reason, built.precision_used, build_time,
                                sidecar)

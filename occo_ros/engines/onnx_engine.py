@@ -7,8 +7,9 @@ TensorRT backend, which keeps the attention context in FP32 (OCCO_METHOD.md §2)
 Optimised-model cache (CPU only): the first session saves ONNX Runtime's optimised graph
 (layout transforms, fusions) next to the engine cache; later starts load it with
 optimisation off, which cuts session creation several-fold (0.31 s -> 0.07 s for width 0.25
-on a 2-core Xeon). The optimised graph may contain CPU-specific kernels, so its file name
-holds the source sha256, the onnxruntime version and a CPU signature.
+on a 2-core Xeon). The optimised graph may contain CPU-specific kernels, so its cache key
+(occo_ros.artifact_cache sidecar) holds the source sha256, the onnxruntime version and a
+CPU signature.
 """
 
 from __future__ import annotations
@@ -16,24 +17,23 @@ from __future__ import annotations
 from collections.abc import Callable
 import contextlib
 import hashlib
+import logging
 from pathlib import Path
 import platform
 
 import numpy as np
 
-from occo_ros.engines.base import (
-    MIN_INPUT_SIZE,
-    EngineError,
-    EngineInfo,
-    FusionEngine,
-    validate_inputs,
-)
-from occo_ros.engines.engine_cache import (
+from occo_ros.artifact_cache import default_cache_dir, sha256_file, stale_reason, write_artifact
+from occo_ros.engines.base import EngineInfo, FusionEngine
+from occo_ros.model_contract import (
     INPUT_NAMES,
     OUTPUT_NAME,
-    default_cache_dir,
-    sha256_file,
+    EngineError,
+    size_problem,
+    validate_inputs,
 )
+
+_LOG = logging.getLogger('occo_ros.onnxruntime')
 
 CPU_EP = 'CPUExecutionProvider'
 CUDA_EP = 'CUDAExecutionProvider'
@@ -121,7 +121,7 @@ class OnnxRuntimeEngine(FusionEngine):
         num_threads: int | None = None,
         cache_dir: str | None = None,
         input_size: tuple[int, int] | None = None,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] = _LOG.info,
     ) -> None:
         ort = import_onnxruntime()
         if precision != 'fp32':
@@ -161,13 +161,12 @@ class OnnxRuntimeEngine(FusionEngine):
         """The ONNX file to run: `path` itself, or the cached export of a .pt checkpoint."""
         if not path.is_file():
             raise EngineError(f'model file not found: {path}')
-        if path.suffix == '.onnx':
-            return path
-        if path.suffix == '.pt':
-            from occo_ros.export import cached_onnx  # only .pt models need the exporter
+        if path.suffix not in ('.onnx', '.pt'):
+            raise EngineError(
+                f'onnxruntime runs .onnx models or .pt checkpoints, got {path.name}')
+        from occo_ros.export import resolve_onnx
 
-            return cached_onnx(path, self._cache, input_size, log=self._log)
-        raise EngineError(f'onnxruntime runs .onnx models or .pt checkpoints, got {path.name}')
+        return resolve_onnx(path, input_size, self._cache, self._log)
 
     def _session_options(self, ort: object, num_threads: int | None, level: object) -> object:
         options = ort.SessionOptions()
@@ -192,19 +191,22 @@ class OnnxRuntimeEngine(FusionEngine):
             return self._open(ort, self._onnx_path,
                               self._session_options(ort, num_threads, level_all),
                               names, options), 'disabled (non-CPU providers)'
-        optimized = self._cache / 'ort' / (
-            f'{self._onnx_path.stem}.{sha256_file(self._onnx_path)[:12]}.ort{ort.__version__}.'
-            f'{cpu_signature()}.opt.onnx')
-        if optimized.is_file():
+        source_sha = sha256_file(self._onnx_path)
+        optimized = self._cache / 'ort' / f'{self._onnx_path.stem}.{source_sha[:12]}.opt.onnx'
+        key = {'source_sha256': source_sha, 'onnxruntime': ort.__version__,
+               'cpu_signature': cpu_signature()}
+        problem = stale_reason(optimized, key)
+        if problem is None:
             try:
                 return self._open(
                     ort, optimized, self._session_options(
                         ort, num_threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
                     names, options), f'hit {optimized}'
             except EngineError as exc:
-                self._log(f'optimised-model cache {optimized.name} unusable ({exc}); '
-                          'recreating it')
-                optimized.unlink(missing_ok=True)
+                problem = f'unusable ({exc})'
+        if optimized.is_file():
+            self._log(f'optimised-model cache {optimized.name} not used: {problem}; '
+                      'recreating it')
         optimized.parent.mkdir(parents=True, exist_ok=True)
         temp = optimized.with_name(f'.{optimized.name}.tmp')
         session_options = self._session_options(ort, num_threads, level_all)
@@ -215,6 +217,7 @@ class OnnxRuntimeEngine(FusionEngine):
         session = self._open(ort, self._onnx_path, session_options, names, options)
         if temp.is_file():
             temp.replace(optimized)  # atomic: a reader never sees a half-written model
+            write_artifact(optimized, None, key)
             return session, f'written {optimized}'
         return session, 'not written'
 
@@ -254,9 +257,9 @@ class OnnxRuntimeEngine(FusionEngine):
                 f'{self._onnx_path.name} is a fixed-shape model for HxW {fixed[0]}x{fixed[1]}; '
                 f'{what} is {size[0]}x{size[1]} (re-export with --height {size[0]} --width '
                 f'{size[1]}, or --dynamic)')
-        if min(size) < MIN_INPUT_SIZE:
-            raise EngineError(f'{what} {size[0]}x{size[1]} is below the network minimum '
-                              f'{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}')
+        problem = size_problem(*size)
+        if problem:
+            raise EngineError(f'{what} is {problem}')
 
     @property
     def info(self) -> EngineInfo:

@@ -35,6 +35,9 @@ FIELD_PARAMS = {
 }
 #: The node parameters an EngineSpec is made of (declare them read-only: start-up only).
 ENGINE_PARAMS = (*FIELD_PARAMS.values(), 'input_height', 'input_width')
+#: The node's thermal normalisation, applied to INT8 calibration images (EngineSpec.thermal).
+THERMAL_PARAMS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percentiles',
+                  'thermal_smoothing')
 #: Extra command-line spellings kept for the tools' existing options.
 _FLAGS = {'model_path': ('--model', '--model-path'),
           'engine_cache_dir': ('--engine-cache-dir', '--cache-dir'),
@@ -58,6 +61,9 @@ class EngineSpec:
         num_threads: CPU threads for torch / onnxruntime; 0 = the library default.
         calibration_dir: INT8 calibration pairs (vi/ and ir/ folders); '' = none.
         workspace_mb: TensorRT builder workspace in MiB.
+        thermal: the node's THERMAL_PARAMS values (mode, min, max, percentiles, smoothing):
+            INT8 calibration images are normalised as the node normalises its input; ()
+            = the table defaults.
     """
 
     backend: str = SPECS['backend'].default
@@ -70,8 +76,13 @@ class EngineSpec:
     num_threads: int = SPECS['num_threads'].default
     calibration_dir: str = SPECS['calibration_dir'].default
     workspace_mb: int = SPECS['workspace_mb'].default
+    thermal: tuple = ()
 
     def __post_init__(self) -> None:
+        if not self.thermal:
+            object.__setattr__(self, 'thermal', tuple(SPECS[n].default for n in THERMAL_PARAMS))
+        object.__setattr__(self, 'thermal', tuple(
+            tuple(value) if isinstance(value, list) else value for value in self.thermal))
         for name in ('model_path', 'cache_dir', 'calibration_dir'):
             object.__setattr__(self, name, str(getattr(self, name) or ''))
         if self.input_size is not None:
@@ -88,6 +99,12 @@ class EngineSpec:
         """Every invalid option with its value and what is allowed (empty: valid)."""
         found = [validate(param, getattr(self, field))
                  for field, param in FIELD_PARAMS.items() if param in SPECS]
+        if len(self.thermal) != len(THERMAL_PARAMS):
+            found.append(f'thermal needs {len(THERMAL_PARAMS)} values {THERMAL_PARAMS}, got '
+                         f'{self.thermal}')
+        else:
+            found += [validate(name, list(value) if isinstance(value, tuple) else value)
+                      for name, value in zip(THERMAL_PARAMS, self.thermal)]
         if not _DEVICE.fullmatch(self.device):
             found.append(f"device={self.device!r} is not 'auto', 'cpu', 'cuda', 'cuda:N' or "
                          "'dla:K'")
@@ -111,12 +128,15 @@ class EngineSpec:
 
         values: dict[str, Any] = {field: get(param) for field, param in FIELD_PARAMS.items()}
         values['input_size'] = (get('input_height'), get('input_width'))
+        values['thermal'] = tuple(get(name) for name in THERMAL_PARAMS)
         values.update(overrides)
         return cls(**values)
 
     def to_params(self) -> dict[str, Any]:
         """Node parameter names -> values (YAML-ready; input_size None leaves the size out)."""
         values = {param: getattr(self, field) for field, param in FIELD_PARAMS.items()}
+        values.update((name, list(value) if isinstance(value, tuple) else value)
+                      for name, value in zip(THERMAL_PARAMS, self.thermal))
         if self.input_size is not None:
             values['input_height'], values['input_width'] = self.input_size
         return values

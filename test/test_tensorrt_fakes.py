@@ -1,0 +1,359 @@
+"""The whole TensorRT path through strict fakes of TensorRT 8.5, 10.3 and 11.1 and pycuda
+(test/fake_tensorrt.py: TensorRT and pycuda cannot be installed here, no GPU).
+
+Every test ends with the fakes' three checks: no attribute outside that TensorRT version
+touched, every page-locked and device allocation freed, every thread's CUDA context stack
+empty and every retained primary context detached.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+import sys
+import threading
+
+import cv2
+from fake_tensorrt import VERSIONS, FakePycuda, FakeTensorRT, Recorder
+import numpy as np
+import pytest
+
+from occo_ros.engines import EngineSpec, create_engine, tensorrt_build, tensorrt_engine
+from occo_ros.model_contract import EngineError
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_ONNX = REPO / 'models' / 'fifn_w025_pixel.onnx'   # dynamic H x W, opset 17
+SIZE = (64, 80)
+WEAK_TYPED = ('8.5', '10.3')
+THERMAL = ('smoothed', 0.0, 65535.0, (1.0, 99.0), 0.1)
+
+
+class Fake:
+    """One installed fake: its Recorder, the modules, and the end-of-test checks."""
+
+    def __init__(self, monkeypatch, version: str, **options) -> None:
+        gpus = options.pop('gpus', (('NVIDIA H100', 9, 0, 132),))
+        self.recorder = Recorder()
+        self.trt = FakeTensorRT(version, self.recorder, **options)
+        self.pycuda = FakePycuda(self.recorder, gpus)
+        monkeypatch.setitem(sys.modules, 'tensorrt', self.trt)
+        monkeypatch.setitem(sys.modules, 'pycuda', self.pycuda.package)
+        monkeypatch.setitem(sys.modules, 'pycuda.driver', self.pycuda.driver)
+
+    def check(self) -> None:
+        assert self.recorder.violations == []
+        assert self.recorder.live == {}, 'leaked allocations'
+        assert self.recorder.balanced(), (self.recorder.stacks, self.recorder.retained)
+        assert 'tensorrt.nptype' not in self.recorder.touched  # 8.5.2's fails on numpy 1.24
+
+
+@pytest.fixture(params=sorted(VERSIONS))
+def fake(request, monkeypatch):
+    installed = Fake(monkeypatch, request.param)
+    yield installed
+    installed.check()
+
+
+def build(tmp_path: Path, precision: str, device: str = 'cuda', **options):
+    lines: list[str] = []
+    engine, result = tensorrt_engine.load_or_build(
+        SHIPPED_ONNX, SIZE, precision, device, tmp_path / 'cache', log=lines.append,
+        **options)
+    return engine, result, lines
+
+
+def pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return tuple(rng.random((1, 1, *SIZE), dtype=np.float32) for _ in range(2))
+
+
+def infer_in_thread(engine) -> np.ndarray:
+    """infer from a thread other than the one that built the engine (as a ROS executor)."""
+    result = {}
+    visible, infrared = pair()
+    thread = threading.Thread(target=lambda: result.update(out=engine.infer(visible, infrared)))
+    thread.start()
+    thread.join()
+    np.testing.assert_array_equal(result['out'], np.maximum(visible, infrared))
+    return result['out']
+
+
+def test_whole_path_build_cache_infer_close(fake, tmp_path, monkeypatch):
+    version = fake.trt.version
+    precision = 'fp16' if version in WEAK_TYPED else 'fp32'
+    engine, result, lines = build(tmp_path, precision)
+    built = engine._engine._description
+    assert result.action == 'built' and engine.info.precision == precision
+    assert built['gpu'] == 0 and built['dynamic'] and built['workspace'] == 1024 << 20
+    assert built['shapes'] == {'visible_y': [1, 1, *SIZE], 'infrared': [1, 1, *SIZE]}
+    if version in WEAK_TYPED:
+        assert built['flags'] == ['FP16', 'OBEY_PRECISION_CONSTRAINTS']
+        assert len(built['pinned']) >= 8
+        assert all('/attention_context_' in name for name in built['pinned'])
+    else:
+        assert built['flags'] == [] and built['pinned'] == []
+    progress = [line for line in lines if line.startswith('building engine: ')]
+    assert bool(progress) == (version != '8.5')   # IProgressMonitor from 10.0
+    infer_in_thread(engine)
+    engine.close()
+    engine.close()  # idempotent
+    with pytest.raises(EngineError, match='closed'):
+        engine.infer(*pair())
+    assert not fake.recorder.live
+
+    again, result, _ = build(tmp_path, precision)
+    assert result.action == 'loaded'
+    infer_in_thread(again)
+    again.close()
+
+    monkeypatch.setattr(tensorrt_engine, 'recipe_sha256', lambda: '0' * 64)
+    rebuilt, result, _ = build(tmp_path, precision)
+    assert result.action == 'built' and 'recipe_sha256' in result.reason
+    rebuilt.close()
+    result.engine_path.write_bytes(result.engine_path.read_bytes()[:40])  # damaged file
+    rebuilt, result, _ = build(tmp_path, precision)
+    assert result.action == 'built' and 'changed after it was cached' in result.reason
+    rebuilt.close()
+
+
+def test_factory_runs_the_tensorrt_path(fake, tmp_path):
+    spec = EngineSpec(backend='tensorrt', model_path=str(SHIPPED_ONNX), precision='fp32',
+                      input_size=SIZE, cache_dir=str(tmp_path), workspace_mb=512)
+    engine = create_engine(spec, logging.getLogger('test'))
+    info = engine.info
+    assert (info.backend, info.device, info.precision) == ('tensorrt', 'cuda:0', 'fp32')
+    assert info.details['tensorrt'] == fake.trt.__version__
+    assert engine.engine._engine._description['workspace'] == 512 << 20
+    infer_in_thread(engine)
+    engine.close()
+
+
+def test_engine_key_has_sm_count_and_recipe(monkeypatch):
+    gpus = (('NVIDIA A100', 8, 0, 108), ('NVIDIA A100 MIG 3g', 8, 0, 42))
+    fake = Fake(monkeypatch, '10.3', gpus=gpus)
+    key = tensorrt_engine.engine_key(SHIPPED_ONNX, 'fp16', SIZE, 'cuda:1')
+    assert (key.gpu_name, key.sm_count, key.compute_capability) == ('NVIDIA A100 MIG 3g', 42,
+                                                                    '8.0')
+    assert len(key.recipe_sha256) == 64
+    assert key.recipe_sha256 != tensorrt_engine.engine_key(
+        SHIPPED_ONNX, 'int8', SIZE, 'cuda:1', 'calibration-data').recipe_sha256
+    fake.check()
+
+
+def test_every_build_runs_on_the_requested_gpu(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, '8.5', gpus=(('Orin', 8, 7, 16), ('RTX A2000', 8, 6, 26)))
+    engine, _, lines = build(tmp_path, 'fp16', 'cuda:1')
+    assert engine._engine._description['gpu'] == 1 and engine.info.device == 'cuda:1'
+    assert any('GPU 1' in line for line in lines)
+    infer_in_thread(engine)
+    engine.close()
+    with pytest.raises(EngineError, match=r"device 'cuda:2': only 2 CUDA device\(s\)"):
+        build(tmp_path, 'fp16', 'cuda:2')
+    fake.check()
+
+
+@pytest.mark.parametrize('version', WEAK_TYPED)
+def test_dla_core_is_checked_and_used(monkeypatch, tmp_path, version):
+    fake = Fake(monkeypatch, version, dla_cores=2)
+    engine, result, _ = build(tmp_path, 'fp16', 'dla:1')
+    assert engine._engine._description['dla'] == 1 and engine.info.device == 'dla:1'
+    assert '-dla1.' in result.engine_path.name
+    engine.close()
+    with pytest.raises(EngineError, match='DLA core 2 does not exist: this device has 2'):
+        build(tmp_path, 'fp16', 'dla:2')
+    with pytest.raises(EngineError, match="runs fp16 or int8 only, not 'fp32'"):
+        build(tmp_path, 'fp32', 'dla:0')
+    fake.check()
+
+
+def test_tensorrt_11_refuses_reduced_precision_by_name(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, '11.1')
+    for precision in ('fp16', 'int8'):
+        with pytest.raises(EngineError, match=r'strongly typed networks only .* TensorRT '
+                                              r'8\.5/8\.6 .* and 10\.x'):
+            build(tmp_path, precision)
+    fake.check()
+
+
+def write_calibration(folder: Path, count: int = 3, seed: int = 0) -> Path:
+    """vi/*.png (RGB) and ir/*.png (16-bit thermal) pairs of the same names."""
+    rng = np.random.default_rng(seed)
+    for sub in ('vi', 'ir'):
+        (folder / sub).mkdir(parents=True)
+    for index in range(count):
+        visible = rng.integers(0, 256, (48, 60, 3), dtype=np.uint8)
+        thermal = rng.integers(20000, 30000, (48, 60), dtype=np.uint16)
+        cv2.imwrite(str(folder / 'vi' / f'{index:02d}.png'), visible)
+        cv2.imwrite(str(folder / 'ir' / f'{index:02d}.png'), thermal)
+    return folder
+
+
+@pytest.mark.parametrize('version', WEAK_TYPED)
+def test_int8_is_loud(monkeypatch, tmp_path, version):
+    fake = Fake(monkeypatch, version)
+    data = write_calibration(tmp_path / 'calib')
+    engine, result, lines = build(tmp_path, 'int8', calibration_dir=data, thermal=THERMAL)
+    assert engine.info.precision == 'int8'
+    assert 'INT8' in engine._engine._description['flags']   # calibration profile was set
+    scales = sorted((tmp_path / 'cache').glob('*.calib'))
+    assert len(scales) == 1 and any('3 pairs, scales cached' in line for line in lines)
+    assert result.sidecar['calibration_pairs'] == 3
+    engine.close()
+
+    # The same data reuses its scales; other data gets its own scale file and engine key.
+    engine, result, lines = build(tmp_path, 'int8', calibration_dir=data, thermal=THERMAL,
+                                  force_rebuild=True)
+    assert any('reusing scales' in line for line in lines)
+    engine.close()
+    other = write_calibration(tmp_path / 'other', seed=1)
+    engine, result, _ = build(tmp_path, 'int8', calibration_dir=other, thermal=THERMAL)
+    assert result.action == 'built' and len(list((tmp_path / 'cache').glob('*.calib'))) == 2
+    engine.close()
+    # Without a folder, the newest scales of this model and size serve.
+    engine, _, lines = build(tmp_path, 'int8', force_rebuild=True)
+    assert any('newest INT8 scale cache' in line for line in lines)
+    engine.close()
+    fake.check()
+
+
+def test_int8_failures_are_errors_not_silent(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, '10.3')
+    with pytest.raises(EngineError, match='needs calibration images'):
+        build(tmp_path, 'int8')
+    fake.recorder.events.clear()
+    with pytest.raises(EngineError, match='must hold vi/ and ir/ subfolders'):
+        build(tmp_path, 'int8', calibration_dir=tmp_path / 'nowhere')
+    assert 'Builder' not in fake.recorder.events   # refused before any build started
+    data = write_calibration(tmp_path / 'calib')
+    (data / 'ir' / '01.png').write_bytes(b'not an image')
+    with pytest.raises(EngineError, match=r'01.png cannot be read as an image'):
+        build(tmp_path, 'int8', calibration_dir=data)
+
+    good = write_calibration(tmp_path / 'good')
+    prepare = tensorrt_build.CalibrationSet.prepare
+    calls = []
+
+    def fails_on_second(self, *paths):
+        calls.append(paths)
+        if len(calls) == 2:
+            raise MemoryError('out of host memory')
+        return prepare(self, *paths)
+
+    monkeypatch.setattr(tensorrt_build.CalibrationSet, 'prepare', fails_on_second)
+    with pytest.raises(EngineError, match='INT8 calibration failed after 1 pairs: MemoryError'):
+        build(tmp_path, 'int8', calibration_dir=good)
+    assert not list((tmp_path / 'cache').glob('*.engine'))
+    fake.check()
+
+
+def test_int8_without_fast_int8_builds_fp16(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, '8.5', fast_int8=False)
+    engine, _, lines = build(tmp_path, 'int8', calibration_dir=write_calibration(tmp_path / 'c'))
+    assert engine.info.precision == 'fp16' and any('no fast INT8' in line for line in lines)
+    engine.close()
+    fake.check()
+
+
+def test_calibration_inputs_are_prepared_like_the_node(tmp_path):
+    from occo_ros.thermal import ThermalNormalizer, normalize_thermal
+
+    data = write_calibration(tmp_path / 'calib', count=1)
+    calibration = tensorrt_build.CalibrationSet(data, SIZE, THERMAL)
+    visible, infrared = calibration.prepare(*calibration.pairs[0])
+    raw = cv2.imread(str(data / 'ir' / '00.png'), cv2.IMREAD_UNCHANGED)
+    lo, hi = ThermalNormalizer('smoothed', 0.0, 65535.0, (1.0, 99.0), 0.1).update(raw)
+    expected = normalize_thermal(cv2.resize(raw, SIZE[::-1], interpolation=cv2.INTER_AREA),
+                                 lo, hi)
+    np.testing.assert_array_equal(infrared[0, 0], expected)
+    assert visible.shape == infrared.shape == (1, 1, *SIZE) and visible.dtype == np.float32
+    assert 0.0 <= visible.min() and visible.max() <= 1.0
+    assert calibration.sha256 != tensorrt_build.CalibrationSet(
+        data, SIZE, ('fixed', 0.0, 65535.0, (1.0, 99.0), 0.1)).sha256
+
+
+FAULTS = [
+    ('retain_primary_context', 'make the GPU current'),
+    ('Builder', 'create the builder'),
+    ('parse_from_file', 'parse the ONNX model'),
+    ('create_builder_config', 'configure the build'),
+    ('build_serialized_network', 'build the engine'),
+    ('Runtime', 'create the runtime'),
+    ('deserialize_cuda_engine', 'deserialise the engine'),
+    ('create_execution_context', 'create the execution context'),
+    ('pagelocked_empty', 'allocate buffers'),
+    ('mem_alloc', 'allocate buffers'),
+]
+
+
+@pytest.mark.parametrize('call, step', FAULTS)
+def test_a_fault_in_each_build_or_load_step_names_the_step(fake, tmp_path, call, step):
+    precision = 'fp16' if fake.trt.version in WEAK_TYPED else 'fp32'
+    fake.recorder.fail_at = call
+    with pytest.raises(EngineError, match=f"TensorRT step '{step}' failed: unexpected "
+                                          f'RuntimeError: injected fault in {call}') as error:
+        build(tmp_path, precision)
+    assert isinstance(error.value.__cause__, RuntimeError)
+
+
+def test_faults_at_infer_and_close_name_the_step(fake, tmp_path):
+    precision = 'fp16' if fake.trt.version in WEAK_TYPED else 'fp32'
+    engine, _, _ = build(tmp_path, precision)
+    fake.recorder.fail_at = 'execute_async_v3'
+    with pytest.raises(EngineError, match="step 'infer' failed: unexpected RuntimeError"):
+        engine.infer(*pair())
+    fake.recorder.fail_at = None
+    infer_in_thread(engine)  # the context stack stayed balanced: the engine still works
+    engine.close()
+    fake.recorder.fail_at = 'cuda.init'
+    with pytest.raises(EngineError, match='CUDA driver could not be initialised'):
+        build(tmp_path, precision)
+
+
+def test_a_refused_enqueue_is_an_error(fake, tmp_path, monkeypatch):
+    precision = 'fp16' if fake.trt.version in WEAK_TYPED else 'fp32'
+    engine, _, _ = build(tmp_path, precision)
+    monkeypatch.setattr(type(engine._context), 'execute_async_v3', lambda self, handle: False)
+    with pytest.raises(EngineError, match='refused to enqueue'):
+        engine.infer(*pair())
+    engine.close()
+
+
+def test_engine_file_from_another_tensorrt(monkeypatch, tmp_path):
+    first = Fake(monkeypatch, '8.5')
+    engine, result, _ = build(tmp_path, 'fp16')
+    engine.close()
+    first.check()
+    second = Fake(monkeypatch, '10.3')
+    lines: list[str] = []
+    with pytest.raises(EngineError, match=r'could not deserialise .*plan header says TensorRT '
+                                          r'8\.5\.2.*not portable across TensorRT versions'):
+        tensorrt_engine.load_engine_file(result.engine_path, SIZE, log=lines.append)
+    assert any('installed is 10.3.0' in line for line in lines)
+    second.check()
+    engine, rebuilt, _ = build(tmp_path, 'fp16')   # the cache file names the version
+    assert rebuilt.action == 'built' and 'trt10.3.0.26' in rebuilt.engine_path.name
+    engine.close()
+    second.check()
+
+
+def test_auto_falls_back_from_a_failing_tensorrt_with_a_warning(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, '10.3')
+    fake.recorder.fail_at = 'build_serialized_network'
+
+    class Log(list):
+        def info(self, line: str) -> None:
+            self.append(('info', line))
+
+        def warning(self, line: str) -> None:
+            self.append(('warning', line))
+
+    log = Log()
+    engine = create_engine(EngineSpec(model_path=str(SHIPPED_ONNX), input_size=SIZE,
+                                      cache_dir=str(tmp_path)), log)
+    assert engine.info.backend == 'onnxruntime'
+    warnings = [line for level, line in log if level == 'warning']
+    assert len(warnings) == 1 and "tensorrt on auto failed, falling back: TensorRT step " \
+        "'build the engine' failed" in warnings[0]
+    assert "'build the engine'" in engine.info.details['fallback_warning']
+    engine.close()
+    fake.check()
