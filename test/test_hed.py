@@ -14,11 +14,12 @@ import zipfile
 
 import numpy as np
 import pytest
+from test_train import base_args, make_data
 import torch
 import torch.nn.functional as F
 
 from occo_ros.image_pairs import read_rgb
-from training import hed
+from training import hed, train
 from training.vgg import (
     CAFFE_MEAN_RGB,
     HED_VGG16_KIND,
@@ -31,21 +32,19 @@ from training.vgg import (
 )
 
 DATA = Path(__file__).parent / 'data' / 'hed'
-EVAL = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'eval'
 WEIGHTS = hed.default_weights_path()
 TOLERANCE = 1e-3          # issue 16: max abs difference of the edge maps
 
 
-def reference_crops() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+@pytest.fixture(scope='module')
+def reference_crops(shared_data) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """(name, RGB crop, Keras edge map, Keras side logits) of each reference crop."""
-    if not EVAL.is_dir():
-        pytest.skip(f'{EVAL} is absent: the reference crops come from the shared eval images')
     record = json.loads((DATA / 'reference.json').read_text())
     maps = np.load(DATA / 'reference.npz')
     crops = []
     for index, crop in enumerate(record['crops']):
         x, y, w, h = crop['box']
-        rgb = read_rgb(EVAL / crop['file'])[y:y + h, x:x + w]
+        rgb = read_rgb(shared_data / 'eval' / crop['file'])[y:y + h, x:x + w]
         crops.append((crop['file'], rgb, maps[f'edges_{index}'],
                       maps[f'sides_{index}'].astype(np.float32)))
     return crops
@@ -65,8 +64,8 @@ def run(model: hed.HED, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return torch.sigmoid(outputs[-1])[0, 0].numpy(), sides
 
 
-def test_port_reproduces_the_keras_edge_maps(hed_model):
-    for name, rgb, edges, sides in reference_crops():
+def test_port_reproduces_the_keras_edge_maps(hed_model, reference_crops):
+    for name, rgb, edges, sides in reference_crops:
         ours, our_sides = run(hed_model, rgb)
         assert ours.shape == edges.shape == rgb.shape[:2], name
         assert np.abs(ours - edges).max() <= TOLERANCE, name
@@ -77,9 +76,9 @@ def test_port_reproduces_the_keras_edge_maps(hed_model):
 
 
 @pytest.mark.parametrize('mistake', ['bgr_order', 'transposed_kernels', 'no_mean'])
-def test_conversion_mistakes_fail_the_comparison(hed_model, mistake):
+def test_conversion_mistakes_fail_the_comparison(hed_model, reference_crops, mistake):
     # The comparison must catch what a plausibility check would not (issue 16).
-    name, rgb, edges, _ = reference_crops()[0]
+    name, rgb, edges, _ = reference_crops[0]
     model = hed.load_hed(WEIGHTS)
     first = model.backbone.features[0]
     if mistake == 'bgr_order':
@@ -196,6 +195,20 @@ def test_loss_extractors_from_a_vgg16_file(tmp_path):
     gray_mean = float((torch.tensor(CAFFE_MEAN_RGB) * luma.flatten()).sum())
     torch.testing.assert_close(bg(gray, ('relu1_1',))['relu1_1'],
                                torch.relu(first(255 * gray - gray_mean)), rtol=1e-4, atol=1e-3)
+
+
+def test_occo_train_records_the_vgg16_extractor(tmp_path):
+    weights = tmp_path / 'vgg16_hed.pt'
+    write_converted(weights, {'wheel_sha256': hed.WHEEL_SHA256})
+    data, masks = make_data(tmp_path)
+    args = base_args(tmp_path, data, mask_roots=masks, batch_size=4, max_steps=1,
+                     vgg_weights=weights)
+    assert train.main(args) == 0
+    record = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)['extractor']
+    assert record['kind'] == HED_VGG16_KIND and record['path'] == str(weights)
+    assert record['layers'] == {'relu1_1': 'relu1_1', 'relu1_2': 'relu1_2',
+                                'relu2_2': 'relu2_2', 'relu3_4': 'relu3_3',
+                                'relu4_4': 'relu4_3', 'relu5_4': 'relu5_3'}
 
 
 def test_vgg16_layer_names_and_ceil_pooling():
