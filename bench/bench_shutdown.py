@@ -4,9 +4,10 @@ What a terminal's Ctrl-C (or systemd's KillSignal=SIGINT with KillMode=mixed) do
 nodes a launch started: every process of the group gets SIGINT at once. Each run starts both
 nodes as one process group over real DDS, waits until this process has received ``--frames``
 fused images, sends SIGINT to the group and records per node: exit code, seconds from the
-signal to its exit, [ERROR] lines and tracebacks in its output. A run is clean when both exit
-0 within ``--exit-limit`` seconds, with no ERROR line and no traceback, and nothing of the
-group is left running.
+signal to its exit, [ERROR]/[FATAL] lines and tracebacks it wrote after the signal (those
+before it are reported apart: they are not the shutdown's). A run is clean when both exit 0
+within ``--exit-limit`` seconds, with no such line and no traceback, and nothing of the group
+is left running.
 
     python bench/bench_shutdown.py [--runs 10] [--twice] [--out out/bench_shutdown]
 
@@ -123,6 +124,7 @@ def run_once(index: int, args: argparse.Namespace, counter: FusedCounter) -> dic
                                        process_group=group)
     pgid = procs['synthetic_cameras'].pid
     result = {'run': index, 'started': False}
+    offsets = {name: 0 for name in procs}
     try:
         counter.count = 0
         deadline = time.monotonic() + args.startup_timeout
@@ -131,6 +133,8 @@ def run_once(index: int, args: argparse.Namespace, counter: FusedCounter) -> dic
             rclpy.spin_once(counter, timeout_sec=0.1)
         result['started'] = counter.count >= args.frames
         result['fused_before_signal'] = counter.count
+        # what the nodes logged before the signal is not the shutdown's doing
+        offsets = {name: (folder / f'{name}.log').stat().st_size for name in procs}
         signalled = time.monotonic()
         for _ in range(2 if args.twice else 1):
             os.killpg(pgid, signal.SIGINT)
@@ -148,8 +152,12 @@ def run_once(index: int, args: argparse.Namespace, counter: FusedCounter) -> dic
             proc.wait()
     result['exit_codes'] = {name: proc.returncode for name, proc in procs.items()}
     result['left_running'] = sorted(set(procs) - set(result['exit_s']))
-    result['problems'] = {name: problems_in((folder / f'{name}.log').read_text())
-                          for name in procs}
+    logs = {name: (folder / f'{name}.log').read_bytes() for name in procs}
+    result['problems'] = {name: problems_in(log[offsets[name]:].decode(errors='replace'))
+                          for name, log in logs.items()}
+    result['problems_before_signal'] = {
+        name: problems_in(log[:offsets[name]].decode(errors='replace'))
+        for name, log in logs.items()}
     result['clean'] = (result['started'] and not result['left_running']
                        and all(code == 0 for code in result['exit_codes'].values())
                        and all(s <= args.exit_limit for s in result['exit_s'].values())
@@ -190,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         state = 'clean' if r['clean'] else 'NOT CLEAN'
         print(f"run {r['run']}: {state}; exit codes {r['exit_codes']}, seconds to exit "
               f"{ {n: round(s, 3) for n, s in r['exit_s'].items()} }, "
-              f"problems {sum(map(len, r['problems'].values()))}, "
+              f"problems after the signal {sum(map(len, r['problems'].values()))} "
+              f"(before: {sum(map(len, r['problems_before_signal'].values()))}), "
               f"left running {r['left_running']}")
     print(f"{summary['clean_runs']} of {summary['runs']} runs clean; seconds from SIGINT to "
           f"exit: median {summary['exit_s_median']}, max {summary['exit_s_max']}")
