@@ -85,3 +85,77 @@ def test_folders_without_a_manifest_are_never_replaced_but_resume_continues(tmp_
     (tmp_path / 'file').write_text('x')
     with pytest.raises(OutputError, match='not a folder'):
         prepare_output_folder(tmp_path / 'file', 'occo-fuse', [], overwrite=True)
+
+
+# -- the command lines: try to destroy data through each tool and fail ------------------------
+def snapshot(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob('*'))
+            if p.is_file()}
+
+
+def test_occo_export_never_replaces_the_checkpoint_a_folder_or_an_unasked_file(
+        tmp_path, capsys):
+    from occo_ros.export import main
+
+    model = tmp_path / 'model.pt'
+    model.write_bytes(b'weights')              # refused before the checkpoint is ever read
+    (tmp_path / 'old.onnx').write_bytes(b'old export')
+    before = snapshot(tmp_path)
+    for out, extra, why in ((model, ('--overwrite',), 'overlaps the input'),
+                            (tmp_path / 'old.onnx', (), 'pass --overwrite'),
+                            (tmp_path, ('--overwrite',), 'overlaps the input')):
+        assert main(['--model', str(model), '--out', str(out), '--dynamic', *extra]) == 2
+        assert why in capsys.readouterr().err
+    (tmp_path / 'dir.onnx').mkdir()
+    assert main(['--model', str(model), '--out', str(tmp_path / 'dir.onnx'), '--dynamic',
+                 '--overwrite']) == 2
+    assert 'is a folder' in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def tiny_training_data(tmp_path):
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for folder in ('ir', 'vi'):
+        (tmp_path / 'data' / folder).mkdir(parents=True)
+        for index in range(4):
+            image = cv2.GaussianBlur(rng.integers(0, 256, (40, 40), dtype=np.uint8), (5, 5), 2)
+            cv2.imwrite(str(tmp_path / 'data' / folder / f'p{index}.png'), image)
+    return tmp_path / 'data'
+
+
+@pytest.mark.slow
+def test_occo_train_needs_resume_or_overwrite_and_replaces_only_its_own_run(
+        tiny_training_data, tmp_path, capsys):
+    from training import train
+
+    data, run, export = tiny_training_data, tmp_path / 'run', tmp_path / 'model.pt'
+
+    def occo_train(out_dir, *extra):
+        return train.main(['--train-roots', str(data), '--loss', 'pixel', '--crop', '32',
+                           '--batch-size', '2', '--max-steps', '1', '--device', 'cpu',
+                           '--workers', '0', '--out-dir', str(out_dir), '--export-path',
+                           str(export), *extra])
+
+    inputs = snapshot(data)
+    assert occo_train(run) == 0
+    assert sorted(p.name for p in run.iterdir()) == [MANIFEST, 'last.pt', 'tb']
+    first, exported = snapshot(run), export.read_bytes()
+    assert occo_train(run) == 2                           # a re-run into the same folder
+    assert '--resume or --overwrite' in capsys.readouterr().err
+    assert snapshot(run) == first and export.read_bytes() == exported
+    assert occo_train(tmp_path / 'new') == 2              # the export exists
+    assert 'model.pt exists; pass --overwrite' in capsys.readouterr().err
+    assert occo_train(run, '--overwrite') == 0
+    assert snapshot(run) != first                         # replaced: a new run
+    (run / 'notes.txt').write_text('mine')
+    assert occo_train(run, '--overwrite') == 2
+    assert 'notes.txt' in capsys.readouterr().err and (run / 'notes.txt').read_text() == 'mine'
+    for out_dir in (data, data / 'ir', tmp_path):         # overlapping the training data
+        assert occo_train(out_dir, '--overwrite') == 2
+        assert 'overlaps the input' in capsys.readouterr().err
+    assert snapshot(data) == inputs

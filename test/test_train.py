@@ -243,7 +243,8 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert set(checksums) == {'0', '1'}, result.stdout
     assert checksums['0'] == checksums['1']
     run = tmp_path / 'run'
-    assert sorted(p.name for p in run.iterdir()) == ['last.pt', 'tb']
+    # rank 0 alone claimed the folder (output_safety's manifest) and wrote the run
+    assert sorted(p.name for p in run.iterdir()) == ['.occo-outputs.json', 'last.pt', 'tb']
     model, meta = load_checkpoint(run / 'last.pt')
     assert meta['training']['world_size'] == 2 and meta['training']['step'] == 2
     assert float(sum(p.detach().double().sum() for p in model.parameters())) == pytest.approx(

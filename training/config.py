@@ -101,7 +101,11 @@ class TrainConfig:
                           'pixel-loss model before fine-tuning with the full loss); its width '
                           'overrides --width; optimizer and step start fresh')
     resume: str = _opt('', 'resumable checkpoint to continue from (architecture, optimizer, '
-                       'step and RNG come from it)')
+                       'step and RNG come from it); the run goes on in --out-dir as it is')
+    overwrite: bool = _opt(False, 'replace what an earlier occo-train run wrote in --out-dir '
+                           '(last.pt, best.pt, tb/; a folder holding anything else is refused) '
+                           'and an existing --export-path file; without it (or --resume) a '
+                           'non-empty --out-dir is refused')
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work together."""

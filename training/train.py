@@ -10,7 +10,13 @@ data position), ``best.pt`` (lean, best validation score), ``tb/`` (TensorBoard)
 checkpoints are written atomically by occo_ros.checkpoint.save_checkpoint and load with
 torch.load(weights_only=True).
 
-Exit status: 0 done, 2 bad configuration or data, 3 too many consecutive non-finite losses.
+Outputs never destroy data (occo_ros.output_safety): --out-dir and --export-path must be
+apart from every input; a non-empty --out-dir needs --resume (continue that run) or
+--overwrite (replace only what occo-train wrote there), an existing --export-path needs
+--overwrite (or --resume).
+
+Exit status: 0 done; 2 bad configuration or data, or a refused output (see above); 3 too
+many consecutive non-finite losses.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ from occo_ros.checkpoint import (
 )
 from occo_ros.image_pairs import find_pairs, read_gray
 from occo_ros.model import FIFN
+from occo_ros.output_safety import (
+    OutputError,
+    check_file_output,
+    check_folder_output,
+    prepare_output_folder,
+)
 
 from . import metrics
 from .config import ConfigError, TrainConfig, parse_config
@@ -49,6 +61,7 @@ from .vgg import build_loss_extractors
 
 EXIT_CONFIG = 2
 EXIT_NONFINITE = 3
+RUN_FILES = ('last.pt', 'best.pt', 'tb')   # what occo-train writes in --out-dir
 # Validation score: sum of three of the quality-bar metrics whose scales are comparable
 # (each about 0.5-1.5 on these data); higher is better.
 VAL_METRICS = ('ssim', 'qabf', 'vif')
@@ -442,6 +455,28 @@ class Trainer:
         return 0
 
 
+def prepare_run_folder(cfg: TrainConfig) -> None:
+    """Check --out-dir and --export-path against the tools' output rule and claim the run
+    folder (rank 0, before any data is loaded); raises OutputError."""
+    out_dir = Path(cfg.out_dir).resolve()
+    resume = Path(cfg.resume).resolve() if cfg.resume else None
+    inputs = [*cfg.train_roots, *cfg.mask_roots, cfg.eval_root, cfg.init_from, cfg.vgg_weights]
+    # A resumed run continues in its own folder: its checkpoint is no foreign input there.
+    if resume is not None and out_dir not in resume.parents:
+        inputs.append(cfg.resume)
+    names = list(RUN_FILES)
+    folder = dict(tool='occo-train', overwrite=cfg.overwrite, inputs=inputs,
+                  resume=resume is not None, options='--resume or --overwrite')
+    check_folder_output(out_dir, **folder)
+    if cfg.export_path:
+        check_file_output(cfg.export_path, cfg.overwrite or resume is not None,
+                          [*inputs, cfg.resume])
+        export = Path(cfg.export_path).resolve()
+        if export.parent == out_dir:
+            names.append(export.name)
+    prepare_output_folder(out_dir, names=names, **folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of occo-train; returns the process exit status."""
     try:
@@ -449,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         runtime = setup_runtime(cfg.device)
-    except ConfigError as exc:
+        if runtime.is_main:
+            prepare_run_folder(cfg)
+    except (ConfigError, OutputError) as exc:
         print(f'occo-train: error: {exc}', file=sys.stderr)
         return EXIT_CONFIG
     try:
