@@ -36,3 +36,30 @@ def test_sigint_to_the_process_group_ends_every_node_cleanly(tmp_path, twice, ru
         assert run['exit_codes'] == {'synthetic_cameras': 0, 'fusion_node': 0}
         assert run['problems'] == {'synthetic_cameras': [], 'fusion_node': []}
         assert run['left_running'] == []
+
+
+def test_an_rcl_error_is_a_normal_end_only_after_the_context_is_shut_down():
+    """What a publish racing Ctrl-C raises (a real rclpy publisher on a real context).
+
+    rclpy's signal handler shuts the contexts down at the rcl level, leaving the nodes alive
+    (unlike rclpy.shutdown(), which destroys them first); the context handle's own shutdown
+    does exactly that here."""
+    import rclpy
+    from std_msgs.msg import String
+
+    from occo_ros.node_main import RCLError, ended_by_shutdown
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('occo_shutdown_probe', context=context,
+                             start_parameter_services=False)
+    publisher = node.create_publisher(String, 'probe', 1)
+    publisher.publish(String(data='before'))
+    assert not ended_by_shutdown(ValueError('unrelated'), context)
+    with context.handle:
+        context.handle.shutdown()
+    with pytest.raises(RCLError, match='context is invalid') as error:
+        publisher.publish(String(data='after'))
+    assert ended_by_shutdown(error.value, context)
+    assert not ended_by_shutdown(ValueError('unrelated'), context)
+    node.destroy_node()
