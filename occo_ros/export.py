@@ -54,6 +54,7 @@ from occo_ros.model_contract import (
     OUTPUT_NAME,
     EngineError,
 )
+from occo_ros.output_safety import OutputError, check_file_output
 from occo_ros.resources import DEFAULT_MODEL, default_model_path
 
 _LOG = logging.getLogger('occo_ros.export')
@@ -510,11 +511,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='occo-export',
         description='Export an OCCO FIFN checkpoint to ONNX (inputs visible_y, infrared; '
-                    'output fused_y; float32 NCHW in [0, 1]; clamp inside the graph).')
+                    'output fused_y; float32 NCHW in [0, 1]; clamp inside the graph).',
+        epilog='Exit status: 0 written; 1 the checkpoint is missing or the export failed '
+        '(nothing written); 2 bad arguments, or an --out that is the checkpoint, a folder, '
+        'or an existing file without --overwrite.')
     parser.add_argument(
         '--model', type=Path, default=None,
         help=f'FIFN checkpoint (.pt); default: the shipped models/{DEFAULT_MODEL}')
-    parser.add_argument('--out', type=Path, required=True, help='ONNX file to write')
+    parser.add_argument('--out', type=Path, required=True,
+                        help='ONNX file to write (atomically; must not exist unless --overwrite)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --out file (only once the new one is complete)')
     parser.add_argument('--height', type=int, help='input height H in pixels (fixed shape)')
     parser.add_argument('--width', type=int, help='input width W in pixels (fixed shape)')
     parser.add_argument('--dynamic', action='store_true',
@@ -529,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """occo-export entry point; returns the process exit code (0 ok, 1 export failed)."""
+    """occo-export entry point; returns the process exit status (see --help)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.dynamic == (args.height is not None or args.width is not None):
@@ -541,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f'occo-export: checkpoint not found: {model} (pass --model PATH)',
               file=sys.stderr)
         return 1
+    try:
+        check_file_output(args.out, args.overwrite, [model])
+    except OutputError as exc:
+        print(f'occo-export: {exc}', file=sys.stderr)
+        return 2
     size = None if args.dynamic else (args.height, args.width)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # torch's exporter chatter
