@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 from rosbags.serde import SerdeError
 from tqdm import tqdm
-import yaml
 
 from occo_ros.bag_io import (
     CAMERA_INFO,
@@ -64,12 +63,16 @@ from occo_ros.bag_io import (
 from occo_ros.engines.base import EngineError
 from occo_ros.output_safety import OutputError
 from occo_ros.pairing import ApproximateTimePairer, Pair
-from occo_ros.params import SPECS, FusionParams, make_params
+from occo_ros.params import (
+    FusionParams,
+    add_param_option,
+    build_params,
+    load_params_file,
+)
 from occo_ros.pipeline import FusionPipeline, create_pipeline
 
 _LOG = logging.getLogger('occo_ros.bag')
 
-NODE_NAME = 'occo_fusion'
 # Node parameters that mean something offline get a command line option of the same name.
 CLI_PARAMS = (
     'slop', 'queue_size', 'model_path', 'backend', 'device', 'precision', 'num_threads',
@@ -135,107 +138,6 @@ class BagTopics:
     @property
     def output_info(self) -> str:
         return camera_info_beside(self.output)
-
-
-def _kind(default: Any) -> str:
-    if isinstance(default, bool):
-        return 'true or false'
-    if isinstance(default, int):
-        return 'an integer'
-    if isinstance(default, float):
-        return 'a number'
-    if isinstance(default, list):
-        return f'a list of {len(default)} numbers'
-    return 'a string'
-
-
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """A parameter value from YAML checked against the type of its default (ints are
-    accepted for floats); ValueError names the file, parameter, value and expected type."""
-    default = SPECS[name].default
-    number = (int, float)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, number) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, list):
-        ok = isinstance(value, list) and all(
-            isinstance(v, number) and not isinstance(v, bool) for v in value)
-        value = [float(v) for v in value] if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ValueError(f'{where}: parameter {name}={value!r} must be {_kind(default)}')
-    return value
-
-
-def _node_section(key: Any) -> bool:
-    """Whether a top-level key of a parameter file addresses the fusion node: '/**', its
-    name, or its name under a namespace or wildcard ('/ns/occo_fusion', '/**/occo_fusion')."""
-    key = str(key)
-    return key in ('/**', '**') or key.rsplit('/', 1)[-1] == NODE_NAME
-
-
-def _flatten(values: dict, prefix: str = '') -> dict[str, Any]:
-    flat = {}
-    for key, value in values.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + '.'))
-        else:
-            flat[name] = value
-    return flat
-
-
-def load_params_file(path: str | Path,
-                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Node parameter values from a ROS 2 parameter YAML file (e.g. config/fusion.yaml).
-
-    Reads the ``ros__parameters`` of the sections for every node (``/**``) and for the fusion
-    node (``occo_fusion``, also under a namespace), merged in file order (later wins); nested
-    names are joined with dots. Names that are not node parameters are skipped with a note to
-    ``log``. Raises OSError when the file cannot be read and ValueError for bad YAML, a file
-    without such a section (naming the sections it has) or a value of the wrong type.
-    """
-    path = Path(path)
-    log = log or _LOG.warning
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f'{path} is not valid YAML: {exc}') from None
-    if not isinstance(document, dict):
-        raise ValueError(f'{path}: expected a mapping of node names to {{ros__parameters: ...}}'
-                         f', got {type(document).__name__}')
-    sections = [key for key, value in document.items()
-                if _node_section(key) and isinstance(value, dict)
-                and 'ros__parameters' in value]
-    if not sections:
-        raise ValueError(f'{path} has no ros__parameters for /** or {NODE_NAME}; its sections: '
-                         f'{", ".join(map(str, document)) or "none"}')
-    values: dict[str, Any] = {}
-    for key in sections:
-        parameters = document[key]['ros__parameters'] or {}
-        if not isinstance(parameters, dict):
-            raise ValueError(f'{path}: {key}.ros__parameters must be a mapping')
-        for name, value in _flatten(parameters).items():
-            if name not in SPECS:
-                log(f'{path}: {name} is not a parameter of {NODE_NAME}; ignored')
-                continue
-            values[name] = _coerce(name, value, str(path))
-    return values
-
-
-def build_params(file_values: dict[str, Any] | None = None,
-                 overrides: dict[str, Any] | None = None) -> FusionParams:
-    """The node's defaults, then ``file_values``, then ``overrides``, validated by
-    occo_ros.params.make_params (ValueError naming every bad value)."""
-    values = {name: spec.default for name, spec in SPECS.items()}
-    values.update(file_values or {})
-    values.update(overrides or {})
-    return make_params(values)
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -579,29 +481,6 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams
 
 
 # -- command line ----------------------------------------------------------------------------
-def _param_option(group: argparse._ArgumentGroup, name: str) -> None:
-    spec = SPECS[name]
-    flags = ['--model', '--model-path'] if name == 'model_path' \
-        else ['--' + name.replace('_', '-')]
-    default = spec.default
-    shown = 'the shipped models/fifn_w025_pixel.pt' if name == 'model_path' else repr(default)
-    kwargs: dict[str, Any] = {
-        'dest': name, 'default': None,
-        'help': f'{spec.description} Node parameter {name}; default {shown}.'.replace(
-            '%', '%%')}
-    if isinstance(default, bool):
-        kwargs['action'] = 'store_true'
-    elif isinstance(default, list):
-        kwargs.update(nargs=len(default), type=float,
-                      metavar={'crop': ('X', 'Y', 'W', 'H'),
-                               'thermal_percentiles': ('LOW', 'HIGH')}.get(name, 'H'))
-    else:
-        kwargs['type'] = type(default)
-        if spec.choices:
-            kwargs['choices'] = spec.choices
-    group.add_argument(*flags, **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='occo-bag', description=__doc__.split('\n\n')[0].split(': ', 1)[1],
@@ -643,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help='node parameter YAML (e.g. config/fusion.yaml, /** or occo_fusion '
                       'sections); topic and QoS parameters in it are not used')
     for name in CLI_PARAMS:
-        _param_option(node, name)
+        add_param_option(node, name)
     return parser
 
 

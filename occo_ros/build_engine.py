@@ -18,6 +18,7 @@ import sys
 from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import EngineError
 from occo_ros.engines.engine_cache import sidecar_path
+from occo_ros.params import load_params_file
 
 #: The engine options this tool takes (node parameter names, see occo_ros.params).
 OPTIONS = ('model_path', 'precision', 'input_height', 'input_width', 'device',
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         description='Build the TensorRT engine for an OCCO FIFN model into the engine cache '
                     '(or check that the cached one is valid) and exit. A .pt model is exported '
                     'to ONNX first; .pt and dynamic ONNX models need --height and --width.')
+    parser.add_argument('--params-file', type=Path, default=None,
+                        help="the node's parameter YAML (e.g. config/fusion.yaml): engine, "
+                             'input size and thermal parameters come from it, so the engine '
+                             'and its INT8 calibration match what the node runs; options '
+                             'below override it')
     EngineSpec.add_arguments(parser, OPTIONS, {'precision': DEFAULTS.precision})
     parser.add_argument('--dla-core', type=int, default=None,
                         help='build for this DLA core (Jetson Orin/Xavier; fp16 or int8; '
@@ -53,8 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         _LOG.addHandler(handler)
         _LOG.setLevel(logging.INFO)
     try:
-        spec = EngineSpec.from_args(args, DEFAULTS)
-    except EngineError as exc:
+        base = DEFAULTS
+        if args.params_file is not None:
+            values = {'precision': DEFAULTS.precision, **load_params_file(args.params_file)}
+            base = EngineSpec.from_params(values, backend='tensorrt')
+        spec = EngineSpec.from_args(args, base)
+    except (EngineError, ValueError, OSError) as exc:
         parser.error(str(exc))
     try:
         engine = create_engine(spec, _LOG)

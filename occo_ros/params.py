@@ -247,3 +247,116 @@ def make_params(values: dict[str, Any]) -> FusionParams:
             value = float(value)      # an integer given for a float parameter
         converted[f.name] = value
     return FusionParams(**converted)
+
+
+# -- parameter files and command-line options (the offline tools read the node's parameters) --
+NODE_NAME = 'occo_fusion'
+#: Command-line spellings that differ from '--<name-with-dashes>'.
+PARAM_FLAGS = {'model_path': ('--model', '--model-path')}
+
+
+def _node_section(key: Any) -> bool:
+    """Whether a top-level key of a parameter file addresses the fusion node: '/**', its
+    name, or its name under a namespace or wildcard ('/ns/occo_fusion', '/**/occo_fusion')."""
+    key = str(key)
+    return key in ('/**', '**') or key.rsplit('/', 1)[-1] == NODE_NAME
+
+
+def _flatten(values: dict, prefix: str = '') -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_params_file(path: Any, log: Any = None) -> dict[str, Any]:
+    """Node parameter values from a ROS 2 parameter YAML file (e.g. config/fusion.yaml).
+
+    Reads the ``ros__parameters`` of the sections for every node (``/**``) and for the fusion
+    node (``occo_fusion``, also under a namespace), merged in file order (later wins); nested
+    names are joined with dots. Names that are not node parameters are skipped with a note to
+    ``log`` (a callable; default: a warning on the 'occo_ros.params' logger). Raises OSError
+    when the file cannot be read and ValueError for bad YAML, a file without such a section
+    (naming the sections it has) or a value of the wrong type (ints are taken for floats).
+    """
+    import logging
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    log = log or logging.getLogger('occo_ros.params').warning
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f'{path} is not valid YAML: {exc}') from None
+    if not isinstance(document, dict):
+        raise ValueError(f'{path}: expected a mapping of node names to {{ros__parameters: ...}}'
+                         f', got {type(document).__name__}')
+    sections = [key for key, value in document.items()
+                if _node_section(key) and isinstance(value, dict)
+                and 'ros__parameters' in value]
+    if not sections:
+        raise ValueError(f'{path} has no ros__parameters for /** or {NODE_NAME}; its sections: '
+                         f'{", ".join(map(str, document)) or "none"}')
+    values: dict[str, Any] = {}
+    for key in sections:
+        parameters = document[key]['ros__parameters'] or {}
+        if not isinstance(parameters, dict):
+            raise ValueError(f'{path}: {key}.ros__parameters must be a mapping')
+        for name, value in _flatten(parameters).items():
+            if name not in SPECS:
+                log(f'{path}: {name} is not a parameter of {NODE_NAME}; ignored')
+                continue
+            problem = _type_problem(SPECS[name], value)
+            if problem:
+                raise ValueError(f'{path}: parameter {problem}')
+            if isinstance(SPECS[name].default, float):
+                value = float(value)
+            elif isinstance(value, list):
+                value = [float(v) for v in value]
+            values[name] = value
+    return values
+
+
+def build_params(file_values: dict[str, Any] | None = None,
+                 overrides: dict[str, Any] | None = None) -> FusionParams:
+    """The node's defaults, then ``file_values``, then ``overrides``, validated by
+    make_params (ValueError naming every bad value)."""
+    values = {name: spec.default for name, spec in SPECS.items()}
+    values.update(file_values or {})
+    values.update(overrides or {})
+    return make_params(values)
+
+
+def add_param_option(parser: Any, name: str, flags: tuple[str, ...] = (),
+                     shown: Any = None) -> None:
+    """One command-line option for node parameter ``name`` (argparse parser or group): the
+    table's help text, type, choices and list length; default None (= not given, so a
+    tool can layer defaults < parameter file < options). ``flags``: the spellings (default
+    PARAM_FLAGS or --<name-with-dashes>); ``shown``: the default named in the help."""
+    spec = SPECS[name]
+    default = spec.default
+    if shown is None:
+        shown = ('the shipped models/fifn_w025_pixel.pt' if name == 'model_path'
+                 else repr(default))
+    kwargs: dict[str, Any] = {
+        'dest': name, 'default': None,
+        'help': f'{spec.description} Node parameter {name}; default {shown}.'.replace(
+            '%', '%%')}
+    if isinstance(default, bool):
+        kwargs['action'] = 'store_true'
+    elif isinstance(default, list):
+        kwargs.update(nargs=len(default), type=float,
+                      metavar={'crop': ('X', 'Y', 'W', 'H'),
+                               'thermal_percentiles': ('LOW', 'HIGH')}.get(name, 'H'))
+    else:
+        kwargs['type'] = type(default)
+        if spec.choices:
+            kwargs['choices'] = spec.choices
+    parser.add_argument(*(flags or PARAM_FLAGS.get(name, ('--' + name.replace('_', '-'),))),
+                        **kwargs)

@@ -8,6 +8,7 @@ empty and every retained primary context detached.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 import sys
@@ -356,4 +357,36 @@ def test_auto_falls_back_from_a_failing_tensorrt_with_a_warning(monkeypatch, tmp
         "'build the engine' failed" in warnings[0]
     assert "'build the engine'" in engine.info.details['fallback_warning']
     engine.close()
+    fake.check()
+
+
+def test_occo_build_engine_through_the_factory(monkeypatch, tmp_path, capsys):
+    from occo_ros import build_engine
+
+    fake = Fake(monkeypatch, '8.5')
+    out = tmp_path / 'robot' / 'fifn.engine'
+    assert build_engine.main(['--model', str(SHIPPED_ONNX), '--height', '64', '--width', '80',
+                              '--cache-dir', str(tmp_path / 'cache'), '--out', str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.is_file() and out.with_name(out.name + '.json').is_file()
+    with pytest.raises(EngineError, match="no fixed 'visible_y' input shape"):
+        tensorrt_engine.load_engine_file(out, None)   # a dynamic engine needs the size
+    engine = tensorrt_engine.load_engine_file(out, SIZE)
+    assert engine.info.precision == 'fp16' and engine.info.details['input_size'] == [64, 80]
+    engine.close()
+
+    # The node's parameter file decides the engine and the calibration's thermal mapping.
+    params = tmp_path / 'fusion.yaml'
+    calibration = write_calibration(tmp_path / 'c')
+    params.write_text('/**:\n  ros__parameters:\n    precision: int8\n    input_height: 64\n'
+                      f'    input_width: 80\n    calibration_dir: {calibration}\n'
+                      '    thermal_mode: fixed\n    thermal_max: 40000.0\n')
+    assert build_engine.main(['--params-file', str(params), '--model', str(SHIPPED_ONNX),
+                              '--cache-dir', str(tmp_path / 'cache')]) == 0
+    built = Path(capsys.readouterr().out.strip())
+    assert '.int8.64x80.' in built.name
+    sidecar = json.loads(built.with_name(built.name + '.json').read_text(encoding='utf-8'))
+    as_the_node = tensorrt_build.CalibrationSet(calibration, SIZE,
+                                                ('fixed', 0.0, 40000.0, (1.0, 99.0), 0.1))
+    assert sidecar['calibration_sha256'] == as_the_node.sha256
     fake.check()

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from occo_ros.model_contract import MIN_INPUT_SIZE, EngineError
-from occo_ros.params import SPECS, validate
+from occo_ros.params import SPECS, add_param_option, validate
 
 BACKENDS = SPECS['backend'].choices
 PRECISIONS = SPECS['precision'].choices
@@ -39,8 +39,7 @@ ENGINE_PARAMS = (*FIELD_PARAMS.values(), 'input_height', 'input_width')
 THERMAL_PARAMS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percentiles',
                   'thermal_smoothing')
 #: Extra command-line spellings kept for the tools' existing options.
-_FLAGS = {'model_path': ('--model', '--model-path'),
-          'engine_cache_dir': ('--engine-cache-dir', '--cache-dir'),
+_FLAGS = {'engine_cache_dir': ('--engine-cache-dir', '--cache-dir'),
           'input_height': ('--input-height', '--height'),
           'input_width': ('--input-width', '--width')}
 _DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|dla(:\d+)?')
@@ -145,21 +144,12 @@ class EngineSpec:
     def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                       names: tuple[str, ...] = ENGINE_PARAMS,
                       defaults: Mapping[str, Any] | None = None) -> None:
-        """Add one option per node parameter in ``names`` (help text and choices from the
-        table). Options left out default to None: `from_args` then keeps its base value."""
+        """Add one option per node parameter in ``names`` (params.add_param_option: help,
+        type and choices from the table). Options left out default to None: `from_args`
+        then keeps its base value; ``defaults`` are the base values named in the help."""
         for name in names:
-            spec = SPECS[name]
-            shown = (defaults or {}).get(name, spec.default)
-            kwargs: dict[str, Any] = {
-                'dest': name, 'default': None,
-                'help': f'{spec.description} (default {shown!r})'.replace('%', '%%')}
-            if isinstance(spec.default, bool):
-                kwargs['action'] = 'store_true'
-            else:
-                kwargs['type'] = type(spec.default)
-                if spec.choices:
-                    kwargs['choices'] = spec.choices
-            parser.add_argument(*_FLAGS.get(name, ('--' + name.replace('_', '-'),)), **kwargs)
+            shown = repr(defaults[name]) if defaults and name in defaults else None
+            add_param_option(parser, name, _FLAGS.get(name, ()), shown)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, base: EngineSpec | None = None) -> EngineSpec:
