@@ -115,6 +115,7 @@ def test_whole_path_build_cache_infer_close(fake, tmp_path, monkeypatch):
     rebuilt, result, _ = build(tmp_path, precision)
     assert result.action == 'built' and 'changed after it was cached' in result.reason
     rebuilt.close()
+    assert fake.recorder.events.count('ILogger') == 1   # one logger for builders and runtimes
 
 
 def test_factory_runs_the_tensorrt_path(fake, tmp_path):
@@ -389,4 +390,23 @@ def test_occo_build_engine_through_the_factory(monkeypatch, tmp_path, capsys):
     as_the_node = tensorrt_build.CalibrationSet(calibration, SIZE,
                                                 ('fixed', 0.0, 40000.0, (1.0, 99.0), 0.1))
     assert sidecar['calibration_sha256'] == as_the_node.sha256
+    fake.check()
+
+
+def test_an_engine_from_the_other_gpu_or_outside_its_profile_is_not_used(monkeypatch, tmp_path):
+    gpus = (('NVIDIA L4', 8, 9, 58), ('NVIDIA L4', 8, 9, 58))   # two identical GPUs
+    fake = Fake(monkeypatch, '10.3', gpus=gpus)
+    engine, first, _ = build(tmp_path, 'fp16', 'cuda:0')
+    engine.close()
+    lines: list[str] = []
+    engine, second = tensorrt_engine.load_or_build(
+        SHIPPED_ONNX, SIZE, 'fp16', 'cuda:1', tmp_path / 'cache', log=lines.append)
+    # Same file name and key, but the plan does not deserialise on GPU 1: rebuilt there.
+    assert second.engine_path == first.engine_path and second.action == 'built'
+    assert any('is unusable' in line for line in lines)
+    assert engine._engine._description['gpu'] == 1
+    infer_in_thread(engine)
+    engine.close()
+    with pytest.raises(EngineError, match=r'refuses input shape \(1, 1, 32, 40\)'):
+        tensorrt_engine.load_engine_file(second.engine_path, (32, 40), 'cuda:1')
     fake.check()
