@@ -324,6 +324,9 @@ def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, checkpoi
     try:
         client = AsyncParameterClient(peer, 'occo_fusion')
         assert client.wait_for_services(60), log.read_text()
+        # The services exist from the node's first moment, but answer only once it spins,
+        # after loading and warming up the engine: wait for that (its subscriptions).
+        peer.wait_for_node(log)
         future = client.list_parameters()
         rclpy.spin_until_future_complete(peer, future, timeout_sec=10)
         ros_builtin = {'use_sim_time', 'start_type_description_service'}
