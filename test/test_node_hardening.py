@@ -9,6 +9,7 @@ the real executable.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -350,3 +351,23 @@ def test_health_names_why_nothing_is_fused_and_recovers(ros, checkpoint, tmp_pat
     finally:
         peer.destroy_node()
         assert stop_node(proc) == 0, log.read_text()[-3000:]
+
+
+# -- the soak benchmark, short -----------------------------------------------------------------
+def test_soak_benchmark_runs_pairs_and_a_burst_through_the_node(tmp_path):
+    """bench/soak.py end to end, short: every pair answered, the oversized images counted
+    by the node, RSS and latency sampled, the plot written, the node stopped cleanly. (The
+    numbers themselves are the benchmark's to report, not this test's to judge.)"""
+    out = tmp_path / 'soak'
+    run = subprocess.run([sys.executable, str(test_fusion_node.REPO / 'bench' / 'soak.py'),
+                          '--pairs', '40', '--burst', '1', '--burst-size', '3000',
+                          '--out', str(out)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads((out / 'soak.json').read_text())
+    assert result['lost'] == 0 and result['node_exit_code'] == 0
+    assert len(result['latency_ms']) == 40 and len(result['rss_mb']) == 40
+    assert result['burst']['counted_by_node'] and result['burst']['peak_mb'] > 0
+    assert int(result['diagnostics']['bad_rgb']) == 1
+    assert int(result['diagnostics']['fused']) == 60          # warm-up + soak
+    plot = cv2.imread(str(out / 'soak.png'))
+    assert plot is not None and plot.shape[0] >= 3 * 260
