@@ -21,8 +21,9 @@ import sys
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from occo_ros.allocator import tune_allocator
-from occo_ros.fusion_node import NODE_NAME, STARTUP_ERRORS, FusionWiring
+from occo_ros.fusion_node import STARTUP_ERRORS, FusionWiring
 from occo_ros.node_main import run_node
+from occo_ros.params import NODE_NAME
 
 
 class FusionLifecycleNode(FusionWiring, LifecycleNode):

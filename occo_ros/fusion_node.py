@@ -32,11 +32,10 @@ from occo_ros.allocator import tune_allocator
 from occo_ros.engines.base import EngineError
 from occo_ros.node_main import ended_by_shutdown, run_node
 from occo_ros.pairing import Pair
-from occo_ros.params import PARAMS, SPECS, FusionParams, make_params, validate
+from occo_ros.params import NODE_NAME, PARAMS, SPECS, FusionParams, make_params, validate
 from occo_ros.pipeline import FrameResult, create_pipeline
 from occo_ros.worker import FusionWorker
 
-NODE_NAME = 'occo_fusion'
 #: What loading the engine raises for a bad model, parameter or file (CheckpointError and
 #: CalibrationError are ValueErrors): one clear line, no traceback.
 STARTUP_ERRORS = (ValueError, EngineError, OSError)
