@@ -7,8 +7,9 @@ destroy data.
   wrote. A tool that writes into a folder first records what it will write in a manifest
   in that folder (:data:`MANIFEST`); ``--overwrite`` removes exactly those entries and
   refuses a folder holding anything else, one without a manifest or another tool's. An
-  absent or empty folder needs no ``--overwrite``. A one-file output (an ONNX export, a
-  checkpoint) is written atomically and may replace only a file, with ``--overwrite``.
+  absent or empty folder (or one holding only a manifest) needs no ``--overwrite``. A
+  one-file output (an ONNX export, a checkpoint) is written atomically and may replace only
+  a file, with ``--overwrite``.
 
 No ROS import; Python 3.8 (tools run on robots too).
 """
@@ -123,12 +124,17 @@ def check_folder_output(path: PathLike, tool: str, overwrite: bool,
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise OutputError(f'output {path} exists and is not a folder; give a folder name')
-    if resume or not path.exists() or not any(path.iterdir()):
+    if resume or not path.exists() or not _holds_data(path):
         return
     if not overwrite:
         raise OutputExistsError(f'output folder {path} exists and is not empty; pass '
                                 f'{options} to replace what {tool} wrote there')
     owned_entries(path, tool)
+
+
+def _holds_data(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but a manifest (a run that wrote nothing yet)."""
+    return any(entry.name != MANIFEST for entry in folder.iterdir())
 
 
 def remove_entries(folder: Path, names: Iterable[str]) -> None:

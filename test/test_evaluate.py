@@ -272,3 +272,24 @@ def test_model_scores_are_reproduced_from_its_written_images(tmp_path, capsys):
     assert sorted(p.name for p in (out / 'color' / 'tiny').iterdir()) == ['p1.png', 'p2.png']
     assert run(ir, vi, out / 'fused' / 'tiny', tmp_path / 'again', '--baselines', 'none') == 0
     assert read_rows(out) == read_rows(tmp_path / 'again')
+
+
+def test_the_output_folder_never_overlaps_the_inputs_or_replaces_foreign_files(tmp_path,
+                                                                               capsys):
+    ir, vi = make_set(tmp_path, stems=('p1', 'p2'))
+    fused = average_folder(ir, vi, tmp_path / 'avg')
+    out = tmp_path / 'out'
+    assert run(ir, vi, fused, out, '--baselines', 'none') == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert run(ir, vi, fused, out, '--baselines', 'none') == 2          # exists
+    assert 'pass --overwrite' in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == first
+    assert run(ir, vi, fused, out, '--baselines', 'none', '--overwrite') == 0
+    (out / 'paper.md').write_text('my notes')
+    assert run(ir, vi, fused, out, '--baselines', 'none', '--overwrite') == 2
+    assert 'paper.md' in capsys.readouterr().err and (out / 'paper.md').exists()
+    for target in (fused, ir, tmp_path):                                # inputs
+        before = sorted(p.name for p in target.iterdir())
+        assert run(ir, vi, fused, target, '--baselines', 'none', '--overwrite') == 2
+        assert 'overlaps the input' in capsys.readouterr().err
+        assert sorted(p.name for p in target.iterdir()) == before

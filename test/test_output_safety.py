@@ -64,6 +64,7 @@ def test_overwrite_removes_exactly_what_the_tool_recorded(tmp_path):
     prepare_output_folder(out, 'occo-fuse', ['c.png'], overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST]
     assert owned_entries(out, 'occo-fuse') == [MANIFEST]
+    prepare_output_folder(out, 'occo-fuse', ['c.png'], overwrite=False)  # nothing written yet
     (out / 'c.png').write_bytes(b'c')
     (out / 'user.txt').write_text('keep')
     with pytest.raises(OutputError, match='1 entries occo-fuse did not write .user.txt.'):

@@ -24,7 +24,10 @@ runs in this process; ``--workers N`` moves the metrics to N spawned processes, 
 off only with free cores (e.g. with GPU inference): on the shared 2-core development
 machine (about one core free) 40 MSRS pairs x 5 methods took 109 s with 1 worker and 126 s
 with 2 (75 vs 86 CPU-s).
-Exit status: 0 done, 1 nothing could be evaluated, 2 bad arguments or an unusable model.
+The output folder follows the tools' one output rule (occo_ros.output_safety): apart from the
+inputs, new or empty unless ``--overwrite``, which replaces only what occo-eval wrote there.
+Exit status: 0 done, 1 nothing could be evaluated, 2 bad arguments, an unusable model or a
+refused output folder.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from occo_ros.image_pairs import (
     read_gray,
     read_rgb,
 )
+from occo_ros.output_safety import OutputError, check_folder_output, prepare_output_folder
 
 from .baselines import BASELINES
 from .data import to_uint8
@@ -73,6 +77,8 @@ from .metrics import (
 # out on purpose: copying one source maximises it).
 QUALITY_BAR = ('EN', 'SD', 'SF', 'AG', 'SCD', 'VIF', 'Qabf', 'SSIM')
 QUALITY_BAR_WINS = 5
+#: What occo-eval writes in --out (write_outputs, and run_evaluation's model images).
+EVAL_OUTPUTS = ('metrics.csv', 'summary.md', 'grid.png', 'timings.json', 'fused', 'color')
 GRID_PAIRS = 4            # pairs shown in grid.png
 GRID_TILE_HEIGHT = 240    # tile height in grid.png, pixels (width keeps the aspect ratio)
 GRID_LABEL_HEIGHT = 28    # label strip above each tile, pixels
@@ -102,6 +108,7 @@ class EvalOptions:
     backend: str = 'torch'
     threads: int = 1                         # inference CPU threads
     workers: int = 1                         # metric processes (1: in this process)
+    overwrite: bool = False                  # replace what occo-eval wrote in out_dir
 
 
 @dataclass
@@ -246,12 +253,19 @@ def method_label(options: EvalOptions) -> str:
     return options.model.stem if options.model is not None else options.fused_dir.name
 
 
+def _inputs(options: EvalOptions) -> list[Path | None]:
+    return [options.ir_dir, options.vi_dir, options.model, options.fused_dir]
+
+
 def run_evaluation(options: EvalOptions, progress: bool = True) -> EvalResult:
     """Fuse and score every pair; unusable pairs are skipped and listed in ``problems``.
 
-    Raises NotADirectoryError / ValueError for bad folders, ModelLoadError for a bad model.
+    Raises NotADirectoryError / ValueError for bad folders, ModelLoadError for a bad model,
+    OutputError for an output folder the tools' output rule refuses (occo_ros.output_safety).
     """
     scan = find_pairs(options.ir_dir, options.vi_dir)
+    prepare_output_folder(options.out_dir, 'occo-eval', EVAL_OUTPUTS, options.overwrite,
+                          _inputs(options))
     source = _FusedSource(options)
     label = method_label(options)
     result = EvalResult(methods=[label, *options.baselines], unpaired=scan.unpaired)
@@ -470,6 +484,9 @@ def parse_args(argv: Sequence[str] | None) -> EvalOptions:
     parser.add_argument('--out', required=True, type=Path,
                         help='output folder (created): metrics.csv, summary.md, grid.png, '
                         'timings.json; with --model also fused/<name>/ and color/<name>/')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace what an earlier occo-eval run wrote in --out (a folder '
+                        'holding anything else is refused)')
     parser.add_argument('--name', default=None,
                         help='label of the evaluated method in the tables; None: the model '
                         'file stem or the fused folder name')
@@ -497,7 +514,8 @@ def parse_args(argv: Sequence[str] | None) -> EvalOptions:
     return EvalOptions(ir_dir=args.ir, vi_dir=args.vi, out_dir=args.out, model=args.model,
                        fused_dir=args.fused, name=args.name, baselines=args.baselines,
                        legacy=args.legacy, limit=args.limit, device=args.device,
-                       backend=args.backend, threads=args.threads, workers=args.workers)
+                       backend=args.backend, threads=args.threads, workers=args.workers,
+                       overwrite=args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -510,8 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     try:
+        check_folder_output(options.out_dir, 'occo-eval', options.overwrite,
+                            _inputs(options))   # before any slow work
         result = run_evaluation(options)
-    except (NotADirectoryError, ValueError, ModelLoadError) as exc:
+    except (NotADirectoryError, ValueError, ModelLoadError, OutputError) as exc:
         _warn(str(exc))
         return 2
     if not result.rows:
