@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: venv demo test test-py38 lint bench onnx hed-weights clean
+.PHONY: venv demo test test-fast test-py38 lint bench onnx hed-weights clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ hed-weights: $(STAMP)
 test: $(STAMP)
 	$(PY) -m training.hed || echo 'HED weights not fetched: test_hed.py will skip'
 	$(PY) -m pytest test
+
+# The ROS-free core only (<= 30 s; markers assigned in test/conftest.py): no DDS, no slow
+# exports/training/subprocess tests, no ../shared data. `make test` runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest test -m 'not ros and not slow and not data'
 
 # The engine layer and every robot-imported module under Python 3.8 + numpy 1.24 (JetPack 5),
 # in its own venv from requirements-py38.txt (pyenv's 3.8 if present, else python3.8).
@@ -59,7 +64,7 @@ bench: $(STAMP)
 # The dynamic ONNX export shipped beside the default model, for robots without PyTorch;
 # re-run after changing the model, the network code or the exporter (a test checks it).
 onnx: $(STAMP)
-	$(PY) -m occo_ros.export --dynamic --out models/fifn_w025_pixel.onnx
+	$(PY) -m occo_ros.export --dynamic --overwrite --out models/fifn_w025_pixel.onnx
 
 clean:
 	rm -rf out build install log *.egg-info

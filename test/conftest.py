@@ -14,6 +14,8 @@ Markers (assigned here, from the module and the fixtures a test uses):
 would skip because ../shared is missing fails instead: CI must never pass without the data.
 """
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
 import random
@@ -40,8 +42,9 @@ CORE_MODULES = frozenset({
     'test_arrival', 'test_atomic_file', 'test_auto_crop', 'test_baselines', 'test_codec',
     'test_color', 'test_engine_cache', 'test_frame_step', 'test_health', 'test_losses',
     'test_masks', 'test_metrics', 'test_model', 'test_output_safety', 'test_pairing',
-    'test_params', 'test_registration', 'test_synthetic', 'test_tensorrt_fakes',
-    'test_thermal', 'test_torch_engine', 'test_train_data', 'test_worker'})
+    'test_params', 'test_registration', 'test_robot_imports', 'test_synthetic',
+    'test_tensorrt_fakes', 'test_thermal', 'test_torch_engine', 'test_train_data',
+    'test_worker'})
 #: Slow tests inside core modules (several seconds each on the 2-core development VM; see
 #: bench/bench_test_targets.py), by module and test-name prefix.
 SLOW_TESTS = {
