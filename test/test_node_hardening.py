@@ -364,7 +364,7 @@ def test_soak_benchmark_runs_pairs_and_a_burst_through_the_node(tmp_path):
                           '--out', str(out)], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads((out / 'soak.json').read_text())
-    assert result['lost'] == 0 and result['node_exit_code'] == 0
+    assert result['not_fused'] == 0 and result['node_exit_code'] == 0
     assert len(result['latency_ms']) == 40 and len(result['rss_mb']) == 40
     assert result['burst']['counted_by_node'] and result['burst']['peak_mb'] > 0
     assert int(result['diagnostics']['bad_rgb']) == 1
