@@ -160,3 +160,16 @@ def test_occo_train_needs_resume_or_overwrite_and_replaces_only_its_own_run(
         assert occo_train(out_dir, '--overwrite') == 2
         assert 'overlaps the input' in capsys.readouterr().err
     assert snapshot(data) == inputs
+
+
+@pytest.mark.parametrize('tool', ['occo_ros.fuse_folder', 'occo_ros.bag', 'occo_ros.export',
+                                  'training.train', 'training.evaluate'])
+def test_every_tool_documents_overwrite_and_its_exit_status_in_help(tool, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(tool).main(['--help'])
+    assert exit_info.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())
+    assert '--overwrite' in text
+    assert 'Exit status: 0 ' in text and ' 2 bad ' in text

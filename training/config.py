@@ -203,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='occo-train',
         description='Train the OCCO fusion network (FIFN) on paired infrared/visible '
-                    'images. Options override --config, which overrides the defaults.')
+                    'images. Options override --config, which overrides the defaults.',
+        epilog='Exit status: 0 done; 2 bad configuration or data, or a refused output (an '
+               '--out-dir or --export-path overlapping an input, a non-empty --out-dir '
+               'without --resume or --overwrite, a folder holding files occo-train did not '
+               'write); 3 too many consecutive non-finite losses.')
     parser.add_argument('--config', help='YAML or JSON file of config keys (field names '
                         'below with underscores); unknown keys are errors')
     defaults = TrainConfig()

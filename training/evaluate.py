@@ -469,7 +469,10 @@ def parse_args(argv: Sequence[str] | None) -> EvalOptions:
         prog='occo-eval', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Score a fusion model or a folder of fused images against classical '
         'baselines with the standard fusion metrics (EN, SD, SF, AG, MI, SCD, CC, VIF, Qabf, '
-        'Nabf, SSIM, MS-SSIM, MSE, PSNR; definitions in FUSION_METRICS.md).')
+        'Nabf, SSIM, MS-SSIM, MSE, PSNR; definitions in FUSION_METRICS.md).',
+        epilog='Exit status: 0 done; 1 nothing could be evaluated; 2 bad arguments, an '
+        'unusable model, or a refused --out (overlapping an input, not empty without '
+        '--overwrite, or holding files occo-eval did not write).')
     parser.add_argument('--ir', required=True, type=Path,
                         help='folder of infrared images (8-bit; 3-channel files become luma)')
     parser.add_argument('--vi', required=True, type=Path,
