@@ -5,7 +5,8 @@ Publishes, like a camera driver (reliable, REP-2003):
   thermal/image_raw (mono16 by default), thermal/camera_info,
   rgb/image_raw (bgr8), rgb/camera_info
 at independent rates, each stamp with Gaussian jitter, so the fusion node's pairing is
-exercised the way real, unsynchronised cameras exercise it.
+exercised the way real, unsynchronised cameras exercise it. ``fusion.launch.py
+synthetic:=true`` remaps these names onto the fusion node's input topics.
 """
 
 from __future__ import annotations
