@@ -15,6 +15,16 @@ from training import losses
 from training.vgg import build_loss_extractors
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    # Two OpenMP threads on a loaded 2-core machine run these small convolutions ~10x
+    # slower than one (threads spin waiting for descheduled siblings).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='module')
 def loss_fn() -> losses.OCCOLoss:
     obj_vgg, bg_vgg, _ = build_loss_extractors(None)
@@ -48,17 +58,18 @@ def literal_con(loss_fn, fused, visible, infrared, mask_vi, mask_ir) -> dict:
 
 
 def images_and_masks(empty_crops: tuple[int, ...], empty_shared: tuple[int, ...]):
+    # Batch 4 (one anchor crop), 32 px: relu5_4 has 2x2 positions; small enough to be quick.
     gen = torch.Generator().manual_seed(11)
-    visible = torch.rand(8, 1, 48, 48, generator=gen)
-    infrared = torch.rand(8, 1, 48, 48, generator=gen)
-    mask_vi, mask_ir = torch.zeros(8, 1, 48, 48), torch.zeros(8, 1, 48, 48)
-    for crop in range(8):
-        y, x = 4 + 3 * crop, 2 + 2 * crop
-        mask_vi[crop, :, y:y + 14, x:x + 16] = 1
-        mask_ir[crop, :, y + 6:y + 20, x + 8:x + 24] = 1
+    visible = torch.rand(4, 1, 32, 32, generator=gen)
+    infrared = torch.rand(4, 1, 32, 32, generator=gen)
+    mask_vi, mask_ir = torch.zeros(4, 1, 32, 32), torch.zeros(4, 1, 32, 32)
+    for crop in range(4):
+        y, x = 2 + 3 * crop, 2 + 2 * crop
+        mask_vi[crop, :, y:y + 12, x:x + 12] = 1
+        mask_ir[crop, :, y + 5:y + 17, x + 6:x + 18] = 1
     for crop in empty_shared:                    # S empty, Uv and Ui not
-        mask_ir[crop, :, :, :24] = 0
-        mask_vi[crop, :, :, 24:] = 0
+        mask_ir[crop, :, :, :16] = 0
+        mask_vi[crop, :, :, 16:] = 0
     for crop in empty_crops:                     # no object at all: only B
         mask_vi[crop], mask_ir[crop] = 0, 0
     return visible, infrared, mask_vi, mask_ir
@@ -66,8 +77,8 @@ def images_and_masks(empty_crops: tuple[int, ...], empty_shared: tuple[int, ...]
 
 @pytest.mark.parametrize('empty_crops, empty_shared', [
     ((), ()),                   # every region non-empty in every crop
-    ((1, 4, 7), (2, 5)),        # empty regions among anchors and negatives
-    ((0, 1), (3,)),             # the whole anchor quarter without objects
+    ((1,), (2,)),               # empty regions among the negatives
+    ((0,), (3,)),               # the anchor crop without objects
 ])
 def test_shared_passes_equal_the_literal_terms(loss_fn, empty_crops, empty_shared):
     visible, infrared, mask_vi, mask_ir = images_and_masks(empty_crops, empty_shared)
