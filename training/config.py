@@ -57,8 +57,10 @@ class TrainConfig:
     width: float = _opt(0.25, 'FIFN width multiplier (1.0 = OCCO; 0.25 = CPU node model)')
     loss: str = _opt('full', 'objective: pixel (L_pixel only) or full (L_pixel + L_con)',
                      choices=LOSSES)
-    vgg_weights: str = _opt('', 'torchvision VGG19 ImageNet state_dict file for the '
-                            'contrastive loss; empty: fixed-seed random VGG19 (fallback)')
+    vgg_weights: str = _opt('', 'contrastive-loss extractor weights: a torchvision VGG19 '
+                            'ImageNet state_dict, or the HED VGG16 file of `make hed-weights` '
+                            '(~/.cache/occo_ros/vgg16_hed.pt); empty: fixed-seed random VGG19 '
+                            '(fallback)')
     crop: int = _opt(256, 'square training crop side, pixels')
     crops_per_pair: int = _opt(2, 'random crops drawn from each pair per epoch')
     crop_tries: int = _opt(20, 'random crop positions tried to find one containing object '
