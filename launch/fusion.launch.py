@@ -40,7 +40,6 @@ from lifecycle_msgs.msg import Transition
 
 from occo_ros.launch_config import (
     ARGUMENTS,
-    FUSION_NODE_NAME,
     RECORDER_SIGTERM_TIMEOUT_S,
     camera_remappings,
     check_tools,
@@ -48,6 +47,7 @@ from occo_ros.launch_config import (
     record_command,
     rviz_config,
 )
+from occo_ros.params import NODE_NAME
 
 
 def installed(package: str) -> bool:
@@ -70,7 +70,7 @@ def write_rviz_config(text: str) -> str:
 def fusion_node(config, params, ros_args):
     """The fusion node; managed:=true starts the lifecycle variant and takes it through
     configure and activate."""
-    common = dict(package='occo_ros', name=FUSION_NODE_NAME, namespace=config['namespace'],
+    common = dict(package='occo_ros', name=NODE_NAME, namespace=config['namespace'],
                   output='screen', arguments=ros_args, parameters=params,
                   # the pipeline is the point of the launch: when it ends, end the rest
                   on_exit=[Shutdown(reason='fusion node exited')])

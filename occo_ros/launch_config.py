@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from occo_ros.params import validate
+from occo_ros.params import NODE_NAME, validate
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,6 @@ class LaunchArgument:
 
 
 BOOL = ('true', 'false')
-FUSION_NODE_NAME = 'occo_fusion'
 
 ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument('params_file', '', 'Parameter YAML for the fusion node; empty = the '
@@ -147,7 +146,7 @@ def camera_info_topic(image_topic: str) -> str:
     return f'{head}/camera_info' if head else 'camera_info'
 
 
-def resolve(topic: str, namespace: str, node: str = FUSION_NODE_NAME) -> str:
+def resolve(topic: str, namespace: str, node: str = NODE_NAME) -> str:
     """Absolute name of ``topic`` as node ``node`` in ``namespace`` resolves it (ROS 2 name
     rules: absolute stays, ``~`` is the node's private namespace, relative joins the
     namespace)."""

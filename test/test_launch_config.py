@@ -31,7 +31,7 @@ from occo_ros.launch_config import (
     recorded_topics,
     resolve,
 )
-from occo_ros.params import PARAMS, SPECS
+from occo_ros.params import NODE_NAME, PARAMS, SPECS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,7 +186,7 @@ def test_names_resolve_as_rcl_resolves_them(rcl, launch):
     with rcl's own resolution in the started nodes (fusion node: its topic parameters are
     plain names it subscribes to; cameras: their fixed names under the launch's remaps)."""
     config = default_config(**LAUNCHES[launch])
-    fusion = rcl(launch_config.FUSION_NODE_NAME, config['namespace'])
+    fusion = rcl(NODE_NAME, config['namespace'])
     cameras = rcl('synthetic_cameras', config['namespace'],
                   launch_config.camera_remappings(config))
     try:
@@ -210,7 +210,7 @@ def test_generated_rviz_config_shows_every_panel_on_a_launched_topic(rcl, launch
     config = default_config(**LAUNCHES[launch])
     template = (REPO / 'rviz' / 'occo.rviz').read_text()
     generated = yaml.safe_load(launch_config.rviz_config(template, config))
-    fusion = rcl(launch_config.FUSION_NODE_NAME, config['namespace'])
+    fusion = rcl(NODE_NAME, config['namespace'])
     try:
         used = {name: fusion.resolve_topic_name(config[f'{name}_topic'])
                 for name in ('thermal', 'rgb')}
