@@ -77,8 +77,8 @@ _LOG = logging.getLogger('occo_ros.bag')
 CLI_PARAMS = (
     'slop', 'queue_size', 'model_path', 'backend', 'device', 'precision', 'num_threads',
     'engine_cache_dir', 'force_rebuild', 'input_width', 'input_height', 'output_width',
-    'output_height', 'homography', 'crop', 'thermal_mode', 'thermal_min', 'thermal_max',
-    'thermal_percentiles', 'thermal_smoothing', 'output_encoding')
+    'output_height', 'homography', 'crop', 'calibration_file', 'thermal_mode', 'thermal_min',
+    'thermal_max', 'thermal_percentiles', 'thermal_smoothing', 'output_encoding')
 # Topics come from the command line; these parameters hold the node's relative names.
 TOPIC_PARAMS = ('thermal_topic', 'rgb_topic', 'rgb_compressed', 'rgb_camera_info_topic')
 STAGES = ('read', 'decode', 'preprocess', 'inference', 'compose', 'write', 'per_pair')

@@ -1,0 +1,415 @@
+"""Thermal -> RGB calibration methods behind ``occo-calibrate`` (no ROS import).
+
+Every method returns a homography ``h_px`` from thermal OpenCV pixel coordinates to RGB
+OpenCV pixel coordinates (pixel centres at integers), between the images as given (undistort
+them first when the cameras have lens distortion), plus a per-pair error in RGB pixels:
+
+* :func:`calibrate_points`: a least-squares (RANSAC from 8 points) fit to corresponding
+  points; error = reprojection error of the points.
+* :func:`calibrate_target`: the inner corners of a checkerboard (or circle centres of a
+  circle grid) found in both modalities, thermal inverted when the pattern is only found so
+  (a heated board shows hot squares bright where the visible image is dark), fitted as above.
+* :func:`refine_edges`: maximises the enhanced correlation coefficient (ECC, OpenCV) between
+  the gradient magnitudes of the RGB image and the warped thermal image, coarse to fine, per
+  pair; the per-pair results are combined robustly (per-corner median, outliers dropped).
+  Error = :func:`edge_distance`, the mean distance from warped thermal edges to the nearest
+  RGB edge: not zero when aligned (the modalities do not share every edge), but smaller is
+  better; compare before and after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+import time
+
+import cv2
+import numpy as np
+
+#: Images are brought to at most this width for the edge refinement (speed; the homography
+#: is returned at the original resolution).
+EDGE_WORK_WIDTH = 640
+_EDGE_TRUNCATE_PX = 10.0
+
+
+class CalibrationFailed(RuntimeError):
+    """A method could not produce a homography; the message says why and what to try."""
+
+
+@dataclass
+class PairResult:
+    """One pair's contribution: its name, error in RGB pixels, and notes (e.g. not found)."""
+
+    name: str
+    error_px: float
+    note: str = ''
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class MethodResult:
+    """A homography (thermal px -> RGB px), its per-pair results and the mean error."""
+
+    h_px: np.ndarray
+    pairs: list[PairResult]
+    error_kind: str
+
+    @property
+    def error_px(self) -> float:
+        errors = [p.error_px for p in self.pairs if np.isfinite(p.error_px)]
+        return float(np.mean(errors)) if errors else float('nan')
+
+
+# -- geometry helpers -------------------------------------------------------------------------
+def scale_matrix(from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """OpenCV pixel coordinates of an image of ``from_size`` -> the same points in the image
+    resized to ``to_size`` (pixel-centre aware: x' = (x + 0.5) * s - 0.5)."""
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def image_corners(size: tuple[int, int]) -> np.ndarray:
+    """The four outer corners of an image of ``size`` in OpenCV pixel coordinates (4, 2)."""
+    width, height = size
+    return np.array([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5],
+                     [-0.5, height - 0.5]])
+
+
+def transform(h: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 3x3 homography to (N, 2) points."""
+    return cv2.perspectiveTransform(np.asarray(points, np.float64).reshape(-1, 1, 2),
+                                    h).reshape(-1, 2)
+
+
+def corner_error(h_a: np.ndarray, h_b: np.ndarray, thermal_size: tuple[int, int]) -> float:
+    """Mean distance (RGB pixels) between where two homographies put the thermal image's
+    four corners: the usual accuracy measure of a homography estimate."""
+    corners = image_corners(thermal_size)
+    return float(np.linalg.norm(transform(h_a, corners) - transform(h_b, corners),
+                                axis=1).mean())
+
+
+def identity_px(thermal_size: tuple[int, int], rgb_size: tuple[int, int]) -> np.ndarray:
+    """The pixel homography of boresighted cameras with the same field of view (the node's
+    normalised identity)."""
+    return scale_matrix(thermal_size, rgb_size)
+
+
+def overlap_crop(h_px: np.ndarray, thermal_size: tuple[int, int], rgb_size: tuple[int, int],
+                 aspect: float | None = None) -> tuple[float, float, float, float]:
+    """The largest axis-aligned crop (normalised RGB coordinates) inside both the RGB image
+    and the thermal field of view, shrunk about its centre to ``aspect`` (width / height of
+    the output image) when given."""
+    tl, tr, br, bl = transform(h_px, image_corners(thermal_size))
+    width, height = rgb_size
+    x0 = max(tl[0], bl[0], -0.5) + 0.5
+    x1 = min(tr[0], br[0], width - 0.5) + 0.5
+    y0 = max(tl[1], tr[1], -0.5) + 0.5
+    y1 = min(bl[1], br[1], height - 0.5) + 0.5
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise CalibrationFailed('the thermal field of view does not overlap the RGB image; '
+                                'the homography is wrong')
+    if aspect is not None:
+        if (x1 - x0) / (y1 - y0) > aspect:
+            cx, half = (x0 + x1) / 2, (y1 - y0) * aspect / 2
+            x0, x1 = cx - half, cx + half
+        else:
+            cy, half = (y0 + y1) / 2, (x1 - x0) / aspect / 2
+            y0, y1 = cy - half, cy + half
+    crop = (x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height)
+    # keep it inside [0, 1] despite rounding
+    x, y, w, h = (min(max(v, 0.0), 1.0) for v in crop)
+    return x, y, min(w, 1.0 - x), min(h, 1.0 - y)
+
+
+def to_gray_float(image: np.ndarray) -> np.ndarray:
+    """Any camera image (gray, RGB, uint8/uint16/float) as float32 gray, unit range (a
+    robust 0.5-99.5 percentile stretch, so raw 16-bit thermal counts work too)."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image[:, :, :3].astype(np.float32), cv2.COLOR_RGB2GRAY)
+    image = image.astype(np.float32)
+    finite = image[np.isfinite(image)]
+    lo, hi = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
+    scaled = (np.nan_to_num(image) - np.float32(lo)) / np.float32(max(hi - lo, 1e-6))
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
+# -- points and targets -----------------------------------------------------------------------
+def fit_homography(thermal_points: np.ndarray, rgb_points: np.ndarray) -> np.ndarray:
+    """Least squares homography from >= 4 correspondences (RANSAC, 3 px, from 8 points)."""
+    thermal_points = np.asarray(thermal_points, np.float64).reshape(-1, 2)
+    rgb_points = np.asarray(rgb_points, np.float64).reshape(-1, 2)
+    if len(thermal_points) != len(rgb_points):
+        raise CalibrationFailed(f'{len(thermal_points)} thermal points but {len(rgb_points)} '
+                                'RGB points; they must correspond one to one')
+    if len(thermal_points) < 4:
+        raise CalibrationFailed(f'a homography needs at least 4 point pairs, got '
+                                f'{len(thermal_points)}')
+    method = cv2.RANSAC if len(thermal_points) >= 8 else 0
+    h, _ = cv2.findHomography(thermal_points, rgb_points, method, 3.0)
+    if h is None or not np.isfinite(h).all():
+        raise CalibrationFailed('the points do not determine a homography (collinear or '
+                                'repeated points?)')
+    return h / h[2, 2]
+
+
+def reprojection_errors(h: np.ndarray, thermal_points: np.ndarray,
+                        rgb_points: np.ndarray) -> np.ndarray:
+    """Distance (RGB pixels) from each mapped thermal point to its RGB point."""
+    return np.linalg.norm(transform(h, thermal_points) - np.asarray(rgb_points).reshape(-1, 2),
+                          axis=1)
+
+
+def calibrate_points(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> MethodResult:
+    """``pairs`` of (name, thermal points (N, 2), RGB points (N, 2)): one homography fitted
+    to all points; per pair the mean reprojection error of its points."""
+    h = fit_homography(np.concatenate([p[1] for p in pairs]),
+                       np.concatenate([p[2] for p in pairs]))
+    results = [PairResult(name, float(reprojection_errors(h, t, r).mean()),
+                          extra={'points': len(t)}) for name, t, r in pairs]
+    return MethodResult(h, results, 'reprojection: mean distance of the mapped thermal '
+                        'points from their RGB points, RGB pixels')
+
+
+def find_target(image: np.ndarray, pattern: tuple[int, int],
+                kind: str = 'checkerboard') -> tuple[np.ndarray, bool] | None:
+    """Target points (N, 2) found in ``image`` (any camera image) and whether it had to be
+    inverted, or None. ``pattern`` = inner corners (columns, rows) of a checkerboard, or
+    circles per row and rows of a 'circles' (symmetric) / 'acircles' (asymmetric) grid."""
+    gray = (to_gray_float(image) * 255).astype(np.uint8)
+    for inverted in (False, True):
+        view = 255 - gray if inverted else gray
+        if kind == 'checkerboard':
+            found, points = cv2.findChessboardCornersSB(
+                view, pattern, flags=cv2.CALIB_CB_EXHAUSTIVE | cv2.CALIB_CB_ACCURACY)
+        elif kind in ('circles', 'acircles'):
+            flags = cv2.CALIB_CB_SYMMETRIC_GRID if kind == 'circles' \
+                else cv2.CALIB_CB_ASYMMETRIC_GRID
+            found, points = cv2.findCirclesGrid(view, pattern, flags=flags)
+        else:
+            raise ValueError(f"target kind {kind!r} is not 'checkerboard', 'circles' or "
+                             "'acircles'")
+        if found:
+            return points.reshape(-1, 2).astype(np.float64), inverted
+    return None
+
+
+def _orderings(points: np.ndarray, pattern: tuple[int, int]) -> list[np.ndarray]:
+    """The orderings of a detected grid that describe the same physical points: detectors
+    may start at either end (and a square grid may come transposed)."""
+    grid = points.reshape(pattern[1], pattern[0], 2)
+    options = [grid, grid[::-1, ::-1]]
+    if pattern[0] == pattern[1]:
+        options += [np.rot90(grid, k) for k in (1, 3)]
+    return [o.reshape(-1, 2) for o in options]
+
+
+def match_target(thermal_points: np.ndarray, rgb_points: np.ndarray,
+                 pattern: tuple[int, int], init_px: np.ndarray) -> np.ndarray:
+    """The ordering of ``rgb_points`` that corresponds to ``thermal_points``: the one whose
+    homography is closest to ``init_px`` (mounted cameras are not rotated 180 deg apart)."""
+    best, best_distance = rgb_points, np.inf
+    for candidate in _orderings(rgb_points, pattern):
+        distance = np.linalg.norm(transform(init_px, thermal_points) - candidate, axis=1).mean()
+        if distance < best_distance:
+            best, best_distance = candidate, distance
+    return best
+
+
+def calibrate_target(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                     pattern: tuple[int, int], kind: str = 'checkerboard',
+                     init_px: np.ndarray | None = None) -> MethodResult:
+    """``pairs`` of (name, thermal image, RGB image) showing the target; pairs where it is
+    not found in both are reported and skipped. Per pair: mean reprojection error."""
+    found: list[tuple[str, np.ndarray, np.ndarray, bool]] = []
+    skipped: list[PairResult] = []
+    for name, thermal, rgb in pairs:
+        in_thermal, in_rgb = find_target(thermal, pattern, kind), find_target(rgb, pattern, kind)
+        if in_thermal is None or in_rgb is None:
+            where = ' and '.join(m for m, f in (('thermal', in_thermal), ('RGB', in_rgb))
+                                 if f is None)
+            skipped.append(PairResult(name, float('nan'), f'target not found in {where}'))
+            continue
+        init = identity_px(_size(thermal), _size(rgb)) if init_px is None else init_px
+        found.append((name, in_thermal[0], match_target(in_thermal[0], in_rgb[0], pattern,
+                                                        init), in_thermal[1]))
+    if not found:
+        raise CalibrationFailed(
+            f'the {pattern[0]}x{pattern[1]} {kind} target was found in no pair (in both '
+            'images); check --pattern (inner corners for a checkerboard) and that the target '
+            'is fully visible and warm/contrasted in the thermal image')
+    result = calibrate_points([(n, t, r) for n, t, r, _ in found])
+    for pair, (_, _, _, inverted) in zip(result.pairs, found):
+        pair.extra['thermal_inverted'] = inverted
+    result.pairs += skipped
+    return result
+
+
+# -- edge refinement --------------------------------------------------------------------------
+def gradient_magnitude(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Smoothed gradient magnitude, compressed (square root) and scaled to unit 99th
+    percentile, so strong edges of either modality do not dominate the correlation."""
+    gray = to_gray_float(image)
+    if sigma > 0:
+        gray = cv2.GaussianBlur(gray, (0, 0), sigma)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    magnitude = np.sqrt(cv2.magnitude(gx, gy))
+    scale = np.percentile(magnitude, 99)
+    return np.minimum(magnitude / max(float(scale), 1e-6), 1.0).astype(np.float32)
+
+
+def _work_size(size: tuple[int, int]) -> tuple[int, int]:
+    if size[0] <= EDGE_WORK_WIDTH:
+        return size
+    scale = EDGE_WORK_WIDTH / size[0]
+    return EDGE_WORK_WIDTH, max(8, round(size[1] * scale))
+
+
+def _ecc_pyramid(thermal: np.ndarray, rgb: np.ndarray, h_px: np.ndarray, levels: int,
+                 iterations: int, perspective: bool) -> tuple[np.ndarray, float]:
+    """ECC on gradient magnitudes, coarse to fine; returns (refined h_px, correlation).
+
+    The thermal image is first warped into the RGB frame with ``h_px``; ECC then finds the
+    residual warp W (RGB px -> pre-warped px): translation at the coarsest level, affine
+    above, a full homography at the finest only with ``perspective`` (one cross-modal pair
+    constrains perspective poorly). The result is W^-1 h_px.
+    """
+    size = _size(rgb)
+    pre = cv2.warpPerspective(thermal, h_px, size, flags=cv2.INTER_LINEAR)
+    valid = cv2.warpPerspective(np.ones_like(thermal), h_px, size, flags=cv2.INTER_NEAREST)
+    valid = cv2.erode((valid > 0).astype(np.uint8), np.ones((9, 9), np.uint8))
+    warp = np.eye(3)
+    correlation = float('nan')
+    for level in range(levels - 1, -1, -1):
+        level_size = (max(16, round(size[0] * 0.5 ** level)),
+                      max(16, round(size[1] * 0.5 ** level)))
+        down = scale_matrix(size, level_size)
+        motion = cv2.MOTION_TRANSLATION if level == levels - 1 and levels > 1 else \
+            cv2.MOTION_HOMOGRAPHY if level == 0 and perspective else cv2.MOTION_AFFINE
+        level_warp = down @ warp @ np.linalg.inv(down)
+        level_warp = (level_warp / level_warp[2, 2])[:3 if motion == cv2.MOTION_HOMOGRAPHY
+                                                     else 2].astype(np.float32)
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 1e-5)
+        correlation, level_warp = cv2.findTransformECC(
+            gradient_magnitude(cv2.resize(rgb, level_size, interpolation=cv2.INTER_AREA)),
+            gradient_magnitude(cv2.resize(pre, level_size, interpolation=cv2.INTER_AREA)),
+            level_warp, motion, criteria,
+            cv2.resize(valid, level_size, interpolation=cv2.INTER_NEAREST), 5)
+        if level_warp.shape[0] == 2:
+            level_warp = np.vstack([level_warp, [0.0, 0.0, 1.0]])
+        warp = np.linalg.inv(down) @ level_warp.astype(np.float64) @ down
+    h = np.linalg.inv(warp) @ h_px
+    return h / h[2, 2], float(correlation)
+
+
+def edge_distance(thermal: np.ndarray, rgb: np.ndarray, h_px: np.ndarray) -> float:
+    """Mean distance (RGB pixels, each truncated at 10) from the strongest edges of the
+    thermal image, mapped by ``h_px``, to the nearest strong RGB edge."""
+    rgb_edges = _strong_edges(rgb)
+    distance = cv2.distanceTransform((~rgb_edges).astype(np.uint8), cv2.DIST_L2, 3)
+    ys, xs = np.nonzero(_strong_edges(thermal))
+    mapped = transform(h_px, np.stack([xs, ys], axis=1).astype(np.float64))
+    cols, rows = np.round(mapped[:, 0]).astype(int), np.round(mapped[:, 1]).astype(int)
+    inside = (cols >= 0) & (rows >= 0) & (cols < rgb.shape[1]) & (rows < rgb.shape[0])
+    if not inside.any():
+        return float('nan')
+    return float(np.minimum(distance[rows[inside], cols[inside]], _EDGE_TRUNCATE_PX).mean())
+
+
+def _strong_edges(image: np.ndarray) -> np.ndarray:
+    """The top 10 % gradient-magnitude pixels, thinned by Canny's non-maximum suppression."""
+    gray = (cv2.GaussianBlur(to_gray_float(image), (0, 0), 1.0) * 255).astype(np.uint8)
+    magnitude = gradient_magnitude(gray, 0)
+    high = float(np.percentile(magnitude, 90)) * 255
+    return cv2.Canny(gray, high / 2 * 0.25, high * 0.25, L2gradient=True) > 0
+
+
+def refine_edges(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                 init_px: np.ndarray | None = None, levels: int = 3, iterations: int = 50,
+                 perspective: bool = False, rounds: int = 2,
+                 progress: Callable[[str], None] | None = None) -> MethodResult:
+    """Edge-alignment refinement over ``pairs`` of (name, thermal image, RGB image) from
+    ``init_px`` (default: the identity in normalised coordinates). Per pair ECC, coarse to
+    fine; the pairs' homographies are combined by the per-corner median of where they put
+    the thermal image's corners, after dropping clear divergences (more than 3 px and 3x the
+    median distance from it, at the work resolution); ``rounds`` > 1 repeats this from the
+    combined estimate (less dependence on the start). Pairs whose ECC fails are reported and
+    skipped."""
+    if not pairs:
+        raise CalibrationFailed('no image pairs to calibrate from')
+    thermal_size, rgb_size = _size(pairs[0][1]), _size(pairs[0][2])
+    init_px = identity_px(thermal_size, rgb_size) if init_px is None else init_px
+    t_work, r_work = _work_size(thermal_size), _work_size(rgb_size)
+    to_work = scale_matrix(rgb_size, r_work)
+    from_work = scale_matrix(thermal_size, t_work)
+    init_work = to_work @ init_px @ np.linalg.inv(from_work)
+    small, results = [], []
+    for name, thermal, rgb in pairs:
+        if _size(thermal) != thermal_size or _size(rgb) != rgb_size:
+            results.append(PairResult(name, float('nan'), 'image size differs from the '
+                                      'first pair; skipped'))
+            continue
+        small.append((name, cv2.resize(to_gray_float(thermal), t_work,
+                                       interpolation=cv2.INTER_AREA),
+                      cv2.resize(to_gray_float(rgb), r_work, interpolation=cv2.INTER_AREA)))
+    combined_work = init_work
+    for _ in range(rounds):
+        combined_work, estimates, keep, failed = _edges_round(
+            small, combined_work, levels, iterations, perspective, progress)
+    results += failed
+    h_px = np.linalg.inv(to_work) @ combined_work @ from_work
+    h_px /= h_px[2, 2]
+    by_name = {name: (h, c, k) for (name, h, c), k in zip(estimates, keep)}
+    for name, thermal, rgb in pairs:
+        if name not in by_name:
+            continue
+        h_work, correlation, kept = by_name[name]
+        results.append(PairResult(
+            name, edge_distance(thermal, rgb, h_px),
+            '' if kept else 'its own estimate disagreed with the others; not used',
+            extra={'error_before_px': edge_distance(thermal, rgb, init_px),
+                   'correlation': correlation}))
+    order = [p[0] for p in pairs]
+    results.sort(key=lambda r: order.index(r.name))
+    return MethodResult(h_px, results, 'edge distance: mean distance of the mapped strong '
+                        'thermal edges from the nearest strong RGB edge (truncated at 10), '
+                        'RGB pixels; not 0 when aligned, compare error_before_px')
+
+
+def _edges_round(pairs: list[tuple[str, np.ndarray, np.ndarray]], start: np.ndarray,
+                 levels: int, iterations: int, perspective: bool,
+                 progress: Callable[[str], None] | None) -> tuple:
+    """One round of :func:`refine_edges` at the work resolution: (combined homography,
+    per-pair (name, homography, correlation), kept flags, failed PairResults)."""
+    estimates: list[tuple[str, np.ndarray, float]] = []
+    failed: list[PairResult] = []
+    for name, thermal, rgb in pairs:
+        begin = time.perf_counter()
+        try:
+            h_work, correlation = _ecc_pyramid(thermal, rgb, start, levels, iterations,
+                                               perspective)
+        except cv2.error as exc:
+            failed.append(PairResult(name, float('nan'), 'ECC did not converge ('
+                                     f'{str(exc).strip().splitlines()[-1]}); skipped'))
+            continue
+        estimates.append((name, h_work, correlation))
+        if progress:
+            progress(f'{name}: correlation {correlation:.3f} in '
+                     f'{time.perf_counter() - begin:.1f} s')
+    if not estimates:
+        raise CalibrationFailed('edge alignment failed on every pair; start closer (--init '
+                                'from a points or target calibration) or use scenes with '
+                                'structure visible in both cameras')
+    corners = image_corners(_size(pairs[0][1]))
+    mapped = np.stack([transform(h, corners) for _, h, _ in estimates])
+    spread = np.linalg.norm(mapped - np.median(mapped, axis=0), axis=2).mean(axis=1)
+    keep = spread <= max(3.0, 3.0 * float(np.median(spread)))  # only clear divergences
+    combined = cv2.getPerspectiveTransform(
+        corners.astype(np.float32), np.median(mapped[keep], axis=0).astype(np.float32))
+    return combined.astype(np.float64), estimates, keep, failed
+
+
+def _size(image: np.ndarray) -> tuple[int, int]:
+    return int(image.shape[1]), int(image.shape[0])
