@@ -215,6 +215,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp == torch.float16)
         if cfg.loss == 'full':
             obj_vgg, bg_vgg, self.extractor = build_loss_extractors(cfg.vgg_weights or None)
+            if not cfg.vgg_weights:
+                self.log('no --vgg-weights: contrastive features from the seeded random VGG19 '
+                         'fallback; `make hed-weights` makes near-ImageNet VGG16 (HED) weights')
             self.loss_fn = OCCOLoss('full', obj_vgg, bg_vgg).to(runtime.device)
         else:
             self.loss_fn = OCCOLoss('pixel').to(runtime.device)
