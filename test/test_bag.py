@@ -165,6 +165,13 @@ def pipeline(model):
     made.engine.close()
 
 
+def fuse_80x64(tmp_path: Path, model: dict, pipeline, **options):
+    """fuse_bag of tmp_path/in into tmp_path/out at an 80x64 output, with ``pipeline``."""
+    return fuse_bag(tmp_path / 'in', tmp_path / 'out',
+                    build_params(model, {'output_width': 80, 'output_height': 64}),
+                    BagTopics(THERMAL, RGB), pipeline=pipeline, **options)
+
+
 def synthetic_messages(pairs: int, rng: np.random.Generator, scene: SyntheticScene,
                        distinct: int = 0) -> list[tuple[str, str, int, bytes]]:
     """``pairs`` thermal mono16 + RGB bgr8 frames at 30 Hz, stamps jittered by +-3 ms,
@@ -395,9 +402,7 @@ def test_bad_messages_are_skipped_counted_and_named(tmp_path, model, pipeline):
     messages[thermal_at[5]] = (THERMAL, IMAGE, messages[thermal_at[5]][2], b'\x00\x01\x00')
     write_bag(tmp_path / 'in', messages)
     warnings = []
-    summary = fuse_bag(tmp_path / 'in', tmp_path / 'out',
-                       build_params(model, {'output_width': 80, 'output_height': 64}),
-                       BagTopics(THERMAL, RGB), pipeline=pipeline, log=warnings.append)
+    summary = fuse_80x64(tmp_path, model, pipeline, log=warnings.append)
     assert summary.fused == 10 and summary.pairs == 11
     assert summary.bad == {'thermal': 2, 'rgb': 0, 'pair': 0, 'engine': 0}
     assert summary.bad_kinds == {f'{THERMAL}: encoding': 1, f'{THERMAL}: cdr': 1}
@@ -433,9 +438,7 @@ def test_an_engine_error_on_one_frame_is_counted_and_the_bag_goes_on(
     failing = FusionPipeline(FailingOnce(pipeline.engine, 3), pipeline.registration,
                              pipeline.normalizer, pipeline.input_size, pipeline.output_size)
     warnings = []
-    summary = fuse_bag(tmp_path / 'in', tmp_path / 'out',
-                       build_params(model, {'output_width': 80, 'output_height': 64}),
-                       BagTopics(THERMAL, RGB), pipeline=failing, log=warnings.append)
+    summary = fuse_80x64(tmp_path, model, failing, log=warnings.append)
     assert summary.pairs == 6 and summary.fused == 5
     assert summary.bad == {'thermal': 0, 'rgb': 0, 'pair': 0, 'engine': 1}
     assert summary.bad_kinds == {f'{THERMAL} + {RGB}: EngineError': 1}
@@ -470,9 +473,7 @@ def test_bag_without_metadata_is_read_through_its_files(tmp_path, model, pipelin
     write_bag(tmp_path / 'in', synthetic_messages(10, rng, scene, distinct=2))
     (tmp_path / 'in' / 'metadata.yaml').unlink()
     notes = []
-    summary = fuse_bag(tmp_path / 'in', tmp_path / 'out',
-                       build_params(model, {'output_width': 80, 'output_height': 64}),
-                       BagTopics(THERMAL, RGB), pipeline=pipeline, log=notes.append)
+    summary = fuse_80x64(tmp_path, model, pipeline, log=notes.append)
     assert summary.fused == 10 and summary.damage is None
     assert any('no metadata.yaml' in n for n in notes)
     # a single storage file is a bag too
@@ -595,9 +596,7 @@ def test_the_bags_own_type_definition_is_used_when_it_differs(tmp_path, model, p
         (THERMAL, IMAGE, 2 * i, thermal(i * 40 * MS)),
         (RGB, IMAGE, 2 * i + 1, image(rgb, 'bgr8', 10**9 + i * 40 * MS, 'r')))],
         definitions=definitions)
-    summary = fuse_bag(tmp_path / 'in', tmp_path / 'out',
-                       build_params(model, {'output_width': 80, 'output_height': 64}),
-                       BagTopics(THERMAL, RGB), pipeline=pipeline, copy_inputs=True)
+    summary = fuse_80x64(tmp_path, model, pipeline, copy_inputs=True)
     assert summary.fused == 3 and summary.bad['thermal'] == 0
     with Reader(tmp_path / 'out') as reader:  # the copy keeps the bag's own definition
         copied = next(c for c in reader.connections if c.topic == THERMAL)
@@ -620,9 +619,7 @@ def test_rclpy_serialized_messages_are_read(tmp_path, model, pipeline):
     write_bag(tmp_path / 'in', [m for i in range(3) for m in (
         (THERMAL, IMAGE, 2 * i, rclpy_image(scene.thermal(i), 'mono16', 10**9 + i * 10**8)),
         (RGB, IMAGE, 2 * i + 1, rclpy_image(scene.rgb(i), 'bgr8', 10**9 + i * 10**8)))])
-    summary = fuse_bag(tmp_path / 'in', tmp_path / 'out',
-                       build_params(model, {'output_width': 80, 'output_height': 64}),
-                       BagTopics(THERMAL, RGB), pipeline=pipeline)
+    summary = fuse_80x64(tmp_path, model, pipeline)
     assert summary.fused == 3 and sum(summary.bad.values()) == 0
 
 
