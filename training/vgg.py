@@ -197,7 +197,7 @@ def read_weights_file(path: str | Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'VGG weights file not found: {path} (`make hed-weights` '
-                                f'writes the HED VGG16 file)')
+                                'writes the HED VGG16 file)')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / unsafe files
