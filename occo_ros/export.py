@@ -24,7 +24,9 @@ The attention context (softmax over K^T.V / sqrt(d), model.attention_context) is
 explicit FP32 region: Cast-to-float on both MatMul inputs and on the softmax output (the
 dynamo exporter drops the model's no-op casts, so they are re-inserted), and its nodes are
 renamed '<scope>/attention_context_<k>/<op>_<j>' so TensorRT can pin those layers to FP32
-(model_contract.FP32_REGION_PATTERN) in fp16/int8 engines.
+(model_contract.FP32_REGION_PATTERN) in fp16/int8 engines. The channel weights' global
+average pools are FP32 regions too ('<scope>/channel_pool_<k>/ReduceMean': their sums over
+H x W exceed the FP16 range at 1080p).
 """
 
 from __future__ import annotations
@@ -163,6 +165,35 @@ def pin_attention_context(model: object) -> list[str]:
             names.append(node.name)
     graph.ClearField('node')
     graph.node.extend(nodes)
+    return names
+
+
+def _reduce_axes(node: object, constants: dict) -> list[int] | None:
+    """The axes of a ReduceMean: its attribute (opset <= 17) or constant input (18)."""
+    for attribute in node.attribute:
+        if attribute.name == 'axes':
+            return list(attribute.ints)
+    if len(node.input) > 1 and node.input[1] in constants:
+        return [int(axis) for axis in constants[node.input[1]]]
+    return None
+
+
+def pin_channel_pools(model: object) -> list[str]:
+    """Name every global average pool (ReduceMean over H, W: the FIFB channel weights) an FP32
+    region: its sum over H x W reaches ~3.5e6 for the shipped model at 1080p, far beyond the
+    FP16 range. Renames the nodes '<scope>/channel_pool_<k>/ReduceMean'; returns the names."""
+    from onnx import numpy_helper
+
+    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == 'Constant':
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    names = []
+    for node in model.graph.node:
+        axes = _reduce_axes(node, constants) if node.op_type == 'ReduceMean' else None
+        if axes is not None and sorted(axis % 4 for axis in axes) == [2, 3]:
+            node.name = f'{_scope(node)}/channel_pool_{len(names)}/ReduceMean'
+            names.append(node.name)
     return names
 
 
@@ -339,7 +370,7 @@ def export_onnx(
         from onnxscript import optimizer
 
         model = optimizer.optimize(model)
-    fp32_nodes = pin_attention_context(model)
+    fp32_nodes = pin_attention_context(model) + pin_channel_pools(model)
     if input_size is None:
         _name_dynamic_dims(model)
     checkpoint_sha = sha256_file(model_path)

@@ -5,7 +5,8 @@ Inputs 'visible_y' (BT.601 luminance of the visible image) and 'infrared' (norma
 thermal), output 'fused_y', all float32 NCHW (N, 1, H, W) in [0, 1], the clamp inside the
 graph (OCCO_METHOD.md §1). Shape rule: one shape for both inputs and the output, H and W at
 least MIN_INPUT_SIZE (below it FIFN's three poolings leave nothing). The attention context
-is an FP32 region: its ONNX nodes are named '<scope>/attention_context_<k>/<op>' so TensorRT
+and the channel weights' global average pools are FP32 regions: their ONNX nodes are named
+'<scope>/attention_context_<k>/<op>' and '<scope>/channel_pool_<k>/ReduceMean' so TensorRT
 pins every layer matching FP32_REGION_PATTERN to FP32 in fp16/int8 engines.
 """
 
@@ -20,8 +21,9 @@ INPUT_NAMES = ('visible_y', 'infrared')
 OUTPUT_NAME = 'fused_y'
 #: Smallest input side in pixels.
 MIN_INPUT_SIZE = 8
-#: Node / layer names of the FP32 region (export.pin_attention_context names them).
-FP32_REGION_PATTERN = re.compile(r'/attention_context_\d+/')
+#: Node / layer names of the FP32 regions (export.pin_attention_context and
+#: export.pin_channel_pools name them).
+FP32_REGION_PATTERN = re.compile(r'/(attention_context|channel_pool)_\d+/')
 
 
 class EngineError(RuntimeError):

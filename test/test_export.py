@@ -209,6 +209,8 @@ def test_attention_context_is_an_explicit_fp32_region(fixed17, dynamic17, fixed1
                 assert is_float_cast(node), f'{path.name}: {matmul.name} input not float cast'
             region = [softmax, after, matmul, producer[softmax.input[0]]]
             assert all(FP32_REGION_PATTERN.search(node.name) for node in region)
+        pools = [n for n in model.graph.node if '/channel_pool_' in n.name]
+        assert len(pools) == 4 and all(n.op_type == 'ReduceMean' for n in pools)  # one per FIFB
         named = [n.name for n in model.graph.node if FP32_REGION_PATTERN.search(n.name)]
         assert len(named) == len(set(named))
         assert sorted(json.loads(read_metadata(path)['fp32_nodes'])) == sorted(named)

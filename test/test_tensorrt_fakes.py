@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from occo_ros.engines import EngineSpec, create_engine, tensorrt_build, tensorrt_engine
-from occo_ros.model_contract import EngineError
+from occo_ros.model_contract import FP32_REGION_PATTERN, EngineError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_ONNX = REPO / 'models' / 'fifn_w025_pixel.onnx'   # dynamic H x W, opset 17
@@ -89,8 +89,10 @@ def test_whole_path_build_cache_infer_close(fake, tmp_path, monkeypatch):
     assert built['shapes'] == {'visible_y': [1, 1, *SIZE], 'infrared': [1, 1, *SIZE]}
     if version in WEAK_TYPED:
         assert built['flags'] == ['FP16', 'OBEY_PRECISION_CONSTRAINTS']
-        assert len(built['pinned']) >= 8
-        assert all('/attention_context_' in name for name in built['pinned'])
+        pinned = built['pinned']
+        assert all(FP32_REGION_PATTERN.search(name) for name in pinned)
+        assert sum('/attention_context_' in name for name in pinned) >= 8   # 8 softmaxes
+        assert sum('/channel_pool_' in name for name in pinned) == 4        # one per FIFB
     else:
         assert built['flags'] == [] and built['pinned'] == []
     progress = [line for line in lines if line.startswith('building engine: ')]
@@ -211,9 +213,11 @@ def test_int8_is_loud(monkeypatch, tmp_path, version):
     engine, result, _ = build(tmp_path, 'int8', calibration_dir=other, thermal=THERMAL)
     assert result.action == 'built' and len(list((tmp_path / 'cache').glob('*.calib'))) == 2
     engine.close()
-    # Without a folder, the newest scales of this model and size serve.
-    engine, _, lines = build(tmp_path, 'int8', force_rebuild=True)
+    # Without a folder, the newest scales of this model and size serve: the engine built
+    # from them (here from `other`) is loaded, not rebuilt.
+    engine, result, lines = build(tmp_path, 'int8')
     assert any('newest INT8 scale cache' in line for line in lines)
+    assert result.action == 'loaded'
     engine.close()
     fake.check()
 

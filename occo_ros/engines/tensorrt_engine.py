@@ -118,16 +118,19 @@ def load_or_build(
     """
     onnx_path = Path(onnx_path)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    calibration = None
-    if precision == 'int8' and calibration_dir:
-        calibration = CalibrationSet(calibration_dir, input_size, thermal)
+    calibration = scales = None
+    if precision == 'int8':
+        if calibration_dir:
+            calibration = CalibrationSet(calibration_dir, input_size, thermal)
+        scales = _calibration_cache(folder, onnx_path, sha256_file(onnx_path), input_size,
+                                    calibration, log)
+    # The scales' data id is in the key: an engine prebuilt from calibration data is the one
+    # a later start without calibration_dir (same scale file) loads.
     key = engine_key(onnx_path, precision, input_size, device,
-                     calibration.sha256 if calibration is not None else '')
+                     scales.name.rsplit('.calib-', 1)[1] if scales is not None else '')
     gpu = parse_device(device)[0]
 
     def build() -> BuiltPlan:
-        scales = (_calibration_cache(folder, onnx_path, key.onnx_sha256, input_size,
-                                     calibration, log) if precision == 'int8' else None)
         return build_plan(onnx_path, precision, input_size, gpu, key.dla_core, workspace_mb,
                           calibration, scales, log)
 
