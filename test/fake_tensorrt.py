@@ -108,6 +108,7 @@ class Recorder:
         """Record a call; raise the injected fault if this is the call to fail."""
         self.events.append(name)
         if self.fail_at == name:
+            self.fail_at = None   # one fault per injection
             raise RuntimeError(f'injected fault in {name}')
 
     def balanced(self) -> bool:

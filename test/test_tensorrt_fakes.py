@@ -307,9 +307,13 @@ def test_faults_at_infer_and_close_name_the_step(fake, tmp_path):
     fake.recorder.fail_at = 'execute_async_v3'
     with pytest.raises(EngineError, match="step 'infer' failed: unexpected RuntimeError"):
         engine.infer(*pair())
-    fake.recorder.fail_at = None
     infer_in_thread(engine)  # the context stack stayed balanced: the engine still works
-    engine.close()
+    fake.recorder.fail_at = 'free device'
+    with pytest.raises(EngineError, match="step 'free buffers' failed: unexpected RuntimeError"):
+        engine.close()
+    assert list(fake.recorder.live.values()) == ['device']  # only the one that failed
+    assert fake.recorder.balanced()
+    fake.recorder.live.clear()
     fake.recorder.fail_at = 'cuda.init'
     with pytest.raises(EngineError, match='CUDA driver could not be initialised'):
         build(tmp_path, precision)

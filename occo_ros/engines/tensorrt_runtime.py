@@ -185,15 +185,19 @@ class TensorRTEngine(FusionEngine):
         self._release()
 
     def _release(self) -> None:
-        """Free what was allocated, then pop and detach the context (which is current)."""
-        try:
+        """Free every allocation (one failing free does not keep the others), then pop and
+        detach the context, which is current."""
+        allocations = [*self._device.values(), *(array.base for array in self._host.values())]
+        failures = []
+        for allocation in allocations:  # .base: pycuda's page-locked HostAllocation
+            try:
+                allocation.free()
+            except Exception as exc:  # noqa: PERF203 (each allocation on its own)
+                failures.append(exc)
+        self._device, self._host = {}, {}
+        self._context = self._engine = self._runtime = self._stream = None
+        self._primary.pop()
+        self._primary.detach()
+        if failures:
             with step('free buffers'):
-                for buffer in self._device.values():
-                    buffer.free()
-                for array in self._host.values():
-                    array.base.free()  # pycuda's page-locked HostAllocation
-        finally:
-            self._device, self._host = {}, {}
-            self._context = self._engine = self._runtime = self._stream = None
-            self._primary.pop()
-            self._primary.detach()
+                raise failures[0]
