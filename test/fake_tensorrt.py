@@ -681,3 +681,26 @@ class _Context(Strict):
         visible, infrared = (buffers[name].buffer.view(np.float32) for name in names[:2])
         buffers['fused_y'].buffer.view(np.float32)[:] = np.maximum(visible, infrared)
         return True
+
+
+class Fake:
+    """One installed fake (tensorrt, pycuda, pycuda.driver in sys.modules through pytest's
+    monkeypatch): its Recorder, the modules, and the end-of-test checks."""
+
+    def __init__(self, monkeypatch, version: str, **options) -> None:
+        import sys
+
+        gpus = options.pop('gpus', (('NVIDIA H100', 9, 0, 132),))
+        self.recorder = Recorder()
+        self.trt = FakeTensorRT(version, self.recorder, **options)
+        self.pycuda = FakePycuda(self.recorder, gpus)
+        monkeypatch.setitem(sys.modules, 'tensorrt', self.trt)
+        monkeypatch.setitem(sys.modules, 'pycuda', self.pycuda.package)
+        monkeypatch.setitem(sys.modules, 'pycuda.driver', self.pycuda.driver)
+
+    def check(self) -> None:
+        """No attribute outside the version touched, nothing leaked, stacks balanced."""
+        assert self.recorder.violations == []
+        assert self.recorder.live == {}, 'leaked allocations'
+        assert self.recorder.balanced(), (self.recorder.stacks, self.recorder.retained)
+        assert 'tensorrt.nptype' not in self.recorder.touched  # 8.5.2's fails on numpy 1.24

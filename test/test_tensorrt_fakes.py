@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-import sys
 import threading
 
 import cv2
-from fake_tensorrt import VERSIONS, FakePycuda, FakeTensorRT, Recorder
+from fake_tensorrt import VERSIONS, Fake
 import numpy as np
 import pytest
 
@@ -27,25 +26,6 @@ SHIPPED_ONNX = REPO / 'models' / 'fifn_w025_pixel.onnx'   # dynamic H x W, opset
 SIZE = (64, 80)
 WEAK_TYPED = ('8.5', '10.3')
 THERMAL = ('smoothed', 0.0, 65535.0, (1.0, 99.0), 0.1)
-
-
-class Fake:
-    """One installed fake: its Recorder, the modules, and the end-of-test checks."""
-
-    def __init__(self, monkeypatch, version: str, **options) -> None:
-        gpus = options.pop('gpus', (('NVIDIA H100', 9, 0, 132),))
-        self.recorder = Recorder()
-        self.trt = FakeTensorRT(version, self.recorder, **options)
-        self.pycuda = FakePycuda(self.recorder, gpus)
-        monkeypatch.setitem(sys.modules, 'tensorrt', self.trt)
-        monkeypatch.setitem(sys.modules, 'pycuda', self.pycuda.package)
-        monkeypatch.setitem(sys.modules, 'pycuda.driver', self.pycuda.driver)
-
-    def check(self) -> None:
-        assert self.recorder.violations == []
-        assert self.recorder.live == {}, 'leaked allocations'
-        assert self.recorder.balanced(), (self.recorder.stacks, self.recorder.retained)
-        assert 'tensorrt.nptype' not in self.recorder.touched  # 8.5.2's fails on numpy 1.24
 
 
 @pytest.fixture(params=sorted(VERSIONS))
