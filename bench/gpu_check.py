@@ -157,22 +157,24 @@ class Check:
         if self.cuda and self.torch_ready:
             self.torch.cuda.synchronize()
 
-    def section(self, name: str, needs_s: float, body: Callable[[], object]) -> None:
-        """Run one section if the budget allows; record its result or its error."""
-        if self.budget.left() < needs_s:
-            self.results[name] = {'skipped': f'time budget: {self.budget.left():.0f} s left, '
-                                             f'section needs ~{needs_s:.0f} s'}
-        else:
-            started = time.monotonic()
-            try:
-                self.results[name] = body()
-            except Skip as exc:
-                self.results[name] = {'skipped': str(exc)}
-            except Exception as exc:  # record and go on: one broken backend is a finding
-                self.results[name] = {'error': f'{type(exc).__name__}: {exc}',
-                                      'traceback': traceback.format_exc(limit=4)}
-            if isinstance(self.results[name], dict):
-                self.results[name]['section_s'] = round(time.monotonic() - started, 1)
+    def section(self, name: str, needs_s: float, body: Callable[[], object],
+                needs: Callable[[], None] = lambda: None) -> None:
+        """Run one section if what it `needs` is here (else a Skip with the reason) and the
+        budget allows; record its result or its error, then rewrite the JSON."""
+        started = time.monotonic()
+        try:
+            needs()
+            if self.budget.left() < needs_s:
+                raise Skip(f'time budget: {self.budget.left():.0f} s left, section needs '
+                           f'~{needs_s:.0f} s')
+            self.results[name] = body()
+        except Skip as exc:
+            self.results[name] = {'skipped': str(exc)}
+        except Exception as exc:  # record and go on: one broken backend is a finding
+            self.results[name] = {'error': f'{type(exc).__name__}: {exc}',
+                                  'traceback': traceback.format_exc(limit=4)}
+        if isinstance(self.results[name], dict):
+            self.results[name]['section_s'] = round(time.monotonic() - started, 1)
         print(f'[gpu_check] {name}: {json.dumps(self.results[name])[:300]}', flush=True)
         write_results(self.results, self.args.out)
 
@@ -386,14 +388,16 @@ class Check:
     def run(self) -> dict:
         """All sections, most important first, so a short budget drops the least useful."""
         self.section('environment', 0, self.environment)
-        self.section('tensorrt_shipped', 150, self.tensorrt_shipped)
-        self.section('torch_shipped', 20, self.torch_shipped)
-        self.section('tensorrt_w1.0', 60, self.tensorrt_full_width)
+        self.section('tensorrt_shipped', 150, self.tensorrt_shipped, self.need_tensorrt)
+        self.section('torch_shipped', 20, self.torch_shipped, self.need_torch)
+        self.section('tensorrt_w1.0', 60, self.tensorrt_full_width, self.need_tensorrt)
         for width in self.widths:
-            self.section(f'torch_w{width:g}', 20, lambda w=width: self.torch_latency(w))
+            self.section(f'torch_w{width:g}', 20, lambda w=width: self.torch_latency(w),
+                         self.need_torch)
         self.section('onnxruntime_cuda', 40, self.onnxruntime)
         if not self.args.quick:
-            self.section('torch_compile_w0.25', 90, lambda: self.torch_compile(0.25))
+            self.section('torch_compile_w0.25', 90, lambda: self.torch_compile(0.25),
+                         self.need_torch)
         return self.results
 
 

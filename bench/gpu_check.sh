@@ -19,14 +19,14 @@ out_dir="${OUT:-./out}"
 mkdir -p "$out_dir"
 export OCCO_ROS_CACHE="${OCCO_ROS_CACHE:-$(mktemp -d)}"
 
+cuda_torch='import torch, sys; sys.exit(not torch.cuda.is_available())'
 python_bin="${PYTHON:-}"
 if [[ -z "$python_bin" ]]; then
+    # The project venv (make venv: numpy, onnx, onnxruntime, torch), unless only the system
+    # python3 has a CUDA torch.
     python_bin=python3
-    # Prefer the project venv only if it has a CUDA torch and python3 has none.
-    if [[ -x .venv/bin/python ]] \
-        && ! python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null \
-        && .venv/bin/python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' \
-            2>/dev/null; then
+    if [[ -x .venv/bin/python ]] && { .venv/bin/python -c "$cuda_torch" 2>/dev/null \
+            || ! python3 -c "$cuda_torch" 2>/dev/null; }; then
         python_bin=.venv/bin/python
     fi
 fi

@@ -55,11 +55,12 @@ def test_a_skip_a_failure_and_a_kill_leave_the_json(gpu_check, monkeypatch, tmp_
     def killed(self):
         raise SystemExit('killed by timeout')
 
-    monkeypatch.setattr(gpu_check.Check, 'torch_shipped', broken)
+    monkeypatch.setattr(gpu_check.Check, 'environment', broken)
     monkeypatch.setattr(gpu_check.Check, 'onnxruntime', killed)
     with pytest.raises(SystemExit):
         gpu_check.main(['--device', 'cuda', '--quick', '--out', str(tmp_path)])
     results = json.loads((tmp_path / 'gpu_check.json').read_text(encoding='utf-8'))
     assert results['tensorrt_shipped']['skipped'].startswith('tensorrt not installed')
-    assert results['torch_shipped']['error'] == 'RuntimeError: driver crashed'
+    assert results['environment']['error'] == 'RuntimeError: driver crashed'
+    assert 'no CUDA' in results['torch_shipped']['skipped']
     assert 'torch_w0.25' in results   # the sections after the failing one ran and were saved
