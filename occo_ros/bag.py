@@ -7,20 +7,24 @@ the images the node would have published:
 * the node's parameters (occo_ros.params) with the node's defaults, optionally read from a
   node parameter file (``--params-file``, ``/**:`` or ``occo_fusion:`` sections), and command
   line options on top;
-* messages in the bag's log-time (receive-time) order go through the node's
-  ApproximateTimePairer on their header stamps (``slop``, ``queue_size``);
-* each pair is decoded (occo_ros.codec; sensor_msgs/CompressedImage is decoded too), fused
-  by FusionPipeline and written as sensor_msgs/Image on ``--output-topic`` with the RGB
-  message's header, in ``output_encoding``; when the bag has the RGB camera_info topic
-  (beside the RGB topic, e.g. /rgb/camera_info), the newest one seen is adapted to the
-  output crop and size and written on ``<output namespace>/camera_info`` with the same header.
+* messages in the bag's log-time (receive-time) order pass the node's arrival checks
+  (occo_ros.arrival: encoding, sizes, ``max_input_pixels``, a zero stamp) and go through the
+  node's ApproximateTimePairer on their header stamps (``slop``, ``queue_size``);
+* each pair goes through the node's frame step (FusionPipeline.fuse_frame: decode, including
+  sensor_msgs/CompressedImage, fuse, encode) and is written as sensor_msgs/Image on
+  ``--output-topic`` with the RGB message's header, in ``output_encoding``; when the bag has
+  the RGB camera_info topic (beside the RGB topic, e.g. /rgb/camera_info), the newest one
+  seen is adapted to the output crop and size and written on ``<output
+  namespace>/camera_info`` with the same header. A message or pair the node would count as
+  bad is counted and named here too (the first few of each kind are logged); it never ends
+  the run.
 
 Differences from the live node, all because a bag is not a live stream: every pair is fused
-(no ``max_age`` staleness drop and no dropping while the network is busy, so a slow CPU
-yields more fused frames than the node would on it); a fused message is logged at the log
-time of the message that completed its pair (when a live node could first have fused it),
-which keeps the output bag in log-time order; topics come from the command line (bags record
-absolute names; relative names get a leading '/').
+(no ``max_age`` staleness drop, no stamps-ahead-of-the-clock check, no dropping while the
+network is busy, so a slow CPU yields more fused frames than the node would on it); a fused
+message is logged at the log time of the message that completed its pair (when a live node
+could first have fused it), which keeps the output bag in log-time order; topics come from
+the command line (bags record absolute names; relative names get a leading '/').
 
 Memory stays flat however long the bag: messages are streamed, at most ``queue_size`` per
 camera wait for a partner, output is written as it is produced, and stage timings keep a
@@ -46,6 +50,7 @@ import numpy as np
 from rosbags.serde import SerdeError
 from tqdm import tqdm
 
+from occo_ros.arrival import check_arrival
 from occo_ros.bag_io import (
     CAMERA_INFO,
     COMPRESSED_IMAGE,
@@ -181,8 +186,8 @@ class StageTimes:
 @dataclass
 class BagSummary:
     """What :func:`fuse_bag` did. ``received``/``unpaired``/``bad`` are keyed by 'thermal' and
-    'rgb' (``bad`` also by 'pair': the pipeline rejected the pair, and 'engine': inference
-    failed on it; the frame step's reasons, occo_ros.pipeline.REASONS); ``bad_kinds`` counts the
+    'rgb' (``bad`` also by 'stamp': refused on arrival for its stamp, 'pair': the frame step
+    rejected the pair, and 'engine': inference failed on it); ``bad_kinds`` counts the
     skipped messages by '<topic>: <reason>'. ``seconds`` is the wall time of the message loop
     (engine loading excluded); ``damage`` says where a damaged input stopped being read."""
 
@@ -195,7 +200,7 @@ class BagSummary:
     unpaired: dict[str, int] = field(default_factory=lambda: {'thermal': 0, 'rgb': 0})
     time_jumps: int = 0
     bad: dict[str, int] = field(
-        default_factory=lambda: {'thermal': 0, 'rgb': 0, 'pair': 0, 'engine': 0})
+        default_factory=lambda: {'thermal': 0, 'rgb': 0, 'stamp': 0, 'pair': 0, 'engine': 0})
     bad_kinds: dict[str, int] = field(default_factory=dict)
     camera_info: int = 0
     copied: int = 0
@@ -218,8 +223,9 @@ class BagSummary:
             f'  read {self.received["thermal"]} thermal + {self.received["rgb"]} RGB messages; '
             f'{self.pairs} pairs; unpaired thermal {self.unpaired["thermal"]}, RGB '
             f'{self.unpaired["rgb"]}; time jumps {self.time_jumps}',
-            f'  skipped: thermal {self.bad["thermal"]}, RGB {self.bad["rgb"]}, pairs '
-            f'{self.bad["pair"]}, inference failures {self.bad["engine"]}'
+            f'  skipped: thermal {self.bad["thermal"]}, RGB {self.bad["rgb"]}, stamps '
+            f'{self.bad["stamp"]}, pairs {self.bad["pair"]}, inference failures '
+            f'{self.bad["engine"]}'
             + ''.join(f'; {k} x{v}' for k, v in self.bad_kinds.items()),
             f'  written: {self.fused} fused images, {self.camera_info} camera_info, '
             f'{self.copied} copied input messages',
@@ -350,6 +356,13 @@ class _BagFusion:
         low_high = self.stamp_range.setdefault(stream, [stamp, stamp])
         low_high[0], low_high[1] = min(low_high[0], stamp), max(low_high[1], stamp)
         self.summary.times.add('read', (time.perf_counter() - begin) * 1e3)
+        # The node's arrival checks: a message the node would refuse never enters pairing.
+        # No node clock (0): stamps ahead of it are a live-stream check, like max_age.
+        refusal = check_arrival(stream, msg, stamp, 0, self.params)
+        if refusal is not None:
+            self._skip('stamp' if refusal.counter == 'bad_stamp' else stream, topic,
+                       f'stamp {_format_stamp(stamp)}', refusal.kind, refusal.message)
+            return
         pair = self.pairer.add(stream, stamp, msg)
         if pair is not None:
             self._fuse(pair, log_time)

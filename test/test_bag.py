@@ -400,17 +400,22 @@ def test_bad_messages_are_skipped_counted_and_named(tmp_path, model, pipeline):
                                image(np.zeros((64, 80, 3), np.uint8), 'rgb8', bad_stamp, 't')
                                .replace(b'rgb8', b'bayr'))  # unsupported encoding
     messages[thermal_at[5]] = (THERMAL, IMAGE, messages[thermal_at[5]][2], b'\x00\x01\x00')
+    rgb_at = [i for i, m in enumerate(messages) if m[0] == RGB]
+    messages[rgb_at[7]] = (RGB, IMAGE, messages[rgb_at[7]][2],      # a driver that does not
+                           image(np.zeros((64, 80, 3), np.uint8), 'bgr8', 0, 'r'))  # stamp
     write_bag(tmp_path / 'in', messages)
     warnings = []
     summary = fuse_80x64(tmp_path, model, pipeline, log=warnings.append)
-    assert summary.fused == 10 and summary.pairs == 11
-    assert summary.bad == {'thermal': 2, 'rgb': 0, 'pair': 0, 'engine': 0}
-    assert summary.bad_kinds == {f'{THERMAL}: encoding': 1, f'{THERMAL}: cdr': 1}
-    assert summary.unpaired == {'thermal': 0, 'rgb': 1}  # the partner of the corrupt one
+    # refused on arrival, as the node does: no bad message ever enters pairing
+    assert summary.fused == 9 and summary.pairs == 9
+    assert summary.bad == {'thermal': 2, 'rgb': 0, 'stamp': 1, 'pair': 0, 'engine': 0}
+    assert summary.bad_kinds == {f'{THERMAL}: encoding': 1, f'{THERMAL}: cdr': 1,
+                                 f'{RGB}: zero_stamp': 1}
+    assert summary.unpaired == {'thermal': 1, 'rgb': 2}  # the partners of the bad ones
     assert any(THERMAL in w and '1.099999999 s' in w and "'bayr'" in w for w in warnings), \
         warnings
-    assert len(read_bag(tmp_path / 'out')['/fused/image']) == 10
-    assert 'skipped: thermal 2' in summary.report()
+    assert len(read_bag(tmp_path / 'out')['/fused/image']) == 9
+    assert 'skipped: thermal 2, RGB 0, stamps 1' in summary.report()
 
 
 class FailingOnce:
@@ -440,7 +445,7 @@ def test_an_engine_error_on_one_frame_is_counted_and_the_bag_goes_on(
     warnings = []
     summary = fuse_80x64(tmp_path, model, failing, log=warnings.append)
     assert summary.pairs == 6 and summary.fused == 5
-    assert summary.bad == {'thermal': 0, 'rgb': 0, 'pair': 0, 'engine': 1}
+    assert summary.bad == {'thermal': 0, 'rgb': 0, 'stamp': 0, 'pair': 0, 'engine': 1}
     assert summary.bad_kinds == {f'{THERMAL} + {RGB}: EngineError': 1}
     assert any('inference failed' in w and 'out of memory' in w for w in warnings), warnings
     assert len(read_bag(tmp_path / 'out')['/fused/image']) == 5
