@@ -40,14 +40,16 @@ ROS_MODULES = frozenset({
 #: ROS-free modules of quick unit tests: the core that ``make test-fast`` runs.
 CORE_MODULES = frozenset({
     'test_arrival', 'test_atomic_file', 'test_auto_crop', 'test_baselines', 'test_codec',
-    'test_color', 'test_engine_cache', 'test_frame_step', 'test_health', 'test_losses',
-    'test_masks', 'test_metrics', 'test_model', 'test_output_safety', 'test_pairing',
+    'test_color', 'test_contrastive', 'test_engine_cache', 'test_frame_step', 'test_gpu_check',
+    'test_health', 'test_losses', 'test_masks', 'test_metrics', 'test_model',
+    'test_output_safety', 'test_pairing',
     'test_params', 'test_registration', 'test_robot_imports', 'test_synthetic',
     'test_tensorrt_fakes', 'test_thermal', 'test_torch_engine', 'test_train_data',
     'test_worker'})
 #: Slow tests inside core modules (several seconds each on the 2-core development VM; see
 #: bench/bench_test_targets.py), by module and test-name prefix.
 SLOW_TESTS = {
+    'test_contrastive': ('test_shared_passes_equal_the_literal_terms',),
     'test_losses': ('test_loss_is_float32_also_under_autocast',
                     'test_full_loss_reaches_every_fifn_parameter'),
     'test_masks': ('test_gdino_sam',),
