@@ -3,7 +3,7 @@ cost markers behind ``make test-fast``.
 
 Markers (assigned here, from the module and the fixtures a test uses):
 
-* ``ros``: talks over DDS (rclpy nodes, node processes, the demo);
+* ``ros``: talks over DDS (imports rclpy, or runs node processes: :data:`ROS_MODULES`);
 * ``data``: reads the real image pairs in ../shared/data (the ``shared_data`` fixture, or a
   module in :data:`DATA_MODULES`);
 * ``slow``: anything outside the core: every module not in :data:`CORE_MODULES` (so a new
@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
 CI = os.environ.get('CI', '').strip().lower() in ('1', 'true', 'yes')
 
-#: Modules whose tests run ROS nodes and talk over DDS.
+#: Modules whose tests run ROS nodes and talk over DDS (besides every module that imports
+#: rclpy itself, which is marked ``ros`` too).
 ROS_MODULES = frozenset({
     'test_demo', 'test_fusion_lifecycle_node', 'test_fusion_node', 'test_launch_config',
     'test_node_hardening', 'test_shutdown'})
@@ -42,10 +43,9 @@ CORE_MODULES = frozenset({
     'test_arrival', 'test_atomic_file', 'test_auto_crop', 'test_baselines', 'test_codec',
     'test_color', 'test_contrastive', 'test_engine_cache', 'test_frame_step', 'test_gpu_check',
     'test_health', 'test_losses', 'test_masks', 'test_metrics', 'test_model',
-    'test_output_safety', 'test_pairing',
-    'test_params', 'test_registration', 'test_robot_imports', 'test_synthetic',
-    'test_tensorrt_fakes', 'test_thermal', 'test_torch_engine', 'test_train_data',
-    'test_worker'})
+    'test_output_safety', 'test_pairing', 'test_params', 'test_registration',
+    'test_robot_imports', 'test_synthetic', 'test_tensorrt_fakes', 'test_thermal',
+    'test_torch_engine', 'test_train_data', 'test_worker'})
 #: Slow tests inside core modules (several seconds each on the 2-core development VM; see
 #: bench/bench_test_targets.py), by module and test-name prefix.
 SLOW_TESTS = {
@@ -62,10 +62,11 @@ DATA_MODULES = frozenset({'test_hed'})
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.path.stem
-        if module in ROS_MODULES:
+        ros = module in ROS_MODULES or hasattr(getattr(item, 'module', None), 'rclpy')
+        if ros:
             item.add_marker(pytest.mark.ros)
         slow_here = SLOW_TESTS.get(module, ())
-        if (module not in CORE_MODULES and module not in ROS_MODULES
+        if (module not in CORE_MODULES and not ros
                 or any(item.name.startswith(name) for name in slow_here)):
             item.add_marker(pytest.mark.slow)
         if 'shared_data' in getattr(item, 'fixturenames', ()) or module in DATA_MODULES:
