@@ -287,6 +287,8 @@ def test_engine_spec_from_the_parameter_table(tmp_path):
     spec = EngineSpec.from_args(args, EngineSpec(backend='tensorrt'))
     assert (spec.backend, spec.model_path, spec.precision, spec.input_size, spec.cache_dir,
             spec.force_rebuild) == ('tensorrt', 'm.onnx', 'fp16', (64, 80), 'c', True)
+    assert EngineSpec.from_args(parser.parse_args(['--num-threads', '0']),
+                                EngineSpec(num_threads=2)).num_threads == 0
     with pytest.raises(EngineError, match='must be given together'):
         EngineSpec.from_args(parser.parse_args(['--height', '64']))
     with pytest.raises(SystemExit):

@@ -158,7 +158,7 @@ class EngineSpec:
         values = dataclasses.asdict(base or cls())
         given = {name: getattr(args, name, None) for name in ENGINE_PARAMS}
         for field, param in FIELD_PARAMS.items():
-            if given[param] not in (None, False):
+            if given[param] is not None and given[param] is not False:  # False: flag not given
                 values[field] = given[param]
         height, width = given['input_height'], given['input_width']
         if (height is None) != (width is None):
