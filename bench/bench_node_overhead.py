@@ -5,7 +5,11 @@ bgr8 1280x720), then per pair: pairing, decode, preprocess (register + normalise
 compose, output message construction (array -> Image with bytes data). The network is
 replaced by a pass-through engine so only the pipeline around it is timed.
 
-    python bench/bench_node_overhead.py [--pairs 300]
+    python bench/bench_node_overhead.py [--pairs 300] [--geometry undistorted ...]
+
+Geometries: full (identity homography, whole RGB image), synthetic (the synthetic scene's
+crop), undistorted (a calibration file's case: plumb_bob distortion on both cameras, a
+perspective homography and the overlap crop, each image through one precomputed remap).
 
 Target (issue 2): median total <= 5 ms per pair at 640x512 thermal + 1280x720 RGB ->
 640x512 output on the 2-core development CPU.
@@ -26,7 +30,7 @@ from occo_ros.codec import array_to_image_fields, decode_image
 from occo_ros.engines.base import EngineInfo, FusionEngine
 from occo_ros.pairing import ApproximateTimePairer
 from occo_ros.pipeline import FusionPipeline
-from occo_ros.registration import Registration
+from occo_ros.registration import CameraModel, Registration, pixel_to_normalized_homography
 from occo_ros.synthetic import SceneConfig, SyntheticScene
 from occo_ros.thermal import ThermalNormalizer
 
@@ -42,7 +46,25 @@ class PassThroughEngine(FusionEngine):
         return visible_y
 
 
-def run(pairs: int, input_size: tuple[int, int], mode: str, crop) -> dict[str, float]:
+def geometries() -> dict[str, dict]:
+    """Registration keyword arguments per geometry name (see the module docstring)."""
+    rig = np.array([[1.9, 0.02, 40.0], [-0.015, 1.88, -60.0], [1e-6, -2e-6, 1.0]])
+    k_thermal = np.array([[600.0, 0, 319.5], [0, 600.0, 255.5], [0, 0, 1]])
+    k_rgb = np.array([[900.0, 0, 639.5], [0, 900.0, 359.5], [0, 0, 1]])
+    return {
+        'full': {'crop': (0.0, 0.0, 1.0, 1.0)},
+        'synthetic': {'crop': SyntheticScene(SceneConfig()).thermal_crop},
+        'undistorted': {
+            'homography': pixel_to_normalized_homography(rig, (640, 512), (1280, 720)),
+            'crop': (0.05, 0.0, 0.9, 1.0),
+            'thermal_camera': CameraModel.checked(k_thermal, [-0.3, 0.1, 0.001, 0.0, 0.0],
+                                                  'plumb_bob', (640, 512)),
+            'rgb_camera': CameraModel.checked(k_rgb, [-0.1, 0.02, 0.0, 0.0, 0.0],
+                                              'plumb_bob', (1280, 720))}}
+
+
+def run(pairs: int, input_size: tuple[int, int], mode: str,
+        geometry: dict) -> dict[str, float]:
     scene = SyntheticScene(SceneConfig())
     messages = []
     for i in range(8):      # a few distinct frames, reused
@@ -52,7 +74,7 @@ def run(pairs: int, input_size: tuple[int, int], mode: str, crop) -> dict[str, f
         rgb = array_to_image_fields(scene.rgb(i / 30), 'bgr8')
         messages.append((Image(header=header, **thermal), Image(header=header, **rgb)))
     pipeline = FusionPipeline(PassThroughEngine(),
-                              Registration(crop=crop, output_size=(640, 512)),
+                              Registration(output_size=(640, 512), **geometry),
                               ThermalNormalizer(mode), input_size, (640, 512))
     pairer = ApproximateTimePairer(slop=0.05, queue_size=10)
     stages: dict[str, list[float]] = {k: [] for k in (
@@ -84,19 +106,19 @@ def main() -> None:
     tune_allocator()
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--pairs', type=int, default=300, help='timed pairs per case')
+    parser.add_argument('--geometry', action='append', choices=list(geometries()),
+                        help='geometry to time (repeatable; default: all)')
     args = parser.parse_args()
-    synthetic_crop = SyntheticScene(SceneConfig()).thermal_crop
     print(f'machine: {cpu_description()}; thermal mono16 640x512 + RGB bgr8 '
           f'1280x720 -> 640x512 rgb8; medians over {args.pairs} pairs, ms')
-    print('| network input | thermal mode | crop | pair | decode | preprocess | compose | '
+    print('| network input | thermal mode | geometry | pair | decode | preprocess | compose | '
           'message | total |')
     print('|---|---|---|---|---|---|---|---|---|')
     for input_size in ((320, 256), (640, 512)):
         for mode in ('smoothed', 'fixed'):
-            for crop_name, crop in (('full', (0.0, 0.0, 1.0, 1.0)),
-                                    ('synthetic', synthetic_crop)):
-                r = run(args.pairs, input_size, mode, crop)
-                print(f'| {input_size[0]}x{input_size[1]} | {mode} | {crop_name} | '
+            for name in args.geometry or list(geometries()):
+                r = run(args.pairs, input_size, mode, geometries()[name])
+                print(f'| {input_size[0]}x{input_size[1]} | {mode} | {name} | '
                       f"{r['pair']:.3f} | {r['decode']:.3f} | {r['preprocess']:.2f} | "
                       f"{r['compose']:.2f} | {r['message']:.2f} | **{r['total']:.2f}** |")
 
