@@ -165,7 +165,7 @@ def prepare_output_folder(path: PathLike, tool: str, names: Iterable[str], overw
     before, create the folder and :func:`claim` ``names``. Returns the folder."""
     check_folder_output(path, tool, overwrite, inputs, resume, options)
     path = Path(path)
-    if path.is_dir() and overwrite and not resume:
+    if path.is_dir() and overwrite and not resume and _holds_data(path):
         remove_entries(path, owned_entries(path, tool))
     path.mkdir(parents=True, exist_ok=True)
     claim(path, tool, names)

@@ -65,6 +65,9 @@ def test_overwrite_removes_exactly_what_the_tool_recorded(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST]
     assert owned_entries(out, 'occo-fuse') == [MANIFEST]
     prepare_output_folder(out, 'occo-fuse', ['c.png'], overwrite=False)  # nothing written yet
+    for overwrite in (False, True):   # a manifest alone: nothing to lose, whoever wrote it
+        prepare_output_folder(out, 'occo-eval', ['grid.png'], overwrite=overwrite)
+    prepare_output_folder(out, 'occo-fuse', ['c.png'], overwrite=True)
     (out / 'c.png').write_bytes(b'c')
     (out / 'user.txt').write_text('keep')
     with pytest.raises(OutputError, match='1 entries occo-fuse did not write .user.txt.'):
@@ -78,6 +81,7 @@ def test_folders_without_a_manifest_are_never_replaced_but_resume_continues(tmp_
     (run / 'last.pt').write_bytes(b'old run')
     (tmp_path / 'broken').mkdir()
     (tmp_path / 'broken' / MANIFEST).write_text('{not json')
+    (tmp_path / 'broken' / 'a.png').write_bytes(b'png')
     for folder in (run, tmp_path / 'broken'):
         with pytest.raises(OutputError, match='no record of what wrote it'):
             prepare_output_folder(folder, 'occo-train', ['last.pt'], overwrite=True)
