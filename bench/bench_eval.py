@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path(scratch) / 'eval'
         command = ['--ir', str(args.data / 'ir'), '--vi', str(args.data / 'vi'),
                    '--model', str(model), '--name', 'fifn_w025', '--out', str(out),
-                   '--device', 'cpu', '--workers', str(args.workers)]
+                   '--device', 'cpu', '--workers', str(args.workers),
+                   '--overwrite']   # a re-run into --out replaces occo-eval's own files only
         if args.limit:
             command += ['--limit', str(args.limit)]
         start = time.perf_counter()
