@@ -17,7 +17,7 @@ unless --model), as on a robot, and talks to it over DDS from this process:
    received of every fused pair.
 
 Outputs in --out: soak.json (all samples and the summary) and soak.png (RSS and latency
-p50/p99 per 100 pairs over the pair index, the burst's RSS over time). Summary numbers:
+p50/p99 per 100 fused pairs, the burst's RSS over time). Summary numbers:
 ``rss_growth_pct`` between pair --pairs/10 and the last pair, ``p99_ratio`` = latency p99 of
 the last tenth / p99 of the second tenth, ``burst_peak_mb`` and ``burst_after_pct`` over the
 baseline. Targets (issue 11): growth <= 5 %, ratio <= 1.2, peak <= 100 MB, after <= 10 %.
@@ -243,7 +243,7 @@ def plot(path: Path, rss: list, windows: list, burst_samples: list) -> None:
     """Three stacked line charts drawn with OpenCV (no plotting library needed)."""
     panels = [chart('node RSS (MiB) over pairs', [[(i, mb) for i, mb in rss]],
                     [(255, 160, 0)]),
-              chart('latency per 100 pairs (ms): p50 blue, p99 red over pairs',
+              chart('latency per 100 fused pairs (ms): p50 blue, p99 red over fused pairs',
                     [[(i, p50) for i, p50, _ in windows], [(i, p99) for i, _, p99 in windows]],
                     [(255, 120, 0), (0, 0, 230)])]
     if burst_samples:
