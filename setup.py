@@ -38,6 +38,7 @@ setup(
             'occo-export = occo_ros.export:main',
             'occo-build-engine = occo_ros.build_engine:main',
             'occo-bag = occo_ros.bag:main',
+            'occo-calibrate = occo_ros.calibrate_cli:main',
             'occo-eval = occo_training.evaluate:main',
             'occo-train = occo_training.train:main',
             'occo-masks = occo_training.masks:main',
