@@ -169,9 +169,12 @@ class FusionPipeline:
         self.output_size = output_size
 
     @classmethod
-    def from_params(cls, params: FusionParams, engine: FusionEngine) -> FusionPipeline:
-        """The pipeline the node parameters describe, around an engine already loaded."""
-        return cls(engine, registration_from_params(params), thermal_normalizer(params),
+    def from_params(cls, params: FusionParams, engine: FusionEngine,
+                    registration: Registration | None = None) -> FusionPipeline:
+        """The pipeline the node parameters describe, around an engine already loaded (and
+        the registration they describe, unless given)."""
+        registration = registration or registration_from_params(params)
+        return cls(engine, registration, thermal_normalizer(params),
                    (params.input_width, params.input_height),
                    (params.output_width, params.output_height))
 
@@ -313,5 +316,6 @@ def create_pipeline(params: FusionParams, logger: object | None = None) -> Fusio
     """Load the engine and build the pipeline; raises EngineError (or CheckpointError) with a
     message naming the model path and what was expected when the model cannot be used.
     ``logger`` (.info/.warning: logging.Logger or a node's logger) gets the engine's lines."""
+    registration = registration_from_params(params)  # a bad calibration file fails fast
     return FusionPipeline.from_params(params, create_engine(EngineSpec.from_params(params),
-                                                            logger))
+                                                            logger), registration)
