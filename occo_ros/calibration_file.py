@@ -74,7 +74,7 @@ class Calibration:
     def homography(self) -> np.ndarray:
         """The normalised thermal -> RGB homography the node applies."""
         return pixel_to_normalized_homography(self.homography_px, self.thermal_size,
-                                              self.rgb_size)
+                                              self.rgb_size, 'homography_px')
 
     def registration(self, output_size: tuple[int, int], name: str = '') -> Registration:
         """The Registration this calibration describes, producing ``output_size`` images."""

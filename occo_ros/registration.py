@@ -102,15 +102,17 @@ class CameraModel(NamedTuple):
 
 
 def pixel_to_normalized_homography(h_px: np.ndarray, thermal_size: tuple[int, int],
-                                   rgb_size: tuple[int, int]) -> np.ndarray:
+                                   rgb_size: tuple[int, int], name: str = 'h_px',
+                                   ) -> np.ndarray:
     """A thermal->RGB homography in OpenCV pixel coordinates, in normalised coordinates.
 
     ``h_px`` maps thermal pixel coordinates (OpenCV convention: the centre of pixel (0, 0)
     is (0, 0), as cv2.findHomography gets them from detected corners) of a ``thermal_size``
     image to RGB pixel coordinates of an ``rgb_size`` image. Returns the 3x3 homography for
-    :class:`Registration`, scaled so its bottom-right element is 1 where possible.
+    :class:`Registration`, scaled so its bottom-right element is 1 where possible. ``name``
+    names ``h_px`` in errors.
     """
-    h_px = _check_homography(h_px, 'h_px')
+    h_px = _check_homography(h_px, name)
     thermal = _pixel_to_normalized(_check_size(thermal_size, 'thermal_size'))
     rgb = _pixel_to_normalized(_check_size(rgb_size, 'rgb_size'))
     return _unit_scale(rgb @ h_px @ np.linalg.inv(thermal))

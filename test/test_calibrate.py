@@ -9,14 +9,19 @@ with cv2.warpPerspective, and a checkerboard rendered through two pinhole camera
 from __future__ import annotations
 
 from pathlib import Path
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
+import rclpy
+import test_fusion_node
 import yaml
 
 from occo_ros import calibrate
 from occo_ros.bag import build_params
+from occo_ros.bag import main as bag_main
 from occo_ros.bag_io import (
     CAMERA_INFO,
     IMAGE,
@@ -174,6 +179,7 @@ def test_calibration_file_round_trip_and_registration(tmp_path):
 
 
 def edited(tmp_path: Path, change) -> Path:
+    tmp_path.mkdir(exist_ok=True)
     path = tmp_path / 'rig.yaml'
     save_calibration(path, a_calibration())
     data = yaml.safe_load(path.read_text())
@@ -382,3 +388,73 @@ def test_bag_round_trip_with_distortion(tmp_path):
     a, b = calibrate.find_target(warped, (9, 6)), calibrate.find_target(rgb_view, (9, 6))
     matched = calibrate.match_target(b[0], a[0], (9, 6), np.eye(3))
     assert np.linalg.norm(matched - b[0], axis=1).mean() < 0.5
+
+
+# -- the node and occo-bag with calibration_file ----------------------------------------------
+checkpoint = test_fusion_node.checkpoint   # its random-weights model fixture
+
+
+def test_node_with_a_bad_calibration_file_stops_with_one_line(tmp_path):
+    path = edited(tmp_path, lambda d: d.update(homography_px=[[1, 2, 3], [2, 4, 6], [0, 0, 1]]))
+    run = subprocess.run([sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
+                          f'calibration_file:={path}'], capture_output=True, text=True,
+                         timeout=300)
+    output = (run.stdout + run.stderr).strip()
+    assert run.returncode == 1, output
+    assert 'Traceback' not in output
+    fatal = [line for line in output.splitlines() if 'FATAL' in line]
+    assert len(fatal) == 1, output
+    assert f'cannot start: calibration file {path}: ' in fatal[0]
+    assert 'homography_px is not invertible' in fatal[0]
+
+
+def test_node_diagnostics_name_the_calibration(tmp_path, checkpoint):
+    path = tmp_path / 'rig.yaml'
+    save_calibration(path, a_calibration(error_px=0.4321))
+    log = tmp_path / 'node.log'
+    proc = test_fusion_node.start_node(log, f'model_path:={checkpoint}', 'backend:=torch',
+                                       f'calibration_file:={path}', 'diagnostics_period:=0.2')
+    rclpy.init()
+    peer = test_fusion_node.Peer()
+    try:
+        assert peer.spin_until(lambda: peer.diagnostics, 120), log.read_text()
+        values = peer.diagnostics[-1]
+        assert values['calibration'] == str(path)
+        assert values['calibration_method'] == 'target'
+        assert values['calibration_error_px'] == '0.432'
+    finally:
+        peer.destroy_node()
+        rclpy.shutdown()
+        assert test_fusion_node.stop_node(proc) == 0, log.read_text()
+
+
+def test_occo_bag_takes_the_calibration_file(tmp_path, checkpoint, capsys):
+    thermal, rgb = target_pair(4.0)
+    bag = tmp_path / 'in_bag'
+    with OutputBag(bag) as out:
+        thermal_topic = out.add_topic('/thermal/image_raw', IMAGE)
+        rgb_topic = out.add_topic('/rgb/image_raw', IMAGE)
+        for i in range(2):
+            stamp = (i + 1) * 10**9
+            out.write(thermal_topic, stamp, serialize(image_message(
+                array_to_image_fields(thermal, 'mono16'), stamp, 'thermal')))
+            out.write(rgb_topic, stamp, serialize(image_message(
+                array_to_image_fields(rgb, 'rgb8'), stamp, 'rgb')))
+        out.commit()
+    good = tmp_path / 'rig.yaml'
+    save_calibration(good, a_calibration())
+    common = [str(bag), '--thermal-topic', '/thermal/image_raw', '--rgb-topic',
+              '/rgb/image_raw', '--model', str(checkpoint), '--backend', 'torch',
+              '--input-width', '64', '--input-height', '48', '--output-width', '128',
+              '--output-height', '96', '--no-progress']
+    assert bag_main([*common[:1], str(tmp_path / 'fused'), *common[1:],
+                     '--calibration-file', str(good)]) == 0
+    with InputBag(tmp_path / 'fused') as fused:
+        assert fused.topics['/fused/image'].count == 2
+    bad = edited(tmp_path / 'bad', lambda d: d.update(crop=[0.5, 0.0, 0.9, 1.0]))
+    capsys.readouterr()
+    assert bag_main([*common[:1], str(tmp_path / 'fused2'), *common[1:],
+                     '--calibration-file', str(bad)]) == 1
+    error = capsys.readouterr().err
+    assert f'calibration file {bad}: ' in error and 'outside the RGB image' in error
+    assert not (tmp_path / 'fused2').exists()
