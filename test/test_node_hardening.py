@@ -353,6 +353,31 @@ def test_health_names_why_nothing_is_fused_and_recovers(ros, checkpoint, tmp_pat
         assert stop_node(proc) == 0, log.read_text()[-3000:]
 
 
+def test_a_precision_the_backend_cannot_run_is_a_warning(ros, checkpoint, tmp_path):
+    """backend auto on a CPU with precision fp16 runs fp32: WARN in the log and in
+    diagnostics for as long as it runs, instead of an INFO line."""
+    log = tmp_path / 'node.log'
+    proc = start_node(log, f'model_path:={checkpoint}', 'backend:=auto', 'precision:=fp16',
+                      f'engine_cache_dir:={tmp_path / "cache"}', 'max_age:=30.0',
+                      'diagnostics_period:=0.3')
+    peer = Peer()
+    try:
+        peer.wait_for_node(log)
+        thermal, rgb = camera_images(np.random.default_rng(8))
+        peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
+        assert peer.spin_until(lambda: peer.fused, 120), log.read_text()[-3000:]
+        expected = 'precision fp16 is not available on'
+        assert peer.spin_until(lambda: peer.states and peer.states[-1][0] ==
+                               DiagnosticStatus.WARN and expected in peer.states[-1][1], 30), \
+            peer.states[-3:]
+        assert 'fusing; ' + expected in peer.states[-1][1]
+        assert any('[WARN]' in line and expected in line
+                   for line in log.read_text().splitlines()), log.read_text()[-3000:]
+    finally:
+        peer.destroy_node()
+        assert stop_node(proc) == 0, log.read_text()[-3000:]
+
+
 # -- the soak benchmark, short -----------------------------------------------------------------
 def test_soak_benchmark_runs_pairs_and_a_burst_through_the_node(tmp_path):
     """bench/soak.py end to end, short: every pair answered, the oversized images counted
