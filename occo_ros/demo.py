@@ -35,13 +35,10 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from occo_ros.codec import decode_image  # noqa: E402
 from occo_ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY  # noqa: E402
+from occo_ros.pairing import stamp_ns  # noqa: E402
 from occo_ros.resources import shipped_file  # noqa: E402
 from occo_ros.thermal import ThermalNormalizer  # noqa: E402
 from occo_ros.worker import STAGES, WAITS  # noqa: E402
-
-
-def stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 class Observer(Node):
@@ -61,7 +58,7 @@ class Observer(Node):
     def _on_fused(self, msg: Image) -> None:
         self.latest_fused = msg
         if self.recording:
-            latency = (self.get_clock().now().nanoseconds - stamp_ns(msg)) * 1e-6
+            latency = (self.get_clock().now().nanoseconds - stamp_ns(msg.header)) * 1e-6
             self.fused.append((time.monotonic(), latency))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
@@ -79,7 +76,7 @@ class Observer(Node):
 
     def _keep(self, name: str, msg: Image) -> None:
         kept = self.inputs[name]
-        kept[stamp_ns(msg)] = msg
+        kept[stamp_ns(msg.header)] = msg
         while len(kept) > 60:
             del kept[min(kept)]
 
@@ -221,11 +218,11 @@ def write_snapshots(observer: Observer, args: argparse.Namespace) -> list[str]:
     while len(written) < args.snapshots and time.monotonic() < deadline:
         spin_for(observer, 0.7)
         fused = observer.latest_fused
-        rgb = observer.inputs['rgb'].get(stamp_ns(fused)) if fused else None
+        rgb = observer.inputs['rgb'].get(stamp_ns(fused.header)) if fused else None
         thermal_all = observer.inputs['thermal']
         if rgb is None or not thermal_all:
             continue
-        nearest = min(thermal_all, key=lambda s: abs(s - stamp_ns(fused)))
+        nearest = min(thermal_all, key=lambda s: abs(s - stamp_ns(fused.header)))
         path = args.out / f'snapshot_{len(written):02d}.png'
         cv2.imwrite(str(path), snapshot(thermal_all[nearest], rgb, fused))
         written.append(path.name)

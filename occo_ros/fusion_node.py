@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from occo_ros.allocator import tune_allocator
 from occo_ros.engines.base import EngineError
 from occo_ros.node_main import ended_by_shutdown, run_node
-from occo_ros.pairing import Pair
+from occo_ros.pairing import Pair, stamp_ns
 from occo_ros.params import NODE_NAME, PARAMS, SPECS, FusionParams, make_params, validate
 from occo_ros.pipeline import FrameResult, create_pipeline
 from occo_ros.worker import FusionWorker
@@ -39,10 +39,6 @@ from occo_ros.worker import FusionWorker
 #: What loading the engine raises for a bad model, parameter or file (CheckpointError and
 #: CalibrationError are ValueErrors): one clear line, no traceback.
 STARTUP_ERRORS = (ValueError, EngineError, OSError)
-
-
-def stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def make_qos(reliability: str, depth: int) -> QoSProfile:

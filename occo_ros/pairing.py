@@ -27,6 +27,12 @@ from typing import Any
 STREAMS = ('thermal', 'rgb')
 
 
+def stamp_ns(header: Any) -> int:
+    """A std_msgs/Header's stamp (rclpy's, rosbags' or any object with its fields) in
+    nanoseconds: the key pairing works on."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
 @dataclass(frozen=True)
 class Pair:
     """One thermal message and one RGB message taken within ``slop`` of each other."""
