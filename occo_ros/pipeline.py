@@ -237,8 +237,9 @@ class FusionPipeline:
 
         ``thermal`` and ``rgb`` are :data:`ImageInput`; ``camera_info`` (optional) is the RGB
         camera's sensor_msgs/CameraInfo (any object with its fields). Never raises for bad
-        data or a failing engine: see :class:`FrameResult`. ``encoding`` is one of
-        :data:`OUTPUT_ENCODINGS` (ValueError otherwise: a caller's mistake, not bad data).
+        data or a failing engine: see :class:`FrameResult`. Raises only for a caller's
+        mistake: ValueError for an ``encoding`` not in :data:`OUTPUT_ENCODINGS`, TypeError for
+        a colour array without its channel order (see :func:`decode`).
         """
         check_encoding(encoding)   # a caller's mistake: fail before any frame
         start = time.perf_counter()
