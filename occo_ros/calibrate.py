@@ -248,15 +248,17 @@ def calibrate_target(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
 
 # -- edge refinement --------------------------------------------------------------------------
 def gradient_magnitude(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Smoothed gradient magnitude, compressed (square root) and scaled to unit 99th
-    percentile, so strong edges of either modality do not dominate the correlation."""
+    """Smoothed gradient magnitude, compressed (square root) and clipped at its 80th
+    percentile (scaled to 1 there): an edge map in which the strong edges of either modality
+    do not dominate the correlation (on MSRS pairs, clipping at the 99th percentile instead
+    left about 1.4x the corner error)."""
     gray = to_gray_float(image)
     if sigma > 0:
         gray = cv2.GaussianBlur(gray, (0, 0), sigma)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
     magnitude = np.sqrt(cv2.magnitude(gx, gy))
-    scale = np.percentile(magnitude, 99)
+    scale = np.percentile(magnitude, 80)
     return np.minimum(magnitude / max(float(scale), 1e-6), 1.0).astype(np.float32)
 
 
@@ -319,11 +321,12 @@ def edge_distance(thermal: np.ndarray, rgb: np.ndarray, h_px: np.ndarray) -> flo
 
 
 def _strong_edges(image: np.ndarray) -> np.ndarray:
-    """The top 10 % gradient-magnitude pixels, thinned by Canny's non-maximum suppression."""
+    """Canny edges whose gradient is in the top 10 % of the image's (low threshold: half)."""
     gray = (cv2.GaussianBlur(to_gray_float(image), (0, 0), 1.0) * 255).astype(np.uint8)
-    magnitude = gradient_magnitude(gray, 0)
-    high = float(np.percentile(magnitude, 90)) * 255
-    return cv2.Canny(gray, high / 2 * 0.25, high * 0.25, L2gradient=True) > 0
+    magnitude = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3),
+                              cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+    high = max(float(np.percentile(magnitude, 90)), 1.0)
+    return cv2.Canny(gray, high / 2, high, L2gradient=True) > 0
 
 
 def refine_edges(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
