@@ -32,6 +32,7 @@ from occo_ros.bag_io import (
     serialize,
 )
 from occo_ros.calibrate_cli import main as calibrate_main
+from occo_ros.calibrate_cli import pick_points
 from occo_ros.calibration_file import (
     Calibration,
     CalibrationError,
@@ -458,3 +459,35 @@ def test_occo_bag_takes_the_calibration_file(tmp_path, checkpoint, capsys):
     error = capsys.readouterr().err
     assert f'calibration file {bad}: ' in error and 'outside the RGB image' in error
     assert not (tmp_path / 'fused2').exists()
+
+
+def test_pick_points_in_a_window(monkeypatch):
+    """The OpenCV window is mocked (no display here): clicks go through the real callback."""
+    thermal, rgb = np.zeros((48, 64), np.uint8), np.zeros((60, 80, 3), np.uint8)
+    state = {}
+    clicks = [(10, 20), (64 + 30, 40), (70, 5), (5, 5), (64 + 1, 2)]  # 3rd: wrong image
+    keys = iter([255, ord('u'), 255, 13])
+
+    def wait_key(delay):
+        key = next(keys)
+        if key == 255 and clicks:
+            for x, y in clicks:
+                state['callback'](cv2.EVENT_LBUTTONDOWN, x, y, 0, None)
+            clicks.clear()
+        return key
+
+    monkeypatch.setenv('DISPLAY', ':99')
+    monkeypatch.setattr(cv2, 'namedWindow', lambda *a: None)
+    monkeypatch.setattr(cv2, 'setMouseCallback', lambda w, f: state.update(callback=f))
+    monkeypatch.setattr(cv2, 'imshow', lambda *a: None)
+    monkeypatch.setattr(cv2, 'destroyWindow', lambda *a: None)
+    monkeypatch.setattr(cv2, 'waitKey', wait_key)
+    thermal_points, rgb_points = pick_points(thermal, rgb)
+    # (70, 5) lies in the RGB half while a thermal point is due: ignored; 'u' removed the
+    # last RGB click (1, 2), leaving one complete pair and a dangling thermal click
+    np.testing.assert_array_equal(thermal_points, [[10, 20]])
+    np.testing.assert_array_equal(rgb_points, [[30, 40]])
+    monkeypatch.delenv('DISPLAY')
+    monkeypatch.delenv('WAYLAND_DISPLAY', raising=False)
+    with pytest.raises(CalibrationError, match='needs a display'):
+        pick_points(thermal, rgb)
