@@ -116,7 +116,9 @@ def _read(path: Path, map_location: str | torch.device, mmap: bool) -> dict:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for corrupt, truncated or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # the first sentence: torch's weights_only message goes on for a paragraph
+        reason = (str(exc).strip().splitlines()[0].split('. ')[0] if str(exc).strip()
+                  else type(exc).__name__)
         raise CheckpointError(
             f'cannot read checkpoint {path}: expected a file written by occo_ros '
             'save_checkpoint (a torch.save zip of tensors and plain containers, loaded with '

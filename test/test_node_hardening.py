@@ -73,6 +73,23 @@ def test_a_bad_start_up_parameter_is_one_line_and_a_non_zero_exit(param, words):
     assert 'fix it in the -p argument' in fatal[0] or 'must' in fatal[0] or 'needs' in fatal[0]
 
 
+def test_a_bad_model_under_backend_auto_is_one_line_with_the_reason_first(tmp_path):
+    model = tmp_path / 'weights.pt'
+    model.write_bytes(b'not a checkpoint at all')
+    run = subprocess.run([sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
+                          f'model_path:={model}', '-p', 'backend:=auto', '-p',
+                          f'engine_cache_dir:={tmp_path / "cache"}'],
+                         capture_output=True, text=True, timeout=300)
+    output = run.stdout + run.stderr
+    assert run.returncode == 1 and 'Traceback' not in output
+    fatal = [line for line in output.splitlines() if 'FATAL' in line]
+    assert len(fatal) == 1, output
+    reason = fatal[0].split('cannot start: ', 1)[1]
+    # the reason (what is wrong with the file) before the list of uninstalled backends
+    assert reason.index(f'cannot read checkpoint {model}') < 120, reason
+    assert len(reason) < 700, reason
+
+
 def test_the_start_up_traceback_is_there_at_log_level_debug():
     run = subprocess.run([sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
                           'queue_size:=0', '--log-level', 'debug'],

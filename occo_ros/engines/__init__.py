@@ -191,7 +191,7 @@ def _probe(backend: str, device: str) -> str | None:
 def _create_auto(request: _Request) -> tuple[FusionEngine, str, list[str]]:
     """Try the auto candidates in order: the engine, the reason for the choice, and the
     failures of installed candidates (each also a WARN: a broken TensorRT never hides)."""
-    skipped, failures = [], []
+    skipped, failures, unavailable, failed = [], [], [], []
     for backend, device, precision, note in _auto_plan(request):
         label = f'{backend} on {device}'
         problem = _probe(backend, device)
@@ -201,6 +201,7 @@ def _create_auto(request: _Request) -> tuple[FusionEngine, str, list[str]]:
             except Exception as exc:  # auto must fall back, not stop the node
                 problem = str(_as_engine_error(exc, backend, request.model_path))
                 failures.append(f'{label} failed: {problem}')
+                failed.append(problem)
                 request.warn(f'backend auto: {label} failed, falling back: {problem}')
             else:
                 if precision != request.spec.precision:
@@ -212,9 +213,14 @@ def _create_auto(request: _Request) -> tuple[FusionEngine, str, list[str]]:
                 return engine, reason, failures
         else:
             request.log(f'backend auto: {label} unavailable: {problem}')
+            unavailable.append(f'{label} ({problem})')
         skipped.append(f'{label} ({problem})')
+    # What went wrong with the model first (once, though several backends tried it), then
+    # what was not installed: the line a user reads must start with the reason.
+    reasons = list(dict.fromkeys(failed)) + ['unavailable: ' + '; '.join(unavailable)] * bool(
+        unavailable)
     raise EngineError(f'backend auto found no usable backend for {request.model_path.name} on '
-                      f'device {request.spec.device!r}: ' + '; '.join(skipped))
+                      f'device {request.spec.device!r}: ' + '; '.join(reasons))
 
 
 def _as_engine_error(exc: Exception, backend: str, model: Path) -> EngineError:
