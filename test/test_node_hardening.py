@@ -357,10 +357,10 @@ def test_health_names_why_nothing_is_fused_and_recovers(ros, checkpoint, tmp_pat
         assert stream(state_is(DiagnosticStatus.WARN, 'dropping a pair 10.'), 20,
                       behind_s=10.0), peer.states[-3:]
         assert stream(ok, 60), peer.states[-3:]
-        # thermal 3 s behind RGB (more than the 1 s of RGB the pairing queue holds at 10 Hz):
-        # no pairs form, and health says so
+        # thermal 10 s behind RGB (far more than the 10 RGB messages of the pairing queue span,
+        # even if this loop is slowed to 2 Hz): no pairs form, and health says so
         assert stream(state_is(DiagnosticStatus.WARN, 'never within slop'), 20,
-                      thermal_behind_s=3.0), peer.states[-3:]
+                      thermal_behind_s=10.0), peer.states[-3:]
         assert stream(ok, 60), peer.states[-3:]
         text = log.read_text()
         assert '[INFO]' in text.split('waiting for the first message')[0][-200:]
