@@ -31,7 +31,8 @@ def test_waiting_for_the_cameras_is_warn_logged_once_at_info():
     clock = Clock()
     health = Health(2.0, clock=clock)
     status = health.status()
-    assert status[:3] == (WARN, 'waiting for the first message from thermal and rgb camera', 'info')
+    assert status[:3] == (WARN, 'waiting for the first message from thermal and rgb camera',
+                          'info')
     clock.now += 30.0        # cameras not up yet: still waiting, and not logged again
     assert health.status()[:3] == (WARN, status.message, None)
     health.received('rgb')
@@ -130,6 +131,6 @@ def test_a_persistent_warning_keeps_a_fusing_node_at_warn():
     health, clock = fusing_health()
     health.set_warning('precision', 'precision fp16 is not available on cpu: running fp32')
     assert health.status()[:3] == (WARN, 'fusing; precision fp16 is not available on cpu: '
-                               'running fp32', 'warning')
+                                   'running fp32', 'warning')
     health.set_warning('precision', None)
     assert health.status()[:3] == (OK, 'fusing', 'info')
