@@ -276,3 +276,14 @@ def test_int8_calibration_batches_from_real_pairs(shared_data, tmp_path):
     (tmp_path / 'vi' / 'a.png').write_bytes(b'')
     with pytest.raises(EngineError, match='no visible/infrared pair with matching names'):
         tensorrt_build.calibration_pairs(tmp_path)
+
+
+def test_tensorrt_older_than_8_5_is_refused_by_name(monkeypatch):
+    import types
+
+    old = types.ModuleType('tensorrt')
+    old.__version__ = '8.2.1.8'   # JetPack 4.6: no name-based IO API
+    monkeypatch.setitem(sys.modules, 'tensorrt', old)
+    with pytest.raises(EngineError, match=r'TensorRT 8\.2\.1\.8 is not supported; supported: '
+                                          r'TensorRT 8\.5/8\.6'):
+        tensorrt_common.import_tensorrt()
