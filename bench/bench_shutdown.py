@@ -115,13 +115,18 @@ def run_once(index: int, args: argparse.Namespace, counter: FusedCounter) -> dic
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     procs: dict[str, subprocess.Popen] = {}
-    for name, cmd in node_commands(args).items():
-        # The first process leads a new process group, the second joins it (as launch's
-        # children share the terminal's foreground group); this process stays outside.
-        group = procs['synthetic_cameras'].pid if procs else 0
-        procs[name] = subprocess.Popen(cmd, stdout=(folder / f'{name}.log').open('w'),
-                                       stderr=subprocess.STDOUT, env=env,
-                                       process_group=group)
+    try:
+        for name, cmd in node_commands(args).items():
+            # The first process leads a new process group, the second joins it (as launch's
+            # children share the terminal's foreground group); this process stays outside.
+            group = procs['synthetic_cameras'].pid if procs else 0
+            procs[name] = subprocess.Popen(cmd, stdout=(folder / f'{name}.log').open('w'),
+                                           stderr=subprocess.STDOUT, env=env,
+                                           process_group=group)
+    except BaseException:
+        if procs:   # the second failed to start: the first must not outlive this run
+            os.killpg(procs['synthetic_cameras'].pid, signal.SIGKILL)
+        raise
     pgid = procs['synthetic_cameras'].pid
     result = {'run': index, 'started': False}
     offsets = {name: 0 for name in procs}
