@@ -33,22 +33,13 @@ from occo_ros.image_pairs import find_pairs, read_gray, read_rgb
 from occo_ros.synthetic_targets import (
     RGB_CAMERA,
     THERMAL_CAMERA,
+    about_center,
     rig_homography,
     target_pair,
 )
 
 SIZE = (640, 480)
 EVAL = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'eval' / 'msrs'
-
-
-def about_center(scale: float, degrees: float = 0.0, shift=(0.0, 0.0),
-                 perspective=(0.0, 0.0)) -> np.ndarray:
-    c = np.array([[1, 0, -(SIZE[0] - 1) / 2], [0, 1, -(SIZE[1] - 1) / 2], [0, 0, 1.0]])
-    a = np.radians(degrees)
-    m = np.array([[scale * np.cos(a), -scale * np.sin(a), shift[0]],
-                  [scale * np.sin(a), scale * np.cos(a), shift[1]],
-                  [perspective[0], perspective[1], 1.0]])
-    return np.linalg.inv(c) @ m @ c
 
 
 def edges_bench(cases: int) -> None:
@@ -61,7 +52,7 @@ def edges_bench(cases: int) -> None:
     print(f'MSRS residual IR->visible registration (edges on the {len(others)} other eval '
           f'pairs): corner offset {calibrate.corner_error(residual, np.eye(3), SIZE):.2f} px, '
           f'H = {np.round(residual, 4).tolist()}')
-    start = about_center(0.8)
+    start = about_center(SIZE, 0.8)
     rng = np.random.default_rng(13)
     print(f'\nedges, 6 MSRS pairs {", ".join(s for s, _, _ in load)}, 640x480:')
     print('| case | start error px | corner error vs truth px | vs truth + MSRS residual px '
@@ -70,7 +61,7 @@ def edges_bench(cases: int) -> None:
     rows = []
     for case in range(cases):
         scale = 0.8 * (1 + rng.uniform(-0.05, 0.05))
-        truth = about_center(scale, rng.uniform(-3, 3), tuple(rng.uniform(-20, 20, 2)),
+        truth = about_center(SIZE, scale, rng.uniform(-3, 3), tuple(rng.uniform(-20, 20, 2)),
                              tuple(rng.uniform(-2e-5, 2e-5, 2)))
         warped = [(s, cv2.warpPerspective(ir, truth, SIZE, flags=cv2.WARP_INVERSE_MAP
                                           | cv2.INTER_LINEAR), vi) for s, ir, vi in load]

@@ -6,7 +6,8 @@ the plane z = depth maps into each camera by the homography K R [e1, e2, (0, 0, 
 (board metres -> OpenCV pixels), so the exact thermal -> RGB homography of that plane is
 known. Images are rendered 4x supersampled (area-averaged down); the thermal image is the
 inverse of the visible one (a heated board's dark squares are warm), blurred and noisy, as
-uint16 counts. Used by the tests and bench/bench_calibration.py.
+uint16 counts. :func:`about_center` builds the known homographies the tests and
+bench/bench_calibration.py apply to real pairs.
 """
 
 from __future__ import annotations
@@ -55,6 +56,20 @@ def rig_homography(depth: float, thermal: Camera = THERMAL_CAMERA,
     """The exact thermal px -> RGB px homography of the plane at ``depth`` metres."""
     h = rgb.plane_homography(depth) @ np.linalg.inv(thermal.plane_homography(depth))
     return h / h[2, 2]
+
+
+def about_center(size: tuple[int, int], scale: float = 1.0, degrees: float = 0.0,
+                 shift: tuple[float, float] = (0.0, 0.0),
+                 perspective: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """A homography (OpenCV pixels of an image of ``size``) that scales and rotates about
+    the image centre, then shifts by ``shift`` px; ``perspective`` = its last row's terms."""
+    c = np.array([[1.0, 0.0, -(size[0] - 1) / 2], [0.0, 1.0, -(size[1] - 1) / 2],
+                  [0.0, 0.0, 1.0]])
+    a = np.radians(degrees)
+    m = np.array([[scale * np.cos(a), -scale * np.sin(a), shift[0]],
+                  [scale * np.sin(a), scale * np.cos(a), shift[1]],
+                  [perspective[0], perspective[1], 1.0]])
+    return np.linalg.inv(c) @ m @ c
 
 
 def board_points(pattern: tuple[int, int], square_m: float,

@@ -46,6 +46,7 @@ from occo_ros.registration import CameraModel, Registration, pixel_to_normalized
 from occo_ros.synthetic_targets import (
     RGB_CAMERA,
     THERMAL_CAMERA,
+    about_center,
     board_points,
     rig_homography,
     target_pair,
@@ -55,24 +56,14 @@ SIZE = (640, 480)
 STEMS = ('00143D', '00275D', '00533D', '01401D')
 
 
-def about_center(scale=1.0, degrees=0.0, shift=(0.0, 0.0), perspective=(0.0, 0.0)):
-    """A homography acting about the centre of a 640x480 image (OpenCV pixels)."""
-    c = np.array([[1, 0, -(SIZE[0] - 1) / 2], [0, 1, -(SIZE[1] - 1) / 2], [0, 0, 1.0]])
-    a = np.radians(degrees)
-    m = np.array([[scale * np.cos(a), -scale * np.sin(a), shift[0]],
-                  [scale * np.sin(a), scale * np.cos(a), shift[1]],
-                  [perspective[0], perspective[1], 1.0]])
-    return np.linalg.inv(c) @ m @ c
-
-
 # The thermal camera sees 80 % of the RGB field of view (so every thermal pixel has scene),
 # the start assumes exactly that; each truth is off by <= 5 % scale, 3 deg, 20 px.
-START = about_center(0.8)
+START = about_center(SIZE, 0.8)
 TRUTHS = {
-    'translation': about_center(0.8, shift=(18.0, -12.0)),
-    'scale': about_center(0.84),
-    'rotation': about_center(0.8, degrees=3.0),
-    'perspective': about_center(0.82, degrees=-2.0, shift=(-10.0, 8.0),
+    'translation': about_center(SIZE, 0.8, shift=(18.0, -12.0)),
+    'scale': about_center(SIZE, 0.84),
+    'rotation': about_center(SIZE, 0.8, degrees=3.0),
+    'perspective': about_center(SIZE, 0.82, degrees=-2.0, shift=(-10.0, 8.0),
                                 perspective=(2e-5, -2e-5)),
 }
 
