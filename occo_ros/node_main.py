@@ -115,9 +115,9 @@ def _close(node: Node | None) -> None:
 def _exit_process(code: int) -> NoReturn:
     """End the process with ``code`` once the node is destroyed: atexit handlers run and the
     Python and C output streams are flushed (no log line is lost), but the interpreter's
-    teardown of every imported module is skipped. With PyTorch and ONNX Runtime loaded that
-    teardown alone takes 1.3-2.5 s on a busy 2-core CPU, past the 2 s a node has to end after
-    Ctrl-C (bench/bench_shutdown.py), and frees nothing the OS does not free anyway."""
+    teardown of every imported module is skipped. With PyTorch and ONNX Runtime loaded, that
+    teardown made the fusion node take 1.9-2.7 s to end after Ctrl-C on a busy 2-core CPU
+    (bench/bench_shutdown.py; 0.1-0.3 s without it), and it frees nothing the OS does not."""
     atexit._run_exitfuncs()   # CPython's own exit sequence, minus the module teardown
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
