@@ -17,6 +17,7 @@ Existing outputs are replaced only with --overwrite, and only what occo-calibrat
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 import os
 from pathlib import Path
 import sys
@@ -214,7 +215,7 @@ def _labelled(image: np.ndarray, text: str) -> np.ndarray:
     return image
 
 
-def write_report(folder: Path, pairs: list[tuple[str, np.ndarray, np.ndarray]],
+def write_report(folder: Path, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
                  before: np.ndarray, after: np.ndarray, result: calibrate.MethodResult) -> None:
     errors = {p.name: p for p in result.pairs}
     for name, thermal, rgb in pairs:
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     save_calibration(args.output, calibration)
     pairs_iter = pairs if args.no_progress else tqdm(pairs, desc='report images')
-    write_report(folder, list(pairs_iter), start, calibration.homography_px, result)
+    write_report(folder, pairs_iter, start, calibration.homography_px, result)
     for pair in result.pairs:
         log(f'pair {pair.name}: error {pair.error_px:.3f} px' + (
             f' (before {pair.extra["error_before_px"]:.3f} px)'
