@@ -144,11 +144,23 @@ def test_any_parameter_set_is_applied_or_refused_with_a_reason(ros, checkpoint, 
 
         send()
         assert len(answered) == PARAMETER_SETS
-        # Back to known-good values: the node still fuses.
+        # A state the fuzz may leave: a thermal range below the default thermal_min=0.0.
+        # set_parameters applies its parameters one by one, so resetting from there refuses
+        # thermal_min=0.0 on its own (above thermal_max), with a reason ...
+        future = client.set_parameters_atomically([Parameter('thermal_min', value=-2.0),
+                                                   Parameter('thermal_max', value=-1.0)])
+        assert peer.spin_until(future.done, 60)
+        assert future.result().result.successful, future.result().result.reason
         good = [Parameter(spec.name, value=spec.default) for spec in PARAMS if spec.dynamic]
         future = client.set_parameters(good)
         assert peer.spin_until(future.done, 60)
-        assert all(r.successful for r in future.result().results), future.result().results
+        results = dict(zip([p.name for p in good], future.result().results))
+        assert not results['thermal_min'].successful
+        assert 'must be above thermal_min' in results['thermal_min'].reason
+        # ... and back to known-good values in one atomic set: the node still fuses.
+        future = client.set_parameters_atomically(good)
+        assert peer.spin_until(future.done, 60)
+        assert future.result().result.successful, future.result().result.reason
         thermal, rgb = camera_images(np.random.default_rng(4))
         peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
         assert peer.spin_until(lambda: peer.fused, 60), log.read_text()[-3000:]
