@@ -98,8 +98,9 @@ class LatestSlot:
 class ThrottledLog:
     """At most one message per key every ``period`` seconds, with a count of the others.
 
-    ``logger`` is anything with an ``error(message)`` method (a logging.Logger or rclpy's
-    node logger); thread-safe, so the worker and the node's timers can share one.
+    ``logger`` is anything with ``error(message)`` and ``warning(message)`` methods (a
+    logging.Logger or rclpy's node logger); thread-safe, so the worker and the node's timers
+    can share one.
     """
 
     def __init__(self, logger, period: float = 5.0, clock=time.monotonic) -> None:
@@ -111,15 +112,27 @@ class ThrottledLog:
         self._lock = threading.Lock()
 
     def error(self, key: str, message: str) -> bool:
-        """Log ``message`` unless one with ``key`` was logged within the period; returns
-        whether it was logged."""
+        """Log ``message`` as an error unless one with ``key`` was logged within the period;
+        returns whether it was logged."""
+        suffix = self._admit(key)
+        if suffix is not None:      # one logger call per severity: rclpy refuses a mix
+            self._logger.error(message + suffix)
+        return suffix is not None
+
+    def warning(self, key: str, message: str) -> bool:
+        """As :meth:`error`, at warning level (expected events, e.g. a dropped stale pair)."""
+        suffix = self._admit(key)
+        if suffix is not None:
+            self._logger.warning(message + suffix)
+        return suffix is not None
+
+    def _admit(self, key: str) -> str | None:
+        """The suffix to log with a message for ``key`` now, or None to suppress it."""
         now = self._clock()
         with self._lock:
             if now - self._last.get(key, -1e9) < self._period:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return False
+                return None
             extra = self._suppressed.pop(key, 0)
             self._last[key] = now
-        suffix = f' ({extra} more like this since the last report)' if extra else ''
-        self._logger.error(message + suffix)
-        return True
+        return f' ({extra} more like this since the last report)' if extra else ''

@@ -15,9 +15,9 @@ unit tests without DDS. Ownership, which is the point of this module:
   own (stats.RollingStats, stats.RateMeter); :meth:`FusionWorker.snapshot` reads them all.
 
 A pair whose RGB stamp is older than ``max_age`` when the worker takes it is dropped before
-any work is spent on it (``dropped_stale``). A frame the pipeline cannot fuse is counted by
-its reason (pipeline.REASONS) and logged, throttled per reason and kind; it never stops the
-worker.
+any work is spent on it (``dropped_stale``, a throttled warning: expected under load). A
+frame the pipeline cannot fuse is counted by its reason (pipeline.REASONS) and logged as an
+error, throttled per reason and kind; it never stops the worker.
 """
 
 from __future__ import annotations
@@ -215,7 +215,9 @@ class FusionWorker:
             text = (f'dropping a pair {age:.3f} s old (max_age {params.max_age} s): the '
                     'network is slower than the cameras or the clocks disagree')
             self.health.problem('stale', text)
-            self._throttled.error('stale', text)
+            # expected under load (e.g. the first pairs after warm-up); lasting staleness is
+            # the health's WARN/ERROR, with the measured age
+            self._throttled.warning('stale', text)
             return None
         result = self.pipeline.fuse_frame(pair.thermal, pair.rgb, camera_info,
                                           params.output_encoding)

@@ -120,16 +120,22 @@ def test_a_busy_worker_keeps_only_the_newest_pair(engine):
     assert worker.snapshot().counts['fused'] == 1
 
 
-def test_stale_pairs_are_dropped_before_any_work(engine, caplog):
+def test_stale_pairs_are_dropped_before_any_work_with_a_throttled_warning(engine, caplog):
+    """A stale pair is expected under load (e.g. the first ones after warm-up): a warning,
+    throttled, counted; lasting staleness is the health's business."""
     clock, published = Clock(), Published()
     worker = make_worker(engine, published, clock, max_age=0.5)
     clock.now_ns = BASE_NS + 2 * 10**9
-    add_pair(worker, BASE_NS, *images())
-    with caplog.at_level(logging.ERROR, 'occo_ros.worker'):
-        assert worker.process(*worker._slot.get(timeout=0)) is None
+    with caplog.at_level(logging.WARNING, 'occo_ros.worker'):
+        for i in range(2):
+            add_pair(worker, BASE_NS + i, *images(i))
+            assert worker.process(*worker._slot.get(timeout=0)) is None
     assert not published.items
-    assert worker.snapshot().counts['dropped_stale'] == 1
-    assert 'dropping a pair 2.000 s old (max_age 0.5 s)' in caplog.text
+    assert worker.snapshot().counts['dropped_stale'] == 2
+    stale = [r for r in caplog.records if 'dropping a pair' in r.getMessage()]
+    assert [r.levelno for r in stale] == [logging.WARNING]
+    assert 'dropping a pair 2.000 s old (max_age 0.5 s)' in stale[0].getMessage()
+    assert 'dropping a pair 2.000 s old' in worker.health_status().message   # the cause
 
 
 def test_bad_frames_are_counted_by_reason_logged_with_the_topic_and_the_worker_goes_on(
