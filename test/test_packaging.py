@@ -25,18 +25,30 @@ SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'config', 'launch
            'models', 'occo_ros', 'training')
 
 
-@pytest.fixture(scope='module')
-def wheel_path(tmp_path_factory) -> Path:
-    """A wheel built from a copy of the package sources (what colcon's build runs)."""
-    tmp_path = tmp_path_factory.mktemp('wheel')
-    source = tmp_path / 'src'
-    for name in SOURCES:   # a copy, so the build leaves no build/ folder in the checkout
+#: every executable setup.py declares (ros2 run occo_ros <name>, and the command-line tools)
+EXECUTABLES = {'fusion_node', 'fusion_lifecycle_node', 'synthetic_cameras', 'occo-fuse',
+               'occo-demo', 'occo-export', 'occo-build-engine', 'occo-bag', 'occo-calibrate',
+               'occo-eval', 'occo-train', 'occo-masks'}
+
+
+def copy_sources(source: Path) -> Path:
+    """A copy of the package sources in ``source``, so a build leaves no build/ folder in the
+    checkout."""
+    for name in SOURCES:
         path = REPO / name
         if path.is_dir():
             shutil.copytree(path, source / name, ignore=shutil.ignore_patterns('__pycache__'))
         else:
             source.mkdir(exist_ok=True)
             shutil.copy2(path, source / name)
+    return source
+
+
+@pytest.fixture(scope='module')
+def wheel_path(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the package sources (what colcon's build runs)."""
+    tmp_path = tmp_path_factory.mktemp('wheel')
+    source = copy_sources(tmp_path / 'src')
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
                     '--no-build-isolation', '-w', str(tmp_path / 'dist'), str(source)],
                    check=True, capture_output=True, timeout=300)
@@ -61,8 +73,7 @@ def test_wheel_installs_runtime_files_and_entry_points(wheel_path):
     dist_info = next(n.split('/')[0] for n in names if n.endswith('.dist-info/METADATA'))
     entry_points.read_string(wheel.read(f'{dist_info}/entry_points.txt').decode())
     scripts = dict(entry_points['console_scripts'])
-    assert {'fusion_node', 'synthetic_cameras', 'occo-export', 'occo-build-engine', 'occo-bag',
-            'occo-eval', 'occo-train', 'occo-masks'} <= set(scripts)
+    assert EXECUTABLES <= set(scripts), EXECUTABLES - set(scripts)
     for name in ('occo-eval', 'occo-train', 'occo-masks'):
         assert scripts[name].startswith('occo_training.'), scripts[name]
     top_level = {n.split('/')[0] for n in names if '/' in n and '.dist-info' not in n
@@ -92,12 +103,27 @@ def test_training_code_imports_under_its_installed_name(wheel_path, tmp_path):
     assert training_spec == 'None'
 
 
-def test_scripts_go_where_ros2_run_looks():
-    """ros2 run / ros2 launch find executables in lib/<package>; setup.cfg puts them there."""
+def test_scripts_go_where_ros2_run_looks(tmp_path):
+    """ros2 run / ros2 launch find executables in lib/<package>; setup.cfg puts them there.
+    Installed the way colcon's ament_python build installs (setup.py install --prefix
+    --single-version-externally-managed), every executable is in lib/occo_ros and runs."""
     config = configparser.ConfigParser()
     config.read(REPO / 'setup.cfg')
     assert config['develop']['script_dir'] == '$base/lib/occo_ros'
     assert config['install']['install_scripts'] == '$base/lib/occo_ros'
+
+    source, prefix = copy_sources(tmp_path / 'src'), tmp_path / 'install'
+    subprocess.run([sys.executable, 'setup.py', '-q', 'install', '--prefix', str(prefix),
+                    '--single-version-externally-managed', '--record', str(tmp_path / 'files')],
+                   cwd=source, check=True, capture_output=True, timeout=300)
+    lib = prefix / 'lib' / 'occo_ros'
+    assert {p.name for p in lib.iterdir()} == EXECUTABLES
+    assert all(os.access(lib / name, os.X_OK) for name in EXECUTABLES)
+    site = next(prefix.glob('lib/python*/site-packages'))
+    run = subprocess.run([str(lib / 'occo-calibrate'), '--help'], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(site)))
+    assert run.returncode == 0 and 'usage: occo-calibrate' in run.stdout, run.stderr
 
 
 def ros_imports() -> set[str]:
