@@ -268,6 +268,54 @@ def test_distortion_at_another_resolution_scales_k():
     assert np.median(difference) < 0.02 * 4000  # same geometry: only resampling differs
 
 
+@pytest.mark.parametrize('size, halvings', [((480, 384), 0), ((160, 120), 1)])
+def test_one_remap_equals_undistort_then_warp(shared_data, size, halvings):
+    """The one-remap fast path (fixed-point maps for uint8, float maps for uint16, exact 2x2
+    halving first when it shrinks >= 2x) gives the pixels of the slow path: cv2.undistort,
+    (the 2x2 halving,) cv2.warpPerspective. Tolerance: two bilinear resamplings blur edges
+    the one remap keeps, so mean |difference| <= 1.5 and 99th percentile <= 12 grey levels."""
+    folder = shared_data / 'eval' / 'msrs'
+    ir = read_gray(folder / 'ir' / f'{STEMS[0]}.png')
+    vi = read_rgb(folder / 'vi' / f'{STEMS[0]}.png')
+    camera = CameraModel.checked([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]],
+                                 [-0.3, 0.1, 0.001, -0.001, 0.0], 'plumb_bob', SIZE)
+    rig = np.array([[0.9, 0.02, 30.0], [-0.015, 0.92, 20.0], [2e-5, -1e-5, 1.0]])
+    registration = Registration(pixel_to_normalized_homography(rig, SIZE, SIZE),
+                                crop=(0.1, 0.1, 0.8, 0.8), output_size=size,
+                                thermal_camera=camera, rgb_camera=camera)
+    half = np.diag([0.5, 0.5, 1.0]) + [[0, 0, -0.25], [0, 0, -0.25], [0, 0, 0]]
+
+    def slow(image, matrix):
+        pinhole = cv2.undistort(image, camera.k, camera.d)
+        for _ in range(halvings):
+            pinhole = cv2.resize(pinhole, (SIZE[0] // 2, SIZE[1] // 2),
+                                 interpolation=cv2.INTER_AREA)
+            matrix = matrix @ np.linalg.inv(half)
+        return cv2.warpPerspective(pinhole, matrix, size, flags=cv2.INTER_LINEAR)
+
+    cases = [(ir.astype(np.uint16) * 64, 64.0, registration.warp_thermal,
+              registration.thermal_matrix(SIZE)),
+             (ir, 1.0, registration.warp_thermal, registration.thermal_matrix(SIZE)),
+             (vi, 1.0, registration.crop_rgb, registration.rgb_matrix(SIZE))]
+    for image, unit, fast, matrix in cases:
+        difference = np.abs(fast(image).astype(float) - slow(image, matrix)) / unit
+        inner = difference[8:-8, 8:-8]     # the slow path's own border handling differs
+        assert inner.mean() <= 1.5 and np.percentile(inner, 99) <= 12, (image.dtype,
+                                                                        image.ndim)
+    assert {plan[1] for plan in registration._plans.values()} == {halvings}
+
+
+def test_a_remap_shrinking_2x_averages_instead_of_aliasing():
+    """Alternating 1-px columns shrunk ~3x: exact 2x2 halving first gives the mean grey,
+    bilinear sampling alone would pick columns (0 or 255)."""
+    camera = CameraModel.checked(THERMAL_CAMERA.k, [-0.05, 0.0, 0.0, 0.0, 0.0], 'plumb_bob',
+                                 THERMAL_CAMERA.size)
+    stripes = np.zeros(SIZE[::-1], np.uint8)
+    stripes[:, ::2] = 255
+    shrunk = Registration(output_size=(200, 150), thermal_camera=camera).warp_thermal(stripes)
+    assert np.abs(shrunk[4:-4, 4:-4].astype(float) - 127.5).max() <= 2
+
+
 # -- occo-calibrate ------------------------------------------------------------------------------
 def write_folder(root: Path, pairs) -> Path:
     (root / 'ir').mkdir(parents=True)
