@@ -38,7 +38,7 @@ from machine import cpu_description  # bench/machine.py (run as python bench/...
 from occo_ros import codec
 from occo_ros.bag import BagTopics, build_params, fuse_bag
 from occo_ros.bag_io import IMAGE, OutputBag, image_message, serialize
-from occo_ros.engines import BACKENDS
+from occo_ros.engines import BACKENDS, EngineSpec
 from occo_ros.pipeline import create_pipeline
 from occo_ros.resources import default_model_path
 from occo_ros.synthetic import SceneConfig, SyntheticScene
@@ -85,11 +85,12 @@ def write_synthetic_bag(path: Path, pairs: int, thermal_size: tuple[int, int],
 
 def overhead_case(bag: Path, scratch: Path, model: Path, backend: str,
                   input_size: tuple[int, int]) -> dict:
-    params = build_params({'model_path': str(model), 'backend': backend,
-                           'engine_cache_dir': str(scratch / 'cache'),
-                           'input_width': input_size[0], 'input_height': input_size[1]})
+    values = {'model_path': str(model), 'backend': backend,
+              'engine_cache_dir': str(scratch / 'cache'),
+              'input_width': input_size[0], 'input_height': input_size[1]}
     out = scratch / f'out_{input_size[0]}x{input_size[1]}'
-    summary = fuse_bag(bag, out, params, BagTopics(THERMAL, RGB), progress=True)
+    summary = fuse_bag(bag, out, build_params(values), BagTopics(THERMAL, RGB),
+                       engine=EngineSpec.from_params(values), progress=True)
     times = summary.times
     result = {stage: times.median(stage) for stage in STAGES}
     result['overhead'] = 1.0 - times.median('inference') / times.median('per_pair')
@@ -109,11 +110,11 @@ def memory_kb(field: str) -> int:
 def memory_child(bag: Path, out: Path, model: Path, cache: Path) -> None:
     """Load the engine, reset the peak-RSS mark, fuse ``bag`` into ``out``; print the fused
     count, the RSS before the run and the peak RSS during it (kB)."""
-    params = build_params({'model_path': str(model), 'backend': 'onnxruntime',
-                           'engine_cache_dir': str(cache), 'input_width': 80,
-                           'input_height': 64, 'output_width': 80, 'output_height': 64,
-                           'num_threads': 1})
-    pipeline = create_pipeline(params)
+    values = {'model_path': str(model), 'backend': 'onnxruntime',
+              'engine_cache_dir': str(cache), 'input_width': 80, 'input_height': 64,
+              'output_width': 80, 'output_height': 64, 'num_threads': 1}
+    params = build_params(values)
+    pipeline = create_pipeline(params, EngineSpec.from_params(values))
     Path('/proc/self/clear_refs').write_text('5')  # resets VmHWM to the current RSS
     before = memory_kb('VmRSS')
     summary = fuse_bag(bag, out, params, BagTopics(THERMAL, RGB), pipeline=pipeline)

@@ -32,6 +32,7 @@ def child(backend: str, warm_up: bool, frames: int) -> dict:
     """One node start: returns per-frame inference and frame-step times (ms)."""
     from occo_ros.allocator import tune_allocator
     from occo_ros.codec import array_to_image_fields
+    from occo_ros.engines import EngineSpec
     from occo_ros.pairing import Pair
     from occo_ros.params import PARAMS, make_params
     from occo_ros.pipeline import create_pipeline
@@ -48,7 +49,8 @@ def child(backend: str, warm_up: bool, frames: int) -> dict:
     params = make_params(values)
     start = time.perf_counter()
     # clock 0 ns: the pairs (stamped 0..N ns) are never stale
-    worker = FusionWorker(create_pipeline(params), params, lambda pair, result: None,
+    worker = FusionWorker(create_pipeline(params, EngineSpec.from_params(values)), params,
+                          lambda pair, result: None,
                           clock_ns=lambda: 0)
     load_s = time.perf_counter() - start
     warm_s = worker.warm_up() if warm_up else 0.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from occo_ros import codec
-from occo_ros.params import FusionParams
+from occo_ros.params import FusionSettings
 
 ENCODINGS = {'thermal': codec.THERMAL_ENCODINGS, 'rgb': codec.RGB_ENCODINGS}
 #: bits per sample a compressed image may have on each stream
@@ -35,7 +35,7 @@ class Refusal(NamedTuple):
 
 
 def check_arrival(stream: str, msg: Any, stamp_ns: int, now_ns: int,
-                  params: FusionParams) -> Refusal | None:
+                  params: FusionSettings) -> Refusal | None:
     """The reason to refuse ``msg`` of ``stream`` ('thermal' or 'rgb') stamped ``stamp_ns``
     on arrival at node clock ``now_ns``, or None when it may be paired. Never raises for any
     content of ``msg`` (a sensor_msgs Image or CompressedImage, duck-typed)."""

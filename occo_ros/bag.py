@@ -65,11 +65,11 @@ from occo_ros.bag_io import (
     serialize,
     stamp_ns,
 )
-from occo_ros.engines.base import EngineError
+from occo_ros.engines import EngineError, EngineSpec
 from occo_ros.output_safety import OutputError
 from occo_ros.pairing import ApproximateTimePairer, Pair
 from occo_ros.params import (
-    FusionParams,
+    FusionSettings,
     add_param_option,
     build_params,
     load_params_file,
@@ -272,7 +272,7 @@ class _BagFusion:
     """State of one fuse_bag run: the pairer, the newest RGB camera_info, counters, timings."""
 
     def __init__(self, bag: InputBag, out: OutputBag, pipeline: FusionPipeline,
-                 params: FusionParams, topics: BagTopics, summary: BagSummary,
+                 params: FusionSettings, topics: BagTopics, summary: BagSummary,
                  has_info: bool, copy_inputs: bool, log: Callable[[str], None],
                  stop: threading.Event | None) -> None:
         self.bag, self.out, self.pipeline, self.params = bag, out, pipeline, params
@@ -425,8 +425,9 @@ class _BagFusion:
         return why
 
 
-def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams,
-             topics: BagTopics, *, pipeline: FusionPipeline | None = None,
+def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionSettings,
+             topics: BagTopics, *, engine: EngineSpec | None = None,
+             pipeline: FusionPipeline | None = None,
              storage: str = 'mcap', copy_inputs: bool = False, overwrite: bool = False,
              progress: bool = False, log: Callable[[str], None] | None = None,
              stop: threading.Event | None = None) -> BagSummary:
@@ -436,10 +437,11 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams
         input_bag: rosbag2 directory, or a single .mcap/.db3 file; never modified.
         output_bag: rosbag2 directory to create ('mcap' or 'sqlite3' ``storage``); it
             appears only when complete (see occo_ros.bag_io.OutputBag).
-        params: node parameters (:func:`build_params`); topic and QoS ones are not used.
+        params: the fusion settings (pairing, arrival checks, geometry, thermal, encoding).
         topics: input and output topics.
+        engine: the engine to load when no ``pipeline`` is given.
         pipeline: an existing pipeline to use (its thermal normaliser state carries over);
-            None builds one from ``params`` and closes its engine at the end.
+            None builds one from ``params`` and ``engine`` and closes its engine at the end.
         copy_inputs: also copy the two image topics and their camera_info topics.
         overwrite: replace an existing bag at ``output_bag`` that occo-bag wrote (only once
             the new one is done).
@@ -461,6 +463,8 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams
         EngineError, ValueError: the model cannot be loaded.
         Interrupted: ``stop`` was set; no output is written.
     """
+    if (engine is None) == (pipeline is None):
+        raise ValueError('fuse_bag needs one of engine (an EngineSpec) and pipeline')
     log = log or _LOG.warning
     input_path, output_path = Path(input_bag), Path(output_bag)
     check_output_path(output_path, overwrite, protect=[input_path])  # before any slow work
@@ -473,7 +477,7 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionParams
         own_pipeline = pipeline is None
         start = time.perf_counter()
         if own_pipeline:
-            pipeline = create_pipeline(params, logger=_LOG)
+            pipeline = create_pipeline(params, engine, logger=_LOG)
         summary.load_seconds = time.perf_counter() - start
         info = pipeline.engine.info
         summary.engine = f'{info.backend} on {info.device}, {info.precision}'
@@ -554,10 +558,11 @@ def main(argv: list[str] | None = None) -> int:
                      'command line')
         overrides = {name: getattr(args, name) for name in CLI_PARAMS
                      if getattr(args, name) is not None}
-        params = build_params(file_values, overrides)
+        settings = build_params(file_values, overrides)   # validates every row
+        engine = EngineSpec.from_params({**file_values, **overrides})
         topics = BagTopics(args.thermal_topic, args.rgb_topic, args.output_topic,
                            args.rgb_camera_info_topic)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EngineError) as exc:   # EngineError: e.g. a bad device
         print(f'occo-bag: {exc}', file=sys.stderr)
         return EXIT_USAGE
     stop = threading.Event()
@@ -574,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)} \
         if in_main_thread else {}
     try:
-        summary = fuse_bag(args.input, args.output, params, topics,
+        summary = fuse_bag(args.input, args.output, settings, topics, engine=engine,
                            storage=args.storage, copy_inputs=args.copy_inputs,
                            overwrite=args.overwrite, progress=not args.no_progress, log=warn,
                            stop=stop)

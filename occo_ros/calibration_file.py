@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from occo_ros.params import IDENTITY, SPECS, FusionParams
+from occo_ros.params import IDENTITY, SPECS, FusionSettings
 from occo_ros.registration import (
     FULL_CROP,
     CameraModel,
@@ -168,7 +168,7 @@ def load_calibration(path: str | Path) -> Calibration:
     return calibration
 
 
-def registration_from_params(params: FusionParams) -> Registration:
+def registration_from_params(params: FusionSettings) -> Registration:
     """The node's Registration: from ``calibration_file`` when set (which then must not be
     combined with non-default ``homography``/``crop``), else from those two parameters."""
     output_size = (params.output_width, params.output_height)

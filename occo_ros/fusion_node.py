@@ -29,10 +29,18 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from occo_ros.allocator import tune_allocator
-from occo_ros.engines.base import EngineError
+from occo_ros.engines import EngineError, EngineSpec
 from occo_ros.node_main import ended_by_shutdown, run_node
 from occo_ros.pairing import Pair, stamp_ns
-from occo_ros.params import NODE_NAME, PARAMS, SPECS, FusionParams, make_params, validate
+from occo_ros.params import (
+    NODE_NAME,
+    PARAMS,
+    SPECS,
+    FusionSettings,
+    NodeParams,
+    check_params,
+    validate,
+)
 from occo_ros.pipeline import FrameResult, create_pipeline
 from occo_ros.worker import FusionWorker
 
@@ -74,38 +82,43 @@ class FusionWiring:
     """The ROS side of a fusion node, mixed into an rclpy Node or LifecycleNode subclass,
     which calls these steps in its own order (see FusionNode and the lifecycle variant)."""
 
-    params: FusionParams
+    params: NodeParams               # wiring (topics, QoS, diagnostics timing)
+    settings: FusionSettings         # what the worker fuses with (dynamic rows change it)
+    _values: dict                    # params.check_params values of every row (the engine's)
     worker: FusionWorker | None = None
 
     def _declare_parameters(self) -> None:
         for spec in PARAMS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        self.params = make_params(
+        self._values = check_params(
             {spec.name: self.get_parameter(spec.name).value for spec in PARAMS})
+        self.params = NodeParams.from_values(self._values)
+        self.settings = FusionSettings.from_values(self._values)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _load_worker(self) -> None:
         """Load the engine (raises EngineError, CheckpointError or ValueError naming the
         problem), build the worker and warm the engine up."""
-        p = self.params
-        pipeline = create_pipeline(p, logger=self.get_logger())
+        p, spec = self.params, EngineSpec.from_params(self._values)
+        pipeline = create_pipeline(self.settings, spec, logger=self.get_logger())
         info = pipeline.engine.info
         self.get_logger().info(
             f'backend {info.backend} on {info.device}, precision {info.precision}, '
             f'model {info.model_path}' + (f" ({info.details['reason']})"
                                           if 'reason' in info.details else ''))
         warnings = {'fallback': info.details.get('fallback_warning')}
-        if info.precision != p.precision:
-            warnings['precision'] = (f'precision {p.precision} is not available on '
+        if info.precision != spec.precision:
+            warnings['precision'] = (f'precision {spec.precision} is not available on '
                                      f'{info.backend} {info.device}: running {info.precision}')
             self.get_logger().warning(warnings['precision'])
         self._rgb_topic = (p.rgb_topic.rstrip('/') + '/compressed' if p.rgb_compressed
                            else p.rgb_topic)
         self.worker = FusionWorker(
-            pipeline, p, self._publish_fused,
+            pipeline, self.settings, self._publish_fused,
             topics={'thermal': p.thermal_topic, 'rgb': self._rgb_topic,
                     'camera_info': p.rgb_camera_info_topic},
-            clock_ns=lambda: self.get_clock().now().nanoseconds, log=self.get_logger())
+            clock_ns=lambda: self.get_clock().now().nanoseconds, log=self.get_logger(),
+            input_timeout=p.input_timeout)
         for key, text in warnings.items():      # WARN in diagnostics for as long as it runs
             self.worker.health.set_warning(key, text)
         seconds = self.worker.warm_up()
@@ -128,7 +141,7 @@ class FusionWiring:
 
     def _subscribe(self) -> None:
         """Input subscriptions and the diagnostics timer."""
-        p = self.params
+        p, s = self.params, self.settings
         qos = (p.input_reliability, p.input_depth)
         rgb_type = CompressedImage if p.rgb_compressed else Image
         self._subscriptions_in = [
@@ -139,7 +152,7 @@ class FusionWiring:
         self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f'fusing {p.thermal_topic} + {self._rgb_topic} -> fused/image '
-            f'({p.output_width}x{p.output_height}, network {p.input_width}x{p.input_height})')
+            f'({s.output_width}x{s.output_height}, network {s.input_width}x{s.input_height})')
 
     def _unsubscribe(self) -> None:
         for subscription in getattr(self, '_subscriptions_in', ()):
@@ -195,16 +208,13 @@ class FusionWiring:
             values[change.name] = change.value
         if not values:
             return SetParametersResult(successful=True)
-        merged = {f: getattr(self.params, f) for f in SPECS}
-        merged.update(values)
-        try:
-            params = make_params({k: list(v) if isinstance(v, tuple) else v
-                                  for k, v in merged.items()})
+        try:   # dynamic rows are all fusion settings
+            checked = check_params(dict(self._values, **values))
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        self.params = params
+        self._values, self.settings = checked, FusionSettings.from_values(checked)
         if self.worker is not None:
-            self.worker.reconfigure(params)
+            self.worker.reconfigure(self.settings)
         self.get_logger().info(f'parameters changed: {values}')
         return SetParametersResult(successful=True)
 

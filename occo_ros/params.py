@@ -1,16 +1,23 @@
 """Every parameter of the fusion node: name, default, meaning, allowed values (no ROS import).
 
-The node declares exactly these (with descriptors built from this table), reads them once into
-the frozen :class:`FusionParams` and validates them; ``config/fusion.yaml`` and the launch file
-are checked against this table by the tests, so the three cannot drift apart.
+The node declares exactly these (with descriptors built from this table) and validates them;
+``config/fusion.yaml`` and the launch file are checked against this table by the tests, so the
+three cannot drift apart. Each row belongs to one group (:data:`GROUPS`):
+
+* ``node``: the node's wiring (topics, QoS, diagnostics timing) -> :class:`NodeParams`; the
+  offline tools (occo-bag) never build these;
+* ``fusion``: what decides the fused output from the same input messages (pairing, arrival
+  checks, network and output size, geometry, thermal normalisation, encoding) ->
+  :class:`FusionSettings`, which the frame step (occo_ros.pipeline) and the worker take;
+* ``engine``: the inference engine -> occo_ros.engines.EngineSpec (``EngineSpec.from_params``).
 """
 
 from __future__ import annotations
 
 import array
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -22,11 +29,21 @@ class ParamSpec:
     min_value: float | None = None
     max_value: float | None = None
     dynamic: bool = False          # may be changed at run time with `ros2 param set`
+    group: str = ''                # one of GROUPS (set by _rows)
+
+
+#: the row groups, see the module docstring
+GROUPS = ('node', 'fusion', 'engine')
+
+
+def _rows(group: str, *specs: ParamSpec) -> tuple[ParamSpec, ...]:
+    return tuple(replace(spec, group=group) for spec in specs)
 
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
-PARAMS: tuple[ParamSpec, ...] = (
+PARAMS: tuple[ParamSpec, ...] = _rows(
+    'node',
     # topics (relative names: remap or namespace them in the launch file)
     ParamSpec('thermal_topic', 'thermal/image_raw',
               'Thermal image topic (mono16, 16UC1, mono8, 8UC1 or 32FC1).'),
@@ -49,6 +66,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=('reliable', 'best_effort')),
     ParamSpec('output_depth', 2, 'History depth of the fused/image publisher.',
               min_value=1, max_value=100),
+) + _rows(
+    'fusion',
     # pairing and latency
     ParamSpec('slop', 0.05, 'Largest |thermal stamp - RGB stamp| in seconds for a pair '
               '(exclusive), as message_filters ApproximateTimeSynchronizer.',
@@ -57,6 +76,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               min_value=1, max_value=1000),
     ParamSpec('max_age', 0.5, 'A pair whose RGB stamp is older than this (s, node clock) when '
               'the worker takes it is dropped instead of fused.', min_value=0.0, max_value=60.0),
+) + _rows(
+    'engine',
     # model and backend
     ParamSpec('model_path', '', 'FIFN checkpoint (.pt), ONNX model (.onnx) or TensorRT engine '
               '(.engine); empty = the shipped models/fifn_w025_pixel.pt.'),
@@ -77,6 +98,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               max_value=1 << 20),
     ParamSpec('num_threads', 0, 'CPU threads for inference; 0 = the library default.',
               min_value=0, max_value=256),
+) + _rows(
+    'fusion',
+    # network size: the frame step resizes to it, the engine is built for it
     ParamSpec('input_width', 320, 'Network input width in pixels.', min_value=8, max_value=8192),
     ParamSpec('input_height', 256, 'Network input height in pixels.',
               min_value=8, max_value=8192),
@@ -112,21 +136,38 @@ PARAMS: tuple[ParamSpec, ...] = (
     # output
     ParamSpec('output_encoding', 'rgb8', 'Encoding of fused/image.',
               choices=('rgb8', 'bgr8', 'mono8'), dynamic=True),
+    ParamSpec('max_input_pixels', 4096 * 2160, 'Largest width x height accepted on an input '
+              '(4K by default); larger images are refused before decoding (compressed ones '
+              'from their header).', min_value=1, max_value=1 << 30, dynamic=True),
+) + _rows(
+    'node',
+    # diagnostics
     ParamSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
               min_value=0.1, max_value=60.0),
     ParamSpec('input_timeout', 2.0, 'Seconds without messages after which a camera is '
               'reported stale, or without fused output while both cameras send, after which '
               'health is WARN (ERROR after twice as long).', min_value=0.1, max_value=3600.0),
-    ParamSpec('max_input_pixels', 4096 * 2160, 'Largest width x height accepted on an input '
-              '(4K by default); larger images are refused before decoding (compressed ones '
-              'from their header).', min_value=1, max_value=1 << 30, dynamic=True),
 )
 
 SPECS = {spec.name: spec for spec in PARAMS}
 
 
+_Record = TypeVar('_Record', bound='_GroupValues')
+
+
+class _GroupValues:
+    """A frozen record of one group's rows."""
+
+    @classmethod
+    def from_values(cls: type[_Record], values: dict[str, Any]) -> _Record:
+        """This group's fields from validated values of every row (:func:`check_params`)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
 @dataclass(frozen=True)
-class FusionParams:
+class NodeParams(_GroupValues):
+    """The node's wiring: the 'node' rows."""
+
     thermal_topic: str
     rgb_topic: str
     rgb_compressed: bool
@@ -135,18 +176,18 @@ class FusionParams:
     input_depth: int
     output_reliability: str
     output_depth: int
+    diagnostics_period: float
+    input_timeout: float
+
+
+@dataclass(frozen=True)
+class FusionSettings(_GroupValues):
+    """What decides the fused output from the input messages: the 'fusion' rows, taken by
+    the frame step (occo_ros.pipeline), the worker and occo-bag."""
+
     slop: float
     queue_size: int
     max_age: float
-    model_path: str
-    backend: str
-    device: str
-    precision: str
-    engine_cache_dir: str
-    force_rebuild: bool
-    calibration_dir: str
-    workspace_mb: int
-    num_threads: int
     input_width: int
     input_height: int
     output_width: int
@@ -160,8 +201,6 @@ class FusionParams:
     thermal_percentiles: tuple[float, ...]
     thermal_smoothing: float
     output_encoding: str
-    diagnostics_period: float
-    input_timeout: float
     max_input_pixels: int
 
 
@@ -226,8 +265,9 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 5] + ' ...' + text[-1]
 
 
-def make_params(values: dict[str, Any]) -> FusionParams:
-    """Validate raw parameter values (all names of PARAMS) into a FusionParams.
+def check_params(values: dict[str, Any]) -> dict[str, Any]:
+    """Validate raw values of every parameter (all names of PARAMS): the same values with
+    lists as tuples of floats and ints given for float rows as floats.
 
     Raises ValueError naming every bad parameter, its value and what is allowed.
     """
@@ -239,14 +279,20 @@ def make_params(values: dict[str, Any]) -> FusionParams:
     if problems:
         raise ValueError('invalid parameters: ' + '; '.join(problems))
     converted = {}
-    for f in fields(FusionParams):
-        value = values[f.name]
+    for name, spec in SPECS.items():
+        value = values[name]
         if isinstance(value, _LISTS):
             value = tuple(float(v) for v in value)
-        elif isinstance(SPECS[f.name].default, float):
+        elif isinstance(spec.default, float):
             value = float(value)      # an integer given for a float parameter
-        converted[f.name] = value
-    return FusionParams(**converted)
+        converted[name] = value
+    return converted
+
+
+def make_params(values: dict[str, Any]) -> FusionSettings:
+    """The fusion settings of raw values of every parameter, all validated
+    (:func:`check_params`; ValueError)."""
+    return FusionSettings.from_values(check_params(values))
 
 
 # -- parameter files and command-line options (the offline tools read the node's parameters) --
@@ -324,9 +370,10 @@ def load_params_file(path: Any, log: Any = None) -> dict[str, Any]:
 
 
 def build_params(file_values: dict[str, Any] | None = None,
-                 overrides: dict[str, Any] | None = None) -> FusionParams:
-    """The node's defaults, then ``file_values``, then ``overrides``, validated by
-    make_params (ValueError naming every bad value)."""
+                 overrides: dict[str, Any] | None = None) -> FusionSettings:
+    """The fusion settings of the node's defaults, then ``file_values``, then ``overrides``,
+    every row validated by :func:`make_params` (ValueError naming every bad value). The
+    engine of the same values: ``EngineSpec.from_params({**file_values, **overrides})``."""
     values = {name: spec.default for name, spec in SPECS.items()}
     values.update(file_values or {})
     values.update(overrides or {})

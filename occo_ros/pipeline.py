@@ -31,7 +31,7 @@ from occo_ros.calibration_file import registration_from_params
 from occo_ros.color import compose_rgb, luma_chroma
 from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import FusionEngine
-from occo_ros.params import FusionParams
+from occo_ros.params import FusionSettings
 from occo_ros.registration import Registration
 from occo_ros.thermal import ThermalNormalizer, normalize_thermal
 
@@ -169,9 +169,9 @@ class FusionPipeline:
         self.output_size = output_size
 
     @classmethod
-    def from_params(cls, params: FusionParams, engine: FusionEngine,
+    def from_params(cls, params: FusionSettings, engine: FusionEngine,
                     registration: Registration | None = None) -> FusionPipeline:
-        """The pipeline the node parameters describe, around an engine already loaded (and
+        """The pipeline the fusion settings describe, around an engine already loaded (and
         the registration they describe, unless given)."""
         registration = registration or registration_from_params(params)
         return cls(engine, registration, thermal_normalizer(params),
@@ -306,17 +306,22 @@ def _check_rgb(image: codec.DecodedImage) -> None:
             'dtype', f'a visible image needs 8-bit pixels, got {image.array.dtype}')
 
 
-def thermal_normalizer(params: FusionParams) -> ThermalNormalizer:
+def thermal_normalizer(params: FusionSettings) -> ThermalNormalizer:
     """The thermal normaliser the parameters describe."""
     return ThermalNormalizer(params.thermal_mode, lo=params.thermal_min, hi=params.thermal_max,
                              percentiles=params.thermal_percentiles,
                              smoothing=params.thermal_smoothing)
 
 
-def create_pipeline(params: FusionParams, logger: object | None = None) -> FusionPipeline:
-    """Load the engine and build the pipeline; raises EngineError (or CheckpointError) with a
-    message naming the model path and what was expected when the model cannot be used.
-    ``logger`` (.info/.warning: logging.Logger or a node's logger) gets the engine's lines."""
-    registration = registration_from_params(params)  # a bad calibration file fails fast
-    return FusionPipeline.from_params(params, create_engine(EngineSpec.from_params(params),
-                                                            logger), registration)
+def create_pipeline(settings: FusionSettings, engine: EngineSpec,
+                    logger: object | None = None) -> FusionPipeline:
+    """Load the engine ``engine`` describes and build the pipeline ``settings`` describe;
+    raises EngineError (or CheckpointError) with a message naming the model path and what was
+    expected when the model cannot be used. ``logger`` (.info/.warning: logging.Logger or a
+    node's logger) gets the engine's lines."""
+    size = (settings.input_height, settings.input_width)
+    if engine.input_size not in (None, size):
+        raise ValueError(f'the engine is built for {engine.input_size} (H, W), the settings '
+                         f'resize to {size}: build both from the same parameter values')
+    registration = registration_from_params(settings)  # a bad calibration file fails fast
+    return FusionPipeline.from_params(settings, create_engine(engine, logger), registration)

@@ -32,7 +32,7 @@ from typing import Any
 from occo_ros.arrival import check_arrival
 from occo_ros.health import Health, Status
 from occo_ros.pairing import ApproximateTimePairer, Pair
-from occo_ros.params import FusionParams
+from occo_ros.params import SPECS, FusionSettings
 from occo_ros.pipeline import (
     BAD_PAIR,
     ENGINE_ERROR,
@@ -85,13 +85,15 @@ class FusionWorker:
     ``publish(pair, result)`` is called on the worker thread with every fused frame.
     ``topics`` names the input topics for log messages ('thermal', 'rgb', 'camera_info').
     ``clock_ns`` is the clock the camera stamps are compared with (the node's, so simulated
-    time works). ``log`` is any logger with ``info`` and ``error`` (logging or rclpy).
+    time works). ``log`` is any logger with ``info``, ``warning`` and ``error`` (logging or
+    rclpy). ``input_timeout`` is the node's health timeout (occo_ros.health.Health).
     """
 
-    def __init__(self, pipeline: FusionPipeline, params: FusionParams,
+    def __init__(self, pipeline: FusionPipeline, params: FusionSettings,
                  publish: Callable[[Pair, FrameResult], None], *,
                  topics: dict[str, str] | None = None,
-                 clock_ns: Callable[[], int] = time.time_ns, log: Any = None) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, log: Any = None,
+                 input_timeout: float = SPECS['input_timeout'].default) -> None:
         self.pipeline = pipeline
         self._params = params
         self._publish = publish
@@ -104,7 +106,7 @@ class FusionWorker:
         self._pairer = ApproximateTimePairer(params.slop, params.queue_size)
         self._counts = dict.fromkeys(COUNTS, 0)
         self._last_seen: dict[str, float | None] = {'thermal': None, 'rgb': None}
-        self.health = Health(params.input_timeout)
+        self.health = Health(input_timeout)
         self._paired_seen = 0
         self._camera_info = None
         self._renormalize = False
@@ -182,7 +184,7 @@ class FusionWorker:
         with self._lock:
             self._camera_info = info
 
-    def reconfigure(self, params: FusionParams) -> None:
+    def reconfigure(self, params: FusionSettings) -> None:
         """New (validated) parameters: slop, max_age, output encoding and thermal
         normalisation take effect from the next pair; the others are start-up only."""
         with self._lock:

@@ -39,9 +39,10 @@ from occo_ros.bag import (
 )
 from occo_ros.bag_io import BagError, InputBag, OutputBag
 from occo_ros.checkpoint import save_checkpoint
-from occo_ros.engines.base import EngineError
+from occo_ros.engines import EngineError, EngineSpec
 from occo_ros.model import build_fifn
 from occo_ros.pairing import ApproximateTimePairer
+from occo_ros.params import FusionSettings
 from occo_ros.pipeline import FusionPipeline, create_pipeline
 from occo_ros.synthetic import SceneConfig, SyntheticScene
 
@@ -157,18 +158,24 @@ def msrs_pairs(shared_data) -> list[tuple[np.ndarray, np.ndarray]]:
             for n in names]
 
 
+def settings_and_engine(model: dict,
+                        size: tuple[int, int]) -> tuple[FusionSettings, EngineSpec]:
+    """occo-bag's fusion settings and engine for ``model`` at an output of ``size`` (W, H)."""
+    return (build_params(model, {'output_width': size[0], 'output_height': size[1]}),
+            EngineSpec.from_params(model))
+
+
 @pytest.fixture(scope='module')
 def pipeline(model):
     """One shared pipeline for library-level runs (engine loaded once)."""
-    made = create_pipeline(build_params(model, {'output_width': 80, 'output_height': 64}))
+    made = create_pipeline(*settings_and_engine(model, (80, 64)))
     yield made
     made.engine.close()
 
 
 def fuse_80x64(tmp_path: Path, model: dict, pipeline, **options):
     """fuse_bag of tmp_path/in into tmp_path/out at an 80x64 output, with ``pipeline``."""
-    return fuse_bag(tmp_path / 'in', tmp_path / 'out',
-                    build_params(model, {'output_width': 80, 'output_height': 64}),
+    return fuse_bag(tmp_path / 'in', tmp_path / 'out', settings_and_engine(model, (80, 64))[0],
                     BagTopics(THERMAL, RGB), pipeline=pipeline, **options)
 
 
@@ -212,7 +219,7 @@ def test_real_pairs_fuse_to_the_pipelines_pixels_with_camera_info_and_copies(
     out = read_bag(tmp_path / 'out')
     fused, infos = out['/fused/image'], out['/fused/camera_info']
     assert len(fused) == len(infos) == len(msrs_pairs)
-    direct = create_pipeline(build_params(model, {'output_width': 160, 'output_height': 120}))
+    direct = create_pipeline(*settings_and_engine(model, (160, 120)))
     for (log_time, msg, _), (ir, vi), (info_time, info, _) in zip(fused, msrs_pairs, infos):
         rgb_time = next(t for t, m, _ in read_bag(tmp_path / 'in')[RGB]
                         if stamp_of(m) == stamp_of(msg))
@@ -262,7 +269,7 @@ def test_compressed_rgb_from_sqlite3_via_python_m(tmp_path, model, msrs_pairs):
     assert 'fused 5 pairs' in proc.stdout
     assert (tmp_path / 'out' / 'out.db3').is_file()
     fused = read_bag(tmp_path / 'out')['/fused/image']
-    direct = create_pipeline(build_params(model, {'output_width': 160, 'output_height': 120}))
+    direct = create_pipeline(*settings_and_engine(model, (160, 120)))
     source = read_bag(tmp_path / 'in')
     for (_, msg, _), (_, ir_msg, _), (_, jpeg_msg, _) in zip(
             fused, source[THERMAL], source[COMPRESSED]):
@@ -330,6 +337,20 @@ def test_params_file_sections_types_and_the_shipped_config(tmp_path):
     assert build_params(shipped) == build_params()
 
 
+def test_fuse_bag_takes_an_engine_or_a_pipeline_and_a_bad_engine_is_a_usage_error(
+        tmp_path, model, pipeline, capsys):
+    settings, engine = settings_and_engine(model, (80, 64))
+    for options in ({}, {'engine': engine, 'pipeline': pipeline}):
+        with pytest.raises(ValueError, match='one of engine'):
+            fuse_bag(tmp_path / 'in', tmp_path / 'out', settings, BagTopics(THERMAL, RGB),
+                     **options)
+    # the EngineSpec is built before any work: a device it refuses is exit 2, one line
+    assert main([str(tmp_path / 'in'), str(tmp_path / 'out'), '--thermal-topic', THERMAL,
+                 '--rgb-topic', RGB, '--device', 'gpu7']) == 2
+    assert 'gpu7' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
 def test_help_explains_every_option():
     parser = build_parser()
     for action in parser._actions:
@@ -360,7 +381,7 @@ def test_memory_stays_flat_with_bag_length(tmp_path, model, pipeline):
     lengths = (150, 600)
     for n in (20, *lengths):
         write_bag(tmp_path / f'in{n}', synthetic_messages(n, rng, scene, distinct=4))
-    params = build_params(model, {'output_width': 80, 'output_height': 64})
+    params = settings_and_engine(model, (80, 64))[0]
     topics = BagTopics(THERMAL, RGB)
     fuse_bag(tmp_path / 'in20', tmp_path / 'warm', params, topics, pipeline=pipeline)
     peaks = {}
@@ -483,8 +504,8 @@ def test_bag_without_metadata_is_read_through_its_files(tmp_path, model, pipelin
     assert any('no metadata.yaml' in n for n in notes)
     # a single storage file is a bag too
     summary = fuse_bag(tmp_path / 'in' / 'in.mcap', tmp_path / 'out2',
-                       build_params(model, {'output_width': 80, 'output_height': 64}),
-                       BagTopics(THERMAL, RGB), pipeline=pipeline)
+                       settings_and_engine(model, (80, 64))[0], BagTopics(THERMAL, RGB),
+                       pipeline=pipeline)
     assert summary.fused == 10
 
 

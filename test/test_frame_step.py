@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from occo_ros.codec import DecodedImage, array_to_image_fields
+from occo_ros.engines import EngineSpec
 from occo_ros.engines.base import EngineError
-from occo_ros.params import PARAMS, FusionParams, make_params
+from occo_ros.params import PARAMS, FusionSettings, make_params
 from occo_ros.pipeline import (
     BAD_CAMERA_INFO,
     BAD_PAIR,
@@ -26,19 +27,21 @@ from occo_ros.pipeline import (
     create_pipeline,
 )
 
+#: the shipped model on CPU, at the network size of small_params
+SMALL_ENGINE = {'backend': 'torch', 'device': 'cpu', 'input_width': 64, 'input_height': 48}
 
-def small_params(**overrides) -> FusionParams:
-    """The node's defaults with the shipped model on CPU at a small size."""
+
+def small_params(**overrides) -> FusionSettings:
+    """The node's defaults at a small size (network size of SMALL_ENGINE)."""
     values = {spec.name: spec.default for spec in PARAMS}
-    values.update(backend='torch', device='cpu', input_width=64, input_height=48,
-                  output_width=80, output_height=64)
+    values.update(SMALL_ENGINE, output_width=80, output_height=64)
     values.update(overrides)
     return make_params(values)
 
 
 @pytest.fixture(scope='module')
 def engine():
-    pipeline = create_pipeline(small_params())
+    pipeline = create_pipeline(small_params(), EngineSpec.from_params(SMALL_ENGINE))
     yield pipeline.engine
     pipeline.engine.close()
 

@@ -2,21 +2,32 @@
 
 Property-based (hypothesis): every row of params.PARAMS gets NaN, +-inf, 0, negatives, huge
 numbers, wrong types, empty and long lists. ``validate`` must answer with a reason or None and
-never raise; what it accepts must build a FusionParams and a thermal normaliser (the run-time
-path that crashed the node on ``thermal_max inf``). The same values sent over DDS to a running
-node are in test_node_hardening.py.
+never raise; what it accepts must build the FusionSettings and a thermal normaliser (the
+run-time path that crashed the node on ``thermal_max inf``). The same values sent over DDS to a
+running node are in test_node_hardening.py.
 """
 
 from __future__ import annotations
 
 import array
+from dataclasses import fields
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import pytest
 
-from occo_ros.params import PARAMS, SPECS, make_params, validate
+from occo_ros.engines.spec import FIELD_PARAMS
+from occo_ros.params import (
+    GROUPS,
+    PARAMS,
+    SPECS,
+    FusionSettings,
+    NodeParams,
+    check_params,
+    make_params,
+    validate,
+)
 from occo_ros.pipeline import thermal_normalizer
 
 DEFAULTS = {spec.name: spec.default for spec in PARAMS}
@@ -99,3 +110,26 @@ def test_a_double_array_as_rclpy_delivers_it_is_a_list():
     assert validate('thermal_percentiles', array.array('d', [2.0, 98.0])) is None
     params = make_params(dict(DEFAULTS, thermal_percentiles=array.array('d', [2.0, 98.0])))
     assert params.thermal_percentiles == (2.0, 98.0)
+
+
+def test_every_row_is_in_one_group_and_each_group_has_its_record():
+    """Node wiring (topics, QoS, diagnostics timing) apart from the fusion settings and the
+    engine: occo-bag builds the settings and the EngineSpec, never the node's wiring."""
+    groups = {g: {s.name for s in PARAMS if s.group == g} for g in GROUPS}
+    assert sum(map(len, groups.values())) == len(PARAMS)
+    assert groups['node'] == {f.name for f in fields(NodeParams)}
+    assert groups['fusion'] == {f.name for f in fields(FusionSettings)}
+    assert groups['engine'] == set(FIELD_PARAMS.values())
+    assert {'thermal_topic', 'input_reliability', 'output_depth', 'diagnostics_period',
+            'input_timeout'} <= groups['node']
+    # what can change at run time changes the fused output, never the wiring or the engine
+    assert {s.name for s in PARAMS if s.dynamic} <= groups['fusion']
+
+
+def test_the_group_records_take_their_rows_of_the_checked_values():
+    values = check_params(dict(DEFAULTS, thermal_topic='ir', slop=1, crop=[0, 0, 1, 1]))
+    assert NodeParams.from_values(values).thermal_topic == 'ir'
+    fusion = FusionSettings.from_values(values)
+    assert fusion == make_params(dict(DEFAULTS, slop=1.0, crop=(0.0, 0.0, 1.0, 1.0)))
+    assert isinstance(fusion.slop, float) and fusion.crop == (0.0, 0.0, 1.0, 1.0)
+    assert not hasattr(fusion, 'thermal_topic') and not hasattr(fusion, 'backend')

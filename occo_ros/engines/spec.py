@@ -4,7 +4,7 @@ The options are the engine rows of the node's parameter table (occo_ros.params.P
 the ROS parameters, config/fusion.yaml, the command-line options of the tools and
 `create_engine` share names, defaults, allowed values and help texts:
 
-    spec = EngineSpec.from_params(fusion_params)          # node / occo-bag (FusionParams)
+    spec = EngineSpec.from_params(values)   # node / occo-bag: params.check_params values
     spec = EngineSpec.from_params({'backend': 'onnxruntime', 'device': 'cpu'})  # a mapping
     EngineSpec.add_arguments(parser); spec = EngineSpec.from_args(args)        # a CLI
     engine = create_engine(spec, logger)   # logger: .info/.warning
@@ -117,13 +117,12 @@ class EngineSpec:
         return [problem for problem in found if problem]
 
     @classmethod
-    def from_params(cls, params: Any, **overrides: Any) -> EngineSpec:
-        """From node parameters: a mapping or an object (FusionParams) with the ENGINE_PARAMS
-        names; missing ones take the table default. ``overrides`` are EngineSpec fields."""
+    def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> EngineSpec:
+        """From node parameter values (name -> value) with the ENGINE_PARAMS and
+        THERMAL_PARAMS names; missing ones take the table default. ``overrides`` are
+        EngineSpec fields."""
         def get(name: str) -> Any:
-            if isinstance(params, Mapping):
-                return params.get(name, SPECS[name].default)
-            return getattr(params, name, SPECS[name].default)
+            return params.get(name, SPECS[name].default)
 
         values: dict[str, Any] = {field: get(param) for field, param in FIELD_PARAMS.items()}
         values['input_size'] = (get('input_height'), get('input_width'))
