@@ -24,10 +24,11 @@ from tqdm import tqdm
 
 from occo_ros.atomic_file import atomic_write_bytes
 from occo_ros.codec import DecodedImage
-from occo_ros.engines import BACKENDS, EngineSpec, create_engine
+from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import EngineError, FusionEngine
 from occo_ros.image_pairs import ImagePair, ImageReadError, find_pairs, read_gray, read_rgb
 from occo_ros.output_safety import OutputError, check_folder_output, prepare_output_folder
+from occo_ros.params import DefaultsHelpFormatter
 from occo_ros.pipeline import FusionPipeline
 from occo_ros.registration import Registration
 from occo_ros.resources import default_model_path
@@ -39,6 +40,11 @@ EXIT_CODES = ('Exit status: 0 every pair fused; 1 one or more pairs skipped (the
               'fused) or no pairs found; 2 bad arguments, an unusable model, or an output that '
               'overlaps an input, exists without --overwrite or holds files occo-fuse did not '
               'write; 130 interrupted (the pairs fused so far are kept).')
+
+
+#: The engine options occo-fuse takes (node parameter names, see occo_ros.params).
+ENGINE_OPTIONS = ('model_path', 'backend', 'device', 'precision', 'num_threads',
+                  'engine_cache_dir')
 
 
 class PairError(Exception):
@@ -56,10 +62,12 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, EngineSpec]:
+    """The options and the engine they ask for (input size: --size's, else None); bad
+    arguments exit with status 2."""
     parser = argparse.ArgumentParser(
         prog='occo-fuse', description=__doc__.split('\n\n')[0].split(': ', 1)[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EXIT_CODES)
+        formatter_class=DefaultsHelpFormatter, epilog=EXIT_CODES)
     parser.add_argument('--ir', required=True, type=Path,
                         help='folder of infrared images (8-bit, 1 or 3 channels)')
     parser.add_argument('--vi', required=True, type=Path,
@@ -70,17 +78,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--overwrite', action='store_true',
                         help='replace what an earlier occo-fuse run wrote in --out (only its '
                         'own files: a folder holding anything else is refused)')
-    parser.add_argument('--model', default=str(default_model_path()),
-                        help='model: FIFN checkpoint (.pt), ONNX (.onnx) or TensorRT engine')
-    parser.add_argument('--backend', default='auto', choices=BACKENDS,
-                        help='inference backend')
-    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    EngineSpec.add_arguments(parser, ENGINE_OPTIONS)
     parser.add_argument('--size', type=parse_size, default=None,
                         help='run the network at WIDTHxHEIGHT and resize back (default: each '
                         "image's own size)")
     parser.add_argument('--gray', action='store_true',
                         help='write the fused luminance only (8-bit gray) instead of colour')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        return args, EngineSpec.from_args(
+            args, EngineSpec(input_size=args.size[::-1] if args.size else None))
+    except EngineError as exc:
+        parser.error(str(exc))
 
 
 def image_pair_pipeline(engine: FusionEngine, size: tuple[int, int],
@@ -122,10 +131,10 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``occo-fuse``; returns the exit status (see --help)."""
-    args = parse_args(argv)
+    args, spec = parse_args(argv)
     try:
         scan = find_pairs(args.ir, args.vi)
-        inputs = [args.ir, args.vi, args.model]
+        inputs = [args.ir, args.vi, Path(spec.model_path or default_model_path())]
         check_folder_output(args.out, TOOL, args.overwrite, inputs)  # before the slow load
     except (OSError, ValueError, OutputError) as exc:
         print(f'{TOOL}: {exc}', file=sys.stderr)
@@ -136,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'{TOOL}: no image pairs in {args.ir} and {args.vi}', file=sys.stderr)
         return EXIT_PAIRS_FAILED
     try:
-        engine = create_engine(EngineSpec(
-            backend=args.backend, model_path=args.model, device=args.device,
-            input_size=args.size[::-1] if args.size else None))
+        engine = create_engine(spec)
     except (EngineError, ValueError, OSError) as exc:
         print(f'{TOOL}: cannot load the model: {exc}', file=sys.stderr)
         return EXIT_USAGE

@@ -14,6 +14,7 @@ three cannot drift apart. Each row belongs to one group (:data:`GROUPS`):
 
 from __future__ import annotations
 
+import argparse
 import array
 from dataclasses import dataclass, fields, replace
 import math
@@ -378,6 +379,16 @@ def build_params(file_values: dict[str, Any] | None = None,
     values.update(file_values or {})
     values.update(overrides or {})
     return make_params(values)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each option's default, except options defaulting to None: those of
+    add_param_option name the effective default in their own text (None = not given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_param_option(parser: Any, name: str, flags: tuple[str, ...] = (),

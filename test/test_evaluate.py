@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from occo_ros.color import compose_rgb, luma_chroma
+from occo_ros.engines import EngineSpec
 from occo_ros.engines.base import EngineInfo, FusionEngine
 from occo_ros.image_pairs import (
     ImageReadError,
@@ -18,7 +19,7 @@ from occo_ros.image_pairs import (
     read_rgb,
 )
 from training.baselines import fuse_average
-from training.evaluate import QUALITY_BAR, fuse_pair, main, metrics_won
+from training.evaluate import QUALITY_BAR, fuse_pair, main, metrics_won, parse_args
 from training.metrics import METRICS
 
 
@@ -254,6 +255,29 @@ def test_arguments_are_validated(tmp_path, capsys):
         main(['--help'])
     assert exit_info.value.code == 0
     assert '--legacy' in capsys.readouterr().out
+
+
+def test_engine_options_come_from_the_node_parameter_table(capsys):
+    """occo-eval's engine options are the node parameters (EngineSpec.add_arguments):
+    same help text and checks; its own defaults torch / 1 thread; --threads still works."""
+    common = ['--ir', 'i', '--vi', 'v', '--out', 'o']
+    options = parse_args([*common, '--model', 'm.pt'])
+    assert options.model == Path('m.pt') and options.fused_dir is None
+    assert options.engine == EngineSpec(backend='torch', num_threads=1, model_path='m.pt')
+    options = parse_args([*common, '--model', 'm.onnx', '--backend', 'onnxruntime',
+                          '--threads', '3', '--device', 'cpu', '--precision', 'fp16'])
+    assert options.engine == EngineSpec(backend='onnxruntime', num_threads=3, device='cpu',
+                                        precision='fp16', model_path='m.onnx')
+    for bad in (['--model', 'm.pt', '--fused', 'f'], ['--model', 'm.pt', '--device', 'gpu7']):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args([*common, *bad])
+        assert exit_info.value.code == 2
+    assert "device='gpu7'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert "Node parameter backend; default 'torch'" in text
+    assert 'Node parameter num_threads; default 1' in text
 
 
 def test_model_scores_are_reproduced_from_its_written_images(tmp_path, capsys):

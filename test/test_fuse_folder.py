@@ -11,7 +11,7 @@ import torch
 
 from occo_ros.checkpoint import save_checkpoint
 from occo_ros.engines import EngineSpec, create_engine
-from occo_ros.fuse_folder import main
+from occo_ros.fuse_folder import main, parse_args
 from occo_ros.image_pairs import read_gray, read_rgb
 from occo_ros.model import build_fifn
 from occo_ros.pipeline import FusionPipeline
@@ -195,3 +195,18 @@ def test_help_documents_every_option_and_the_exit_status(capsys):
     for code in ('0 every pair fused', '1 one or more pairs skipped', '2 bad arguments',
                  '130 interrupted'):
         assert code in text
+
+
+def test_engine_options_come_from_the_node_parameter_table(capsys):
+    """occo-fuse's engine options are the node parameters (EngineSpec.add_arguments); --size
+    sets the engine's input size (H, W)."""
+    common = ['--ir', 'i', '--vi', 'v', '--out', 'o']
+    assert parse_args(common)[1] == EngineSpec()       # the node's defaults, shipped model
+    _, spec = parse_args([*common, '--model', 'm.onnx', '--backend', 'onnxruntime',
+                          '--device', 'cpu', '--threads', '2', '--size', '96x64'])
+    assert spec == EngineSpec(backend='onnxruntime', model_path='m.onnx', device='cpu',
+                              num_threads=2, input_size=(64, 96))
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([*common, '--model', 'weights.txt'])
+    assert exit_info.value.code == 2
+    assert "model_path 'weights.txt'" in capsys.readouterr().err

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 import csv
 import ctypes
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 import multiprocessing
 from pathlib import Path
@@ -50,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from occo_ros.codec import DecodedImage
-from occo_ros.engines import BACKENDS, EngineError, EngineSpec, FusionEngine, create_engine
+from occo_ros.engines import EngineError, EngineSpec, FusionEngine, create_engine
 from occo_ros.fuse_folder import image_pair_pipeline
 from occo_ros.image_pairs import (
     ImagePair,
@@ -62,6 +62,7 @@ from occo_ros.image_pairs import (
     read_rgb,
 )
 from occo_ros.output_safety import OutputError, check_folder_output, prepare_output_folder
+from occo_ros.params import DefaultsHelpFormatter
 
 from .baselines import BASELINES
 from .data import to_uint8
@@ -87,6 +88,13 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 TRIM_THRESHOLD_BYTES, MMAP_THRESHOLD_BYTES = 256 << 20, 64 << 20
 
 
+#: The engine options occo-eval takes besides --model (node parameter names, occo_ros.params).
+ENGINE_OPTIONS = ('backend', 'device', 'precision', 'num_threads', 'engine_cache_dir')
+#: occo-eval's engine defaults: torch runs every image size; one inference thread leaves the
+#: other cores to the metric processes (torch threads slow down a lot on busy cores).
+ENGINE_DEFAULTS = EngineSpec(backend='torch', num_threads=1)
+
+
 class ModelLoadError(RuntimeError):
     """The --model could not be loaded; the message names the file and the cause."""
 
@@ -104,9 +112,7 @@ class EvalOptions:
     baselines: tuple[str, ...] = tuple(BASELINES)
     legacy: bool = False
     limit: int | None = None
-    device: str = 'auto'
-    backend: str = 'torch'
-    threads: int = 1                         # inference CPU threads
+    engine: EngineSpec = ENGINE_DEFAULTS     # backend, device, ...; run on ``model``
     workers: int = 1                         # metric processes (1: in this process)
     overwrite: bool = False                  # replace what occo-eval wrote in out_dir
 
@@ -212,13 +218,12 @@ class _FusedSource:
 
 def _create_engine(options: EvalOptions, size: tuple[int, int]) -> FusionEngine:
     """Load the model for (H, W) inputs; raises ModelLoadError naming the model."""
+    spec = options.engine
     try:
-        return create_engine(EngineSpec(
-            backend=options.backend, model_path=str(options.model), device=options.device,
-            input_size=size, num_threads=options.threads))
+        return create_engine(replace(spec, model_path=str(options.model), input_size=size))
     except (OSError, ValueError, EngineError) as exc:
         raise ModelLoadError(f'cannot load model {options.model} (backend '
-                             f'{options.backend!r}, device {options.device!r}): '
+                             f'{spec.backend!r}, device {spec.device!r}): '
                              f'{type(exc).__name__}: {exc}') from exc
 
 
@@ -466,7 +471,7 @@ def _positive_int(text: str) -> int:
 def parse_args(argv: Sequence[str] | None) -> EvalOptions:
     """Command line -> EvalOptions (argparse exits with status 2 on bad arguments)."""
     parser = argparse.ArgumentParser(
-        prog='occo-eval', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog='occo-eval', formatter_class=DefaultsHelpFormatter,
         description='Score a fusion model or a folder of fused images against classical '
         'baselines with the standard fusion metrics (EN, SD, SF, AG, MI, SCD, CC, VIF, Qabf, '
         'Nabf, SSIM, MS-SSIM, MSE, PSNR; definitions in FUSION_METRICS.md).',
@@ -477,10 +482,10 @@ def parse_args(argv: Sequence[str] | None) -> EvalOptions:
                         help='folder of infrared images (8-bit; 3-channel files become luma)')
     parser.add_argument('--vi', required=True, type=Path,
                         help='folder of visible images with the same file stems as --ir')
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--model', type=Path,
-                        help='FIFN model to evaluate (checkpoint .pt or an exported model the '
-                        'chosen --backend loads)')
+    source = parser.add_argument_group(
+        'what to evaluate', 'exactly one of --model (fused here by the chosen --backend) and '
+        '--fused').add_mutually_exclusive_group(required=True)
+    EngineSpec.add_arguments(source, ('model_path',), {'model_path': None})
     source.add_argument('--fused', type=Path,
                         help='folder of already fused images <stem>.* to evaluate instead of '
                         'a model')
@@ -501,24 +506,25 @@ def parse_args(argv: Sequence[str] | None) -> EvalOptions:
                         f'({", ".join(BASELINES)}) or none')
     parser.add_argument('--limit', type=_positive_int, default=None,
                         help='evaluate only the first N pairs (sorted by stem)')
-    parser.add_argument('--device', default='auto',
-                        help='inference device for --model: auto, cpu, cuda or cuda:N')
-    parser.add_argument('--backend', default='torch', choices=BACKENDS,
-                        help='inference backend for --model; torch runs every image size, '
-                        'the others build a fixed-shape model for the first pair and skip '
-                        'pairs of another size')
-    parser.add_argument('--threads', type=_positive_int, default=1,
-                        help='CPU threads for inference; 1 leaves the other cores to the '
-                        'metric processes (torch threads slow down a lot on busy cores)')
+    EngineSpec.add_arguments(parser.add_argument_group(
+        'engine (with --model)', 'torch runs every image size; the other backends build a '
+        'fixed-shape model for the first pair and skip pairs of another size. One inference '
+        'thread by default leaves the other cores to the metric processes.'),
+        ENGINE_OPTIONS, {name: value for name, value in ENGINE_DEFAULTS.to_params().items()
+                         if name in ENGINE_OPTIONS})
     parser.add_argument('--workers', type=_positive_int, default=1,
                         help='processes computing the metrics; 1: in this process, N > 1: '
                         'N spawned processes (faster only when cores are free)')
     args = parser.parse_args(argv)
-    return EvalOptions(ir_dir=args.ir, vi_dir=args.vi, out_dir=args.out, model=args.model,
+    try:
+        engine = EngineSpec.from_args(args, ENGINE_DEFAULTS)
+    except EngineError as exc:
+        parser.error(str(exc))
+    return EvalOptions(ir_dir=args.ir, vi_dir=args.vi, out_dir=args.out,
+                       model=Path(args.model_path) if args.model_path else None,
                        fused_dir=args.fused, name=args.name, baselines=args.baselines,
-                       legacy=args.legacy, limit=args.limit, device=args.device,
-                       backend=args.backend, threads=args.threads, workers=args.workers,
-                       overwrite=args.overwrite)
+                       legacy=args.legacy, limit=args.limit, engine=engine,
+                       workers=args.workers, overwrite=args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,8 @@ THERMAL_PARAMS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percent
 #: Extra command-line spellings kept for the tools' existing options.
 _FLAGS = {'engine_cache_dir': ('--engine-cache-dir', '--cache-dir'),
           'input_height': ('--input-height', '--height'),
-          'input_width': ('--input-width', '--width')}
+          'input_width': ('--input-width', '--width'),
+          'num_threads': ('--num-threads', '--threads')}
 _DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|dla(:\d+)?')
 
 
