@@ -33,7 +33,7 @@ class Lifecycle:
         self.peer, self.log = peer, log
         self.change = peer.create_client(ChangeState, 'occo_fusion/change_state')
         self.get = peer.create_client(GetState, 'occo_fusion/get_state')
-        assert self.change.wait_for_service(60) and self.get.wait_for_service(10), \
+        assert self.change.wait_for_service(60) and self.get.wait_for_service(60), \
             log.read_text()
 
     def _call(self, client, request):
@@ -58,8 +58,7 @@ def subscribed(peer: Peer) -> bool:
 def fuse_one(peer: Peer, stamp_offset_s: int) -> bool:
     thermal, rgb = camera_images(np.random.default_rng(stamp_offset_s))
     before = len(peer.fused)
-    peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
-    return peer.spin_until(lambda: len(peer.fused) > before, 60)
+    return bool(peer.publish_pairs_until(lambda: len(peer.fused) > before, 120, thermal, rgb))
 
 
 def test_transitions_load_serve_stop_and_release(ros, checkpoint, tmp_path):
@@ -83,7 +82,7 @@ def test_transitions_load_serve_stop_and_release(ros, checkpoint, tmp_path):
             assert peer.spin_until(lambda: subscribed(peer), 30)
             assert fuse_one(peer, round_), log.read_text()
             assert peer.spin_until(lambda: peer.diagnostics
-                                   and int(peer.diagnostics[-1]['fused']) >= 1, 10)
+                                   and int(peer.diagnostics[-1]['fused']) >= 1, 30)
 
             assert node.set(Transition.TRANSITION_DEACTIVATE), log.read_text()
             assert node.state() == State.PRIMARY_STATE_INACTIVE
