@@ -151,6 +151,9 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
 )
 
 SPECS = {spec.name: spec for spec in PARAMS}
+#: The thermal normalisation rows (the node's normaliser, INT8 calibration images).
+THERMAL_PARAMS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percentiles',
+                  'thermal_smoothing')
 
 
 _Record = TypeVar('_Record', bound='_GroupValues')

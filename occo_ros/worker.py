@@ -32,7 +32,7 @@ from typing import Any
 from occo_ros.arrival import check_arrival
 from occo_ros.health import Health, Status
 from occo_ros.pairing import ApproximateTimePairer, Pair
-from occo_ros.params import SPECS, FusionSettings
+from occo_ros.params import SPECS, THERMAL_PARAMS, FusionSettings
 from occo_ros.pipeline import (
     BAD_PAIR,
     ENGINE_ERROR,
@@ -55,8 +55,6 @@ LATENCIES = WAITS + STAGES + ('end_to_end', 'pair_dt')
 #: (bad_pair, engine_error or a failing publish callback); 'bad_stamp' = messages refused on
 #: arrival for a zero or far-future stamp (occo_ros.arrival).
 COUNTS = ('fused', 'dropped_stale', 'dropped_busy') + REASONS + ('bad_stamp', 'errors')
-_THERMAL_FIELDS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percentiles',
-                   'thermal_smoothing')
 
 
 @dataclass(frozen=True)
@@ -190,7 +188,7 @@ class FusionWorker:
         with self._lock:
             old, self._params = self._params, params
             self._pairer.slop = params.slop
-            if any(getattr(old, f) != getattr(params, f) for f in _THERMAL_FIELDS):
+            if any(getattr(old, f) != getattr(params, f) for f in THERMAL_PARAMS):
                 self._renormalize = True
 
     # -- worker thread -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from occo_ros.model_contract import MIN_INPUT_SIZE, EngineError
-from occo_ros.params import SPECS, add_param_option, validate
+from occo_ros.params import SPECS, THERMAL_PARAMS, add_param_option, validate
 
 BACKENDS = SPECS['backend'].choices
 PRECISIONS = SPECS['precision'].choices
@@ -35,9 +35,6 @@ FIELD_PARAMS = {
 }
 #: The node parameters an EngineSpec is made of (declare them read-only: start-up only).
 ENGINE_PARAMS = (*FIELD_PARAMS.values(), 'input_height', 'input_width')
-#: The node's thermal normalisation, applied to INT8 calibration images (EngineSpec.thermal).
-THERMAL_PARAMS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percentiles',
-                  'thermal_smoothing')
 #: Extra command-line spellings kept for the tools' existing options.
 _FLAGS = {'engine_cache_dir': ('--engine-cache-dir', '--cache-dir'),
           'input_height': ('--input-height', '--height'),
