@@ -63,11 +63,10 @@ from occo_ros.bag_io import (
     check_output_path,
     image_message,
     serialize,
-    stamp_ns,
 )
 from occo_ros.engines import EngineError, EngineSpec
 from occo_ros.output_safety import OutputError
-from occo_ros.pairing import ApproximateTimePairer, Pair
+from occo_ros.pairing import ApproximateTimePairer, Pair, stamp_ns
 from occo_ros.params import (
     FusionSettings,
     add_param_option,

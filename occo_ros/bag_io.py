@@ -76,11 +76,6 @@ def kilted_typestore():
     return get_typestore(Stores.ROS2_KILTED)
 
 
-def stamp_ns(header: Any) -> int:
-    """A std_msgs/Header stamp in nanoseconds."""
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
 def _header(stamp: int, frame_id: str) -> Any:
     types = kilted_typestore().types
     sec, nanosec = divmod(int(stamp), 1_000_000_000)

@@ -85,8 +85,8 @@ def read_bag(path: Path, thermal_topic: str, rgb_topic: str, max_pairs: int,
     """Up to ``max_pairs`` stamp-paired images spread over the bag, and the cameras'
     distortion from the first camera_info beside each topic (when any D is non-zero)."""
     from occo_ros.bag import absolute_topic, camera_info_beside
-    from occo_ros.bag_io import COMPRESSED_IMAGE, InputBag, stamp_ns
-    from occo_ros.pairing import ApproximateTimePairer
+    from occo_ros.bag_io import COMPRESSED_IMAGE, InputBag
+    from occo_ros.pairing import ApproximateTimePairer, stamp_ns
 
     thermal_topic, rgb_topic = absolute_topic(thermal_topic), absolute_topic(rgb_topic)
     infos = {camera_info_beside(thermal_topic): 'thermal', camera_info_beside(rgb_topic): 'rgb'}
