@@ -5,9 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Fast DDS needs its large-data transport for full-size images between processes
-# (ROS2_NOTES.md); localhost-only discovery keeps the demo and tests on this machine.
-export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
+# Localhost-only discovery keeps the demo and tests on this machine. No DDS transport
+# setting: the nodes must talk to processes started in any other shell (README, On a robot).
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
 .PHONY: venv demo test test-fast test-py38 lint bench onnx hed-weights clean

@@ -53,10 +53,8 @@ from tqdm import tqdm
 from occo_ros.codec import array_to_image_fields
 
 REPO = Path(__file__).resolve().parents[1]
-# Localhost discovery and Fast DDS's large-data transport, as the tests (ROS2_NOTES.md):
-# without it most full-size images between processes are lost.
+# Localhost discovery, as the tests; the default transports with reliable on both sides.
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
 THERMAL_SIZE = (640, 512)
 RGB_SIZE = (1280, 720)
 

@@ -27,12 +27,11 @@ from launch.actions import (
     ExecuteProcess,
     OpaqueFunction,
     RegisterEventHandler,
-    SetEnvironmentVariable,
     Shutdown,
 )
 from launch.events import matches_action
 from launch.logging import get_logger
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
@@ -43,6 +42,8 @@ from occo_ros.launch_config import (
     RECORDER_SIGTERM_TIMEOUT_S,
     camera_remappings,
     check_tools,
+    node_environment,
+    node_exit_failure,
     node_overrides,
     record_command,
     rviz_config,
@@ -67,18 +68,39 @@ def write_rviz_config(text: str) -> str:
     return f.name
 
 
+class NodeExitFailure(RuntimeError):
+    """The fusion node failed (fail_on_node_exit:=true): launch logs it and exits 1."""
+
+
+def on_fusion_exit(config):
+    """What happens when the fusion node ends: the pipeline is the point of the launch, so the
+    rest ends too. Only while the launch is not shutting down already: a second Shutdown
+    event after Ctrl-C re-runs launch_ros's ROS-adapter OnShutdown handler, which then fails
+    with "Cannot shutdown a ROS adapter that is not running" (managed:=true) and exit 1.
+    A failed node raises instead, which launch turns into exit code 1 after shutting down."""
+    def handle(event, context):
+        failure = node_exit_failure(event.returncode, config, context.is_shutdown)
+        if failure:
+            raise NodeExitFailure(failure)
+        if context.is_shutdown:
+            return None
+        return [Shutdown(reason='fusion node exited')]
+    return handle
+
+
 def fusion_node(config, params, ros_args):
     """The fusion node; managed:=true starts the lifecycle variant and takes it through
-    configure and activate."""
+    configure and activate once (later transitions are the user's)."""
     common = dict(package='occo_ros', name=NODE_NAME, namespace=config['namespace'],
                   output='screen', arguments=ros_args, parameters=params,
-                  # the pipeline is the point of the launch: when it ends, end the rest
-                  on_exit=[Shutdown(reason='fusion node exited')])
+                  additional_env=node_environment(config), on_exit=on_fusion_exit(config))
     if config['managed'] != 'true':
         return [Node(executable='fusion_node', **common)]
     node = LifecycleNode(executable='fusion_lifecycle_node', **common)
+    # handle_once: a user's later `ros2 lifecycle set ... deactivate` also ends in inactive,
+    # and must stay there.
     activate = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=node, goal_state='inactive',
+        target_lifecycle_node=node, goal_state='inactive', handle_once=True,
         entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
                                               transition_id=Transition.TRANSITION_ACTIVATE))]))
     configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
@@ -122,9 +144,5 @@ def generate_launch_description():
     declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
                                       **({'choices': list(a.choices)} if a.choices else {}))
                 for a in ARGUMENTS]
-    # Full-size images between processes need Fast DDS's large-data transport
-    # (ROS2_NOTES.md); keep a value the user already set.
-    transport = SetEnvironmentVariable(
-        'FASTDDS_BUILTIN_TRANSPORTS',
-        EnvironmentVariable('FASTDDS_BUILTIN_TRANSPORTS', default_value='LARGE_DATA'))
-    return LaunchDescription(declared + [transport, OpaqueFunction(function=launch_setup)])
+    # No DDS settings here (launch_config.node_environment): the robot's own apply.
+    return LaunchDescription(declared + [OpaqueFunction(function=launch_setup)])

@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 
-# Before rclpy loads: localhost discovery, a private domain, and Fast DDS's large-data
-# transport (full-size images between processes are lost without it, ROS2_NOTES.md).
+# Before rclpy loads: localhost discovery and a private domain. No DDS transport setting:
+# reliable on both sides carries full-size images over the default transports, and a
+# process started in another shell sees the demo's topics.
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 101)))
 
 import cv2  # noqa: E402

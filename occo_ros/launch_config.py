@@ -36,11 +36,9 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                    'camera_info is expected beside it (…/camera_info).'),
     LaunchArgument('rgb_topic', 'rgb/image_raw', 'RGB image topic; its camera_info is '
                    'expected beside it (…/camera_info).'),
-    LaunchArgument('input_reliability', 'auto', 'QoS reliability of the camera '
-                   'subscriptions: auto = reliable with synthetic:=true (the synthetic cameras '
-                   "publish reliable), else the parameter file's value (best_effort). Set "
-                   'reliable when reliable cameras lose full-size frames.',
-                   ('auto', 'best_effort', 'reliable')),
+    LaunchArgument('input_reliability', '', 'QoS reliability of the camera subscriptions: '
+                   "auto = the cameras' own (reliable when every publisher offers reliable); "
+                   "best_effort or reliable; empty = the parameter file's value (auto)."),
     LaunchArgument('input_depth', '', 'History depth of the camera subscriptions (1-100); '
                    "empty = the parameter file's value."),
     LaunchArgument('model', '', 'Model file (.pt, .onnx or .engine); empty = the parameter '
@@ -53,14 +51,19 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument('log_level', 'info', 'Log level of the started nodes.',
                    ('debug', 'info', 'warn', 'error', 'fatal')),
     LaunchArgument('managed', 'false', 'Start the lifecycle fusion node '
-                   '(fusion_lifecycle_node) and take it through configure and activate; '
-                   'false = the plain fusion_node.', BOOL),
+                   '(fusion_lifecycle_node) and take it through configure and activate once; '
+                   'after that only you drive it (ros2 lifecycle set). false = the plain '
+                   'fusion_node.', BOOL),
+    LaunchArgument('fail_on_node_exit', 'true', 'When the fusion node ends with a non-zero '
+                   'exit code (cannot start, crash, killed), end the launch with exit code 1 '
+                   '(one ERROR line), so scripts and systemd Restart=on-failure see the '
+                   'failure; false = end the launch with 0 as upstream launch does.', BOOL),
     LaunchArgument('rviz', 'false', 'Start rviz2 showing the thermal, RGB and fused images '
                    'of the resolved topics (a config generated from rviz/occo.rviz). Without '
                    'rviz2 installed: a WARN naming the package, and the rest starts.', BOOL),
     LaunchArgument('synthetic', 'false', 'Start the synthetic thermal + RGB cameras (publishing '
-                   'on thermal_topic/rgb_topic) instead of expecting real ones; also sets the '
-                   'matching fusion crop and reliable inputs.', BOOL),
+                   'on thermal_topic/rgb_topic, reliable) instead of expecting real ones; also '
+                   'sets the matching fusion crop.', BOOL),
     LaunchArgument('record', 'false', 'Record inputs, camera_info, fused output and '
                    '/diagnostics with ros2 bag record (mcap). Stop with Ctrl-C (SIGINT) so '
                    'the bag is finalised. Without ros2 bag or its mcap plugin the launch '
@@ -162,7 +165,8 @@ def resolve(topic: str, namespace: str, node: str = NODE_NAME) -> str:
 def node_overrides(config: dict[str, str]) -> dict:
     """Fusion-node parameters set by launch arguments (they win over the parameter file).
 
-    Raises ValueError for an input_depth the node would refuse, before anything starts.
+    Raises ValueError for an input_depth or input_reliability the node would refuse, before
+    anything starts.
     """
     synthetic = config['synthetic'] == 'true'
     overrides = {
@@ -175,28 +179,51 @@ def node_overrides(config: dict[str, str]) -> dict:
     }
     if config['model']:
         overrides['model_path'] = config['model']
-    reliability = config['input_reliability']
-    if reliability == 'auto' and synthetic:
-        reliability = 'reliable'    # what the synthetic cameras publish
-    if reliability != 'auto':
-        overrides['input_reliability'] = reliability
+    if config['input_reliability']:
+        overrides['input_reliability'] = _checked('input_reliability',
+                                                  config['input_reliability'])
     if config['input_depth']:
-        overrides['input_depth'] = _input_depth(config['input_depth'])
+        overrides['input_depth'] = _checked('input_depth', _whole_number(config['input_depth']))
     if synthetic:
         overrides['crop'] = SYNTHETIC_CROP
         overrides['homography'] = SYNTHETIC_HOMOGRAPHY
     return overrides
 
 
-def _input_depth(text: str) -> int:
+def node_environment(config: dict[str, str]) -> dict[str, str]:
+    """Environment variables the launch sets for the nodes it starts, on top of the
+    launching shell's: none. DDS transport settings (FASTDDS_BUILTIN_TRANSPORTS, XML
+    profiles) are robot-wide choices: a participant with LARGE_DATA does not talk to one
+    without it, so a value set here would cut the node off from every camera driver, RViz
+    and `ros2` CLI started elsewhere (README, "On a robot"). test_interop starts the node
+    with exactly this on top of a clean environment."""
+    return {}
+
+
+def node_exit_failure(returncode: int | None, config: dict[str, str],
+                      shutting_down: bool) -> str | None:
+    """Why the launch must fail when the fusion node ended with ``returncode``, or None
+    (then the launch simply shuts down, exit code 0). Nothing fails while the launch is
+    already shutting down (Ctrl-C, SIGTERM): the node's exit is then the expected one."""
+    if shutting_down or not returncode or config['fail_on_node_exit'] != 'true':
+        return None
+    return (f'the fusion node ended with exit code {returncode}; ending the launch with a '
+            'failure (fail_on_node_exit:=false keeps the exit code 0)')
+
+
+def _whole_number(text: str) -> int:
     try:
-        depth = int(text)
+        return int(text)
     except ValueError:
         raise ValueError(f'input_depth:={text} is not a whole number') from None
-    problem = validate('input_depth', depth)
+
+
+def _checked(name: str, value):
+    """``value`` for node parameter ``name``; ValueError naming the launch argument."""
+    problem = validate(name, value)
     if problem:
-        raise ValueError(f'input_depth:={text}: {problem}')
-    return depth
+        raise ValueError(f'{name}:={value}: {problem}')
+    return value
 
 
 def camera_remappings(config: dict[str, str]) -> list[tuple[str, str]]:

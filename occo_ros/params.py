@@ -57,9 +57,12 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
               'RGB camera_info; adapted to the output crop/size and republished as '
               'fused/camera_info.'),
     # QoS
-    ParamSpec('input_reliability', 'best_effort',
-              'Reliability of the input subscriptions; best_effort (SensorData QoS) matches '
-              'both reliable and best-effort cameras.', choices=('best_effort', 'reliable')),
+    ParamSpec('input_reliability', 'auto',
+              "Reliability of the input subscriptions; auto = the publishers' own: reliable "
+              'when every publisher on the topic offers reliable, else best_effort, looked at '
+              'again when publishers come and go (full-size images between processes arrive '
+              'over the default transports only with reliable on both sides); best_effort '
+              'matches both kinds of camera.', choices=('auto', 'best_effort', 'reliable')),
     ParamSpec('input_depth', 5, 'History depth of the input subscriptions.',
               min_value=1, max_value=100),
     ParamSpec('output_reliability', 'reliable',
@@ -67,6 +70,9 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
               choices=('reliable', 'best_effort')),
     ParamSpec('output_depth', 2, 'History depth of the fused/image publisher.',
               min_value=1, max_value=100),
+    ParamSpec('jpeg_quality', 80, 'JPEG quality (1-100) of fused/image/compressed, which is '
+              'encoded only while it has subscribers.', min_value=1, max_value=100,
+              dynamic=True),
 ) + _rows(
     'fusion',
     # pairing and latency
@@ -180,6 +186,7 @@ class NodeParams(_GroupValues):
     input_depth: int
     output_reliability: str
     output_depth: int
+    jpeg_quality: int
     diagnostics_period: float
     input_timeout: float
 

@@ -23,11 +23,10 @@ import random
 import pytest
 
 # Before anything imports rclpy: a private domain so parallel runs never see each other's
-# topics, localhost-only discovery, and Fast DDS's large-data transport, without which
-# full-size images between processes are mostly lost (ROS2_NOTES.md).
+# topics, and localhost-only discovery. No DDS transport setting: the node must work with
+# whatever the robot's other processes use (test_interop starts the two sides differently).
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 101)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'

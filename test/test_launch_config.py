@@ -92,8 +92,8 @@ def test_launch_arguments_cover_the_documented_set():
     names = [a.name for a in ARGUMENTS]
     assert names == ['params_file', 'namespace', 'thermal_topic', 'rgb_topic',
                      'input_reliability', 'input_depth', 'model', 'backend', 'precision',
-                     'use_sim_time', 'log_level', 'managed', 'rviz', 'synthetic', 'record',
-                     'bag_path']
+                     'use_sim_time', 'log_level', 'managed', 'fail_on_node_exit', 'rviz',
+                     'synthetic', 'record', 'bag_path']
     assert all(a.description for a in ARGUMENTS)
     for a in ARGUMENTS:
         assert not a.choices or a.default in a.choices, a.name
@@ -102,7 +102,7 @@ def test_launch_arguments_cover_the_documented_set():
     precision = next(a for a in ARGUMENTS if a.name == 'precision')
     assert precision.choices == SPECS['precision'].choices
     reliability = next(a for a in ARGUMENTS if a.name == 'input_reliability')
-    assert set(reliability.choices) == {'auto'} | set(SPECS['input_reliability'].choices)
+    assert all(choice in reliability.description for choice in SPECS['input_reliability'].choices)
 
 
 def default_config(**changes):
@@ -365,8 +365,8 @@ def test_launch_file_declares_every_argument(fake_launch):
         assert d.kwargs['default_value'] == a.default
         assert d.kwargs['description'] == a.description
         assert d.kwargs.get('choices', []) == list(a.choices)
-    env = next(e for e in entities if type(e).__name__ == 'SetEnvironmentVariable')
-    assert env.args[0] == 'FASTDDS_BUILTIN_TRANSPORTS'
+    # no private DDS transport: a node with one does not talk to the rest of the robot
+    assert not [e for e in Recorded.created if type(e).__name__ == 'SetEnvironmentVariable']
 
 
 def test_launch_setup_starts_what_the_arguments_ask(fake_launch, monkeypatch):
@@ -386,10 +386,10 @@ def test_launch_setup_starts_what_the_arguments_ask(fake_launch, monkeypatch):
     params_file, overrides = fusion.kwargs['parameters']
     assert params_file == str(REPO / 'config' / 'fusion.yaml')
     assert overrides == launch_config.node_overrides(context)
-    assert overrides['input_reliability'] == 'reliable'
+    assert 'input_reliability' not in overrides      # the node's auto: the cameras' own
     assert fusion.kwargs['name'] == 'occo_fusion'
-    shutdown = fusion.kwargs['on_exit'][0]
-    assert type(shutdown).__name__ == 'Shutdown'     # the pipeline ends: the launch ends
+    assert fusion.kwargs['additional_env'] == launch_config.node_environment(context) == {}
+    assert 'additional_env' not in cameras.kwargs
     assert cameras.kwargs['remappings'] == launch_config.camera_remappings(context)
     assert ('thermal/image_raw', '/boson/image_raw') in cameras.kwargs['remappings']
     flag, rviz_file = rviz.kwargs['arguments']
@@ -416,6 +416,8 @@ def test_managed_launch_configures_and_activates_the_lifecycle_node(fake_launch)
     on_inactive = handler.args[0]
     assert on_inactive.kwargs['target_lifecycle_node'] is node
     assert on_inactive.kwargs['goal_state'] == 'inactive'
+    # once: a user's deactivate (also -> inactive) must not be undone by the launch
+    assert on_inactive.kwargs['handle_once'] is True
     [activate] = on_inactive.kwargs['entities']
     change = activate.kwargs['event']
     assert change.kwargs['transition_id'] == Transition.TRANSITION_ACTIVATE
@@ -459,7 +461,39 @@ def test_no_launch_leaves_a_process_behind(fake_launch, monkeypatch, missing):
 def test_bad_input_depth_stops_the_launch_before_anything_starts(fake_launch):
     with pytest.raises(ValueError, match='input_depth'):
         fake_launch.launch_setup(default_config(input_depth='0', synthetic='true'))
+    with pytest.raises(ValueError, match='input_reliability'):
+        fake_launch.launch_setup(default_config(input_reliability='sometimes'))
     assert Recorded.created == []
+    assert launch_config.node_overrides(default_config(input_reliability='best_effort'))[
+        'input_reliability'] == 'best_effort'
+
+
+@pytest.mark.parametrize('managed', BOOL)
+def test_the_end_of_the_fusion_node_ends_the_launch_with_its_outcome(fake_launch, managed):
+    """A node that ends by itself ends the launch (Shutdown); a failed one (non-zero code)
+    makes launch exit 1 unless fail_on_node_exit:=false; while the launch already shuts
+    down (Ctrl-C) nothing more is emitted: a second Shutdown event re-runs launch_ros's
+    ROS-adapter shutdown, which fails with 'Cannot shutdown a ROS adapter that is not
+    running' (managed:=true)."""
+    for fail in BOOL:
+        config = default_config(managed=managed, fail_on_node_exit=fail)
+        [(_, node)] = started(fake_launch.launch_setup(config))
+        on_exit = node.kwargs['on_exit']
+
+        def run(code, shutting_down, on_exit=on_exit):
+            return on_exit(types.SimpleNamespace(returncode=code),
+                           types.SimpleNamespace(is_shutdown=shutting_down))
+
+        [shutdown] = run(0, False)
+        assert type(shutdown).__name__ == 'Shutdown'
+        for code in (0, 1, -9):
+            assert run(code, True) is None
+        for code in (1, -9):
+            if fail == 'true':
+                with pytest.raises(fake_launch.NodeExitFailure, match=f'exit code {code}'):
+                    run(code, False)
+            else:
+                assert type(run(code, False)[0]).__name__ == 'Shutdown'
 
 
 def test_systemd_unit_stops_the_launch_with_sigint_and_leaves_nothing_running():

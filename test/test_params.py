@@ -122,8 +122,9 @@ def test_every_row_is_in_one_group_and_each_group_has_its_record():
     assert groups['engine'] == set(FIELD_PARAMS.values())
     assert {'thermal_topic', 'input_reliability', 'output_depth', 'diagnostics_period',
             'input_timeout'} <= groups['node']
-    # what can change at run time changes the fused output, never the wiring or the engine
-    assert {s.name for s in PARAMS if s.dynamic} <= groups['fusion']
+    # what can change at run time changes the outputs (the fused image, or the JPEG of
+    # fused/image/compressed), never the wiring or the engine
+    assert {s.name for s in PARAMS if s.dynamic} <= groups['fusion'] | {'jpeg_quality'}
 
 
 def test_the_group_records_take_their_rows_of_the_checked_values():
