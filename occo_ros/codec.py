@@ -232,6 +232,22 @@ def array_to_image_fields(array: np.ndarray, encoding: str) -> dict:
     }
 
 
+def jpeg_fields(pixels: np.ndarray, encoding: str, quality: int) -> dict:
+    """The fields of a sensor_msgs/CompressedImage holding ``pixels`` (rgb8, bgr8 or mono8)
+    as JPEG of ``quality`` (1-100): ``CompressedImage(header=h, **fields)``. ``format`` follows
+    compressed_image_transport ('rgb8; jpeg compressed bgr8'), so image_transport republishers
+    and RViz decode it."""
+    if encoding == 'rgb8':
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    elif encoding not in ('bgr8', 'mono8'):
+        raise ValueError(f'cannot JPEG-encode {encoding!r}; use rgb8, bgr8 or mono8')
+    ok, jpeg = cv2.imencode('.jpg', pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f'JPEG encoding of a {pixels.shape} image failed')
+    packed = 'mono8' if encoding == 'mono8' else 'bgr8'
+    return {'format': f'{encoding}; jpeg compressed {packed}', 'data': jpeg.tobytes()}
+
+
 def decode_compressed(format: str, data: Any) -> DecodedImage:
     """A sensor_msgs/CompressedImage (``format``, ``data``) as an array.
 

@@ -42,7 +42,8 @@ class FusionLifecycleNode(FusionWiring, LifecycleNode):
             self.get_logger().error(f'cannot configure: {exc}')
             return TransitionCallbackReturn.FAILURE
         self._create_publishers(self.create_lifecycle_publisher)
-        self._publishers_out = [self.image_pub, self.info_pub, self.diag_pub]
+        self._publishers_out = [self.image_pub, self.compressed_pub, self.info_pub,
+                                self.diag_pub]
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

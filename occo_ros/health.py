@@ -66,8 +66,19 @@ class Health:
         self._problems: dict[str, _Problem] = {}   # since the last published image
         self._warnings: dict[str, str] = {}
         self._reported: tuple[int, str] | None = None
+        self._graph: dict[str, tuple[int, str]] = {}   # stream -> (publishers, QoS event)
+        self._graph_since: float | None = None          # first set_graph
 
     # -- events ------------------------------------------------------------------------------
+    def set_graph(self, stream: str, publishers: int, incompatible_qos: str = '') -> None:
+        """What the ROS graph shows for ``stream``'s topic: the number of publishers, and
+        what the last incompatible-QoS event said ('' when none), so that a stream without
+        data is reported with its likely cause (see :func:`silence_cause`)."""
+        with self._lock:
+            self._graph[stream] = (publishers, incompatible_qos)
+            if self._graph_since is None:
+                self._graph_since = self._clock()
+
     def received(self, stream: str) -> None:
         """A message arrived on ``stream`` (valid or not: the camera is sending)."""
         with self._lock:
@@ -120,15 +131,18 @@ class Health:
         timeout = self.input_timeout
         never = [s for s, t in self._last_seen.items() if t is None]
         silent = [s for s, t in self._last_seen.items() if t is not None and now - t > timeout]
-        if self._first_message is None or (never and now - self._first_message <= timeout):
+        waiting = self._first_message is None or (never and now - self._first_message <= timeout)
+        if waiting and not self._undelivered(now, never):
             self._live_since = None
             return (WARN, f'waiting for the first message from {" and ".join(never)} camera',
                     'waiting:' + ','.join(never), True)
         if never or silent:
             self._live_since = None
             names = never + silent
-            return WARN, f'no data from {" and ".join(names)} camera', 'silent:' + ','.join(
-                names), False
+            causes = [silence_cause(s, *self._graph[s]) for s in names if s in self._graph]
+            key = 'silent:' + ','.join(names) + ''.join(f':{kind}' for kind, _ in causes)
+            return (WARN, f'no data from {" and ".join(names)} camera' + ''.join(
+                f'; {text}' for _, text in causes), key, False)
         if self._live_since is None:
             self._live_since = now
         if self._last_published is not None and now - self._last_published <= timeout:
@@ -146,6 +160,14 @@ class Health:
         return (level, f'nothing fused for {idle:.1f} s while both cameras send: {cause}',
                 cause_key, False)
 
+    def _undelivered(self, now: float, never: list[str]) -> bool:
+        """Whether a stream that never sent has had a publisher (or an incompatible-QoS
+        event) for longer than input_timeout: not a camera that is still starting."""
+        if self._graph_since is None or now - self._graph_since <= self.input_timeout:
+            return False
+        return any(self._graph.get(s, (0, ''))[0] or self._graph.get(s, (0, ''))[1]
+                   for s in never)
+
     def _main_problem(self) -> tuple[str, str]:
         """The most frequent problem since the last fused image (the latest on a tie)."""
         if not self._problems:
@@ -154,3 +176,20 @@ class Health:
                                                  self._problems[k].last))
         entry = self._problems[key]
         return key, f'{entry.text} ({entry.count} times)'
+
+
+def silence_cause(stream: str, publishers: int, incompatible_qos: str) -> tuple[str, str]:
+    """(kind, text): why ``stream`` may have no data, from what the graph shows (see
+    Health.set_graph); kind is 'qos', 'no_publisher' or 'no_delivery'."""
+    if incompatible_qos:
+        return 'qos', (f'{stream}: QoS mismatch, {incompatible_qos}; set input_reliability '
+                       'auto or best_effort, or make the camera publish reliable')
+    if publishers == 0:
+        return 'no_publisher', (
+            f'{stream}: no publisher on the topic (check the topic name or remapping, '
+            'ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE, and that the camera runs)')
+    return 'no_delivery', (
+        f'{stream}: {publishers} publisher(s) on the topic but no message arrives; likely '
+        'causes: QoS reliability (a best-effort camera to a reliable subscription), DDS '
+        'transport settings on one side only (FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA must be '
+        'set for every process of the robot or for none), or large frames lost on best effort')
