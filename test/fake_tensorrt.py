@@ -1,4 +1,4 @@
-"""Strict fakes of the `tensorrt` Python bindings (8.5, 10.3, 11.1) and of `pycuda.driver`.
+"""Strict fakes of the `tensorrt` Python bindings (8.5, 8.6, 10.3, 11.1) and of `pycuda.driver`.
 
 TensorRT and pycuda cannot be installed here (no GPU), so the TensorRT path is run through
 these. Each fake version exposes exactly the attributes occo_ros may need that exist in that
@@ -6,9 +6,11 @@ version's bindings; touching any other public attribute (read, write or hasattr 
 recorded in `Recorder.violations` and raises AttributeError, as the real module would.
 
 Sources for what each version has (public binding sources and API docs):
-- 8.5 / 10.3: NVIDIA/TensorRT python/src/infer/pyCore.cpp (Builder, BuilderConfig, Runtime,
+- 8.5 / 8.6 / 10.3: NVIDIA/TensorRT python/src/infer/pyCore.cpp (Builder, BuilderConfig, Runtime,
   ICudaEngine, IExecutionContext, ILogger, IProgressMonitor from release/10.0),
-  pyGraph.cpp (INetworkDefinition, ILayer; ILayer.metadata from 10.0), pyInt8.cpp
+  pyGraph.cpp (INetworkDefinition, ILayer; ILayer.metadata from 8.6: release/8.6 pyGraph.cpp
+  line 323 `.def_property("metadata", ...)`, absent in release/8.5; the ONNX parser fills it
+  with '[ONNX Layer: <node name>]'), pyInt8.cpp
   (IInt8EntropyCalibrator2), pyFoundationalTypes.cpp (DataType, TensorIOMode), and
   python/packaging/bindings_wheel/tensorrt/__init__.py (nptype; 8.5.2's maps trt.bool to
   np.bool, removed in numpy 1.24). The name-based IO API (num_io_tensors, set_input_shape,
@@ -18,12 +20,27 @@ Sources for what each version has (public binding sources and API docs):
   latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html: BuilderFlag.FP16,
   INT8, OBEY_/PREFER_PRECISION_CONSTRAINTS, IBuilderConfig.int8_calibrator,
   set_calibration_profile, Builder.platform_has_fast_fp16/int8 removed (strong typing
-  always on); IInt8 calibrators and per-layer precision are gone with weak typing.
+  always on); IInt8 calibrators and per-layer precision are gone with weak typing. The
+  network's precision is the ONNX model's types (the fake parser types each layer output as
+  the ONNX graph does); NetworkDefinitionCreationFlag.STRONGLY_TYPED is kept but "always
+  enabled" (release/11.1 python/src/infer/pyCore.cpp line 1773).
+- Unnamed layers: TensorRT names a layer it cannot name after its node
+  '(Unnamed Layer* <index>) [<type>]' (option layer_names='generated').
+- create_execution_context returns None (after logging an error) when the GPU memory for its
+  activations cannot be allocated: ICudaEngine::createExecutionContext is noexcept and
+  returns a pointer (release/10.3 include/NvInferRuntime.h line 2621), nullptr on failure,
+  which the binding gives as None. Option Recorder.none_at.
 
 The fake pycuda records contexts pushed/popped per thread, retained primary contexts, and
 page-locked and device allocations; a free while no context is current is skipped (as in
-pycuda) and so shows up as a leak. Data really flows: device memory is numpy arrays, and an
-engine's "network" computes max(visible_y, infrared), so a test can check the output.
+pycuda) and so shows up as a leak. Context.detach follows pycuda's src/cpp/cuda.hpp
+(context::detach, primary_context::detach_internal): the retain is released only when the
+context is current in the calling thread, or when the calling thread is the one that made the
+context object (it is pushed, then released); on any other thread the context is marked
+invalid and the retain leaks silently ("leaked out-of-thread context", commented out there):
+Recorder.leaked_retains. Context.pop is static in pycuda: it pops this thread's top. Data
+really flows: device memory is numpy arrays, and an engine's "network" computes
+max(visible_y, infrared), so a test can check the output.
 """
 
 from __future__ import annotations
@@ -35,7 +52,7 @@ import types
 
 import numpy as np
 
-VERSIONS = {'8.5': '8.5.2.2', '10.3': '10.3.0.26', '11.1': '11.1.0.6'}
+VERSIONS = {'8.5': '8.5.2.2', '8.6': '8.6.2.3', '10.3': '10.3.0.26', '11.1': '11.1.0.6'}
 _COMMON = {
     'module': {'__version__', 'ILogger', 'Builder', 'Runtime', 'OnnxParser', 'BuilderFlag',
                'MemoryPoolType', 'DeviceType', 'TensorIOMode', 'float32', 'float16', 'int32',
@@ -59,6 +76,7 @@ _COMMON = {
 _ADDED = {'10.3': {'module': {'IProgressMonitor', 'IInt8EntropyCalibrator2'},
                    'Layer': {'metadata'}, 'Config': {'progress_monitor'}},
           '8.5': {'module': {'IInt8EntropyCalibrator2'}},
+          '8.6': {'module': {'IInt8EntropyCalibrator2'}, 'Layer': {'metadata'}},
           '11.1': {'module': {'IProgressMonitor'}, 'Layer': {'metadata'},
                    'Config': {'progress_monitor'}}}
 _REMOVED = {'11.1': {'Builder': {'platform_has_fast_fp16', 'platform_has_fast_int8'},
@@ -95,6 +113,8 @@ class Recorder:
         self.addresses: dict[int, object] = {}
         self.events: list[str] = []
         self.fail_at: str | None = None   # a call name that raises RuntimeError (fault injection)
+        self.none_at: str | None = None   # a call name that returns None (out of memory)
+        self.leaked_retains: list[str] = []
         self.lock = threading.Lock()
 
     def stack(self) -> list:
@@ -112,8 +132,9 @@ class Recorder:
             raise RuntimeError(f'injected fault in {name}')
 
     def balanced(self) -> bool:
-        return all(not stack for stack in self.stacks.values()) and not any(
-            self.retained.values())
+        """Every context stack empty, no retain leaked, at most one retain per GPU."""
+        return (all(not stack for stack in self.stacks.values()) and not self.leaked_retains
+                and all(count <= 1 for count in self.retained.values()))
 
 
 class Strict:
@@ -233,7 +254,8 @@ class FakePycuda:
 
         class Context:
             def __init__(self, device: Device) -> None:
-                self.device, self.detached = device, False
+                self.device, self.valid = device, True
+                self.thread = threading.get_ident()   # pycuda's context::m_thread
 
             def push(self) -> None:
                 fake.recorder.call('context.push')
@@ -246,11 +268,19 @@ class FakePycuda:
                 stack.pop()
 
             def detach(self) -> None:
-                if self.detached:
-                    raise RuntimeError('context detached twice')
-                self.detached = True
-                with fake.recorder.lock:
-                    fake.recorder.retained[self.device.index] -= 1
+                if not self.valid:
+                    raise RuntimeError('cannot detach from invalid context (pycuda LogicError)')
+                self.valid = False
+                stack = fake.recorder.stack()
+                current = bool(stack) and stack[-1] is self
+                if current or self.thread == threading.get_ident():
+                    with fake.recorder.lock:
+                        fake.recorder.retained[self.device.index] -= 1
+                    if current:   # the now invalid context leaves the stack
+                        stack.pop()
+                else:
+                    fake.recorder.leaked_retains.append(
+                        f'GPU {self.device.index} context detached on another thread')
 
         return Device
 
@@ -314,7 +344,7 @@ class FakeTensorRT(types.ModuleType):
     """The `tensorrt` module of one version (see module docstring)."""
 
     def __init__(self, version: str, recorder: Recorder, fast_int8: bool = True,
-                 dla_cores: int = 2) -> None:
+                 dla_cores: int = 2, layer_names: str = 'onnx') -> None:
         super().__init__('tensorrt')
         table = api(version)
         trt = self
@@ -367,9 +397,10 @@ class FakeTensorRT(types.ModuleType):
         object.__setattr__(self, '_table', table)
         object.__setattr__(self, '_recorder', recorder)
         object.__setattr__(self, 'version', version)
+        object.__setattr__(self, 'layer_names', layer_names)
 
     def __getattribute__(self, name: str):
-        if name.startswith('_') and name != '__version__' or name in ('version',):
+        if name.startswith('_') and name != '__version__' or name in ('version', 'layer_names'):
             return object.__getattribute__(self, name)
         recorder = object.__getattribute__(self, '_recorder')
         recorder.touched.add(f'tensorrt.{name}')
@@ -393,9 +424,10 @@ class _Tensor(Strict):
 class _Layer(Strict):
     _kind = 'ILayer'
 
-    def __init__(self, recorder: Recorder, table: dict, name: str, outputs: list) -> None:
+    def __init__(self, recorder: Recorder, table: dict, name: str, node: str,
+                 outputs: list) -> None:
         super().__init__(recorder, table['Layer'])
-        for key, value in (('name', name), ('metadata', f'[ONNX Layer: {name}]'),
+        for key, value in (('name', name), ('metadata', f'[ONNX Layer: {node}]'),
                            ('num_outputs', len(outputs)), ('_outputs', outputs),
                            ('precision', None), ('_output_types', {})):
             object.__setattr__(self, key, value)
@@ -442,7 +474,9 @@ class _Parser(Strict):
             object.__setattr__(self, key, value)
 
     def parse_from_file(self, path: str) -> bool:
-        """Layers named as the ONNX nodes (as TensorRT names them); shape ops give int32."""
+        """Layers named as the ONNX nodes (as TensorRT names them; layer_names='generated':
+        unnamed), typed as the ONNX graph types their outputs (float16 outputs only where
+        the model says so); shape ops give int32."""
         import onnx
 
         self._recorder.call('parse_from_file')
@@ -456,10 +490,19 @@ class _Parser(Strict):
             self._errors.append(f'ModelImporter: failed to parse: {exc}')
             return False
         shape_ops = {'Shape', 'Range', 'ConstantOfShape', 'NonZero'}
-        for node in model.graph.node:
-            dtype = trt.int32 if node.op_type in shape_ops else trt.float32
-            outputs = [_Tensor(recorder, self._table, out, (), dtype) for out in node.output]
-            self._network._layers.append(_Layer(recorder, self._table, node.name, outputs))
+        typed = onnx.shape_inference.infer_shapes(model).graph
+        elem = {value.name: value.type.tensor_type.elem_type
+                for value in (*typed.value_info, *typed.output)}
+        for index, node in enumerate(model.graph.node):
+            default = trt.int32 if node.op_type in shape_ops else trt.float32
+            dtypes = [trt.float16 if elem.get(out) == onnx.TensorProto.FLOAT16 else default
+                      for out in node.output]
+            outputs = [_Tensor(recorder, self._table, out, (), dtype)
+                       for out, dtype in zip(node.output, dtypes)]
+            name = (node.name if trt.layer_names == 'onnx'
+                    else f'(Unnamed Layer* {index}) [{node.op_type}]')
+            self._network._layers.append(
+                _Layer(recorder, self._table, name, node.name, outputs))
         for value in model.graph.input:
             dims = tuple(dim.dim_value if dim.HasField('dim_value') else -1
                          for dim in value.type.tensor_type.shape.dim)
@@ -583,11 +626,14 @@ class _Builder(Strict):
             monitor.phase_finish('Building engine')
         pinned = [_peek(layer, 'name') for layer in network._layers
                   if _peek(layer, 'precision') is not None and layer._output_types]
+        float16 = [_peek(layer, 'name') for layer in network._layers
+                   if any(_peek(out, 'dtype') is self._trt.float16 for out in layer._outputs)]
         shapes = {name: list(profiles[0]._shapes[name][1] if dynamic else shape)
                   for name, shape in inputs}
         on_dla = _peek(config, 'default_device_type') is not None
         description = {
             'gpu': gpu, 'flags': sorted(config._flags), 'pinned': pinned,
+            'float16_layers': float16,
             'dla': _peek(config, 'DLA_core') if on_dla else None,
             'dynamic': dynamic, 'shapes': shapes, 'workspace': config._workspace}
         header = bytearray(32)
@@ -602,8 +648,8 @@ class _Runtime(Strict):
                  dla_cores: int) -> None:
         recorder.call('Runtime')
         super().__init__(recorder, table['Runtime'])
-        for key, value in (('_trt', trt), ('_table', table), ('DLA_core', -1),
-                           ('num_DLA_cores', dla_cores)):
+        for key, value in (('_trt', trt), ('_table', table), ('_logger', logger),
+                           ('DLA_core', -1), ('num_DLA_cores', dla_cores)):
             object.__setattr__(self, key, value)
 
     def deserialize_cuda_engine(self, plan: bytes):
@@ -616,21 +662,22 @@ class _Runtime(Strict):
             return None
         if bytes(plan[24:27]) != version or description['gpu'] != self._recorder.current_gpu():
             return None
-        return _Engine(self._trt, self._recorder, self._table, description)
+        return _Engine(self._trt, self._recorder, self._table, description, self._logger)
 
 
 class _Engine(Strict):
     _kind = 'ICudaEngine'
 
     def __init__(self, trt: FakeTensorRT, recorder: Recorder, table: dict,
-                 description: dict) -> None:
+                 description: dict, logger: object) -> None:
         super().__init__(recorder, table['Engine'])
         shape = next(iter(description['shapes'].values()))
         io = [(name, trt.TensorIOMode.INPUT) for name in description['shapes']]
         io.append(('fused_y', trt.TensorIOMode.OUTPUT))
         fixed = tuple(shape)
         dims = (-1, 1, -1, -1) if description['dynamic'] else fixed
-        for key, value in (('_trt', trt), ('_table', table), ('_io', io), ('_dims', dims),
+        for key, value in (('_trt', trt), ('_table', table), ('_logger', logger),
+                           ('_io', io), ('_dims', dims),
                            ('_description', description), ('num_io_tensors', len(io))):
             object.__setattr__(self, key, value)
 
@@ -647,7 +694,13 @@ class _Engine(Strict):
         return self._trt.float32
 
     def create_execution_context(self):
-        self._recorder.call('create_execution_context')
+        recorder = self._recorder
+        recorder.call('create_execution_context')
+        if recorder.none_at == 'create_execution_context':
+            recorder.none_at = None
+            self._logger.log(self._logger.Severity.ERROR, 'Requested amount of GPU memory '
+                             '(1073741824 bytes) could not be allocated.')
+            return None
         return _Context(self._recorder, self._table, self)
 
 
@@ -699,8 +752,29 @@ class Fake:
         monkeypatch.setitem(sys.modules, 'pycuda.driver', self.pycuda.driver)
 
     def check(self) -> None:
-        """No attribute outside the version touched, nothing leaked, stacks balanced."""
+        """No attribute outside the version touched, nothing leaked, stacks balanced, at
+        most one retained primary context per GPU and none leaked."""
         assert self.recorder.violations == []
         assert self.recorder.live == {}, 'leaked allocations'
         assert self.recorder.balanced(), (self.recorder.stacks, self.recorder.retained)
         assert 'tensorrt.nptype' not in self.recorder.touched  # 8.5.2's fails on numpy 1.24
+
+
+def read_only_folder(monkeypatch, folder) -> None:
+    """Make occo_ros's atomic writes into `folder` fail as on a read-only file system (the
+    tests run as root, which chmod does not stop)."""
+    import errno
+    from pathlib import Path
+    import tempfile
+
+    from occo_ros import atomic_file
+
+    root = Path(folder).resolve()
+
+    def mkstemp(*args, **kwargs):
+        where = Path(kwargs.get('dir') or tempfile.gettempdir()).resolve()
+        if where == root or root in where.parents:
+            raise OSError(errno.EROFS, 'Read-only file system', str(where))
+        return tempfile.mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(atomic_file, 'tempfile', types.SimpleNamespace(mkstemp=mkstemp))

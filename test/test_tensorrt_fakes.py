@@ -14,17 +14,19 @@ from pathlib import Path
 import threading
 
 import cv2
-from fake_tensorrt import VERSIONS, Fake
+import fake_tensorrt
+from fake_tensorrt import VERSIONS, Fake, read_only_folder
 import numpy as np
 import pytest
 
 from occo_ros.engines import EngineSpec, create_engine, tensorrt_build, tensorrt_engine
+from occo_ros.export import read_metadata as onnx_metadata
 from occo_ros.model_contract import FP32_REGION_PATTERN, EngineError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_ONNX = REPO / 'models' / 'fifn_w025_pixel.onnx'   # dynamic H x W, opset 17
 SIZE = (64, 80)
-WEAK_TYPED = ('8.5', '10.3')
+WEAK_TYPED = ('8.5', '8.6', '10.3')
 THERMAL = ('smoothed', 0.0, 65535.0, (1.0, 99.0), 0.1)
 
 
@@ -76,7 +78,7 @@ def test_whole_path_build_cache_infer_close(fake, tmp_path, monkeypatch):
     else:
         assert built['flags'] == [] and built['pinned'] == []
     progress = [line for line in lines if line.startswith('building engine: ')]
-    assert bool(progress) == (version != '8.5')   # IProgressMonitor from 10.0
+    assert bool(progress) == (version not in ('8.5', '8.6'))   # IProgressMonitor from 10.0
     infer_in_thread(engine)
     engine.close()
     engine.close()  # idempotent
@@ -89,7 +91,7 @@ def test_whole_path_build_cache_infer_close(fake, tmp_path, monkeypatch):
     infer_in_thread(again)
     again.close()
 
-    monkeypatch.setattr(tensorrt_engine, 'recipe_sha256', lambda: '0' * 64)
+    monkeypatch.setattr(tensorrt_engine, 'RECIPE_VERSION', -1)
     rebuilt, result, _ = build(tmp_path, precision)
     assert result.action == 'built' and 'recipe_sha256' in result.reason
     rebuilt.close()
@@ -397,4 +399,134 @@ def test_an_engine_from_the_other_gpu_or_outside_its_profile_is_not_used(monkeyp
     engine.close()
     with pytest.raises(EngineError, match=r'refuses input shape \(1, 1, 32, 40\)'):
         tensorrt_engine.load_engine_file(second.engine_path, (32, 40), 'cuda:1')
+    fake.check()
+
+
+# -- issue 23: the silent or confusing paths ---------------------------------------------------
+def test_fp32_regions_are_found_through_the_onnx_layer_metadata_from_8_6(monkeypatch, tmp_path):
+    """TensorRT names some layers '(Unnamed Layer* N) [Type]'; from 8.6 ILayer.metadata still
+    names the ONNX node, so every one of the 60 FP32 nodes the ONNX lists stays FP32."""
+    listed = json.loads(onnx_metadata(SHIPPED_ONNX)['fp32_nodes'])
+    for version in ('8.6', '10.3'):
+        fake = Fake(monkeypatch, version, layer_names='generated')
+        engine, result, lines = build(tmp_path / version, 'fp16')
+        assert len(engine._engine._description['pinned']) == len(listed) == 60
+        assert result.sidecar['fp32_layers'] == 60 and not any('warning' in x for x in lines)
+        engine.close()
+        fake.check()
+
+
+def test_an_fp16_build_that_keeps_no_layer_in_fp32_fails(monkeypatch, tmp_path):
+    """8.5 has no layer metadata: with unnamed layers nothing can be pinned, which would
+    overflow FP16 at high resolutions; the build stops and says why."""
+    fake = Fake(monkeypatch, '8.5', layer_names='generated')
+    with pytest.raises(EngineError, match='no layer of the FP32 regions .* though the ONNX '
+                                          'lists 60 FP32 nodes'):
+        build(tmp_path, 'fp16')
+    assert 'build_serialized_network' not in fake.recorder.events
+    fp32, _, _ = build(tmp_path, 'fp32')   # nothing to pin in fp32
+    fp32.close()
+    fake.check()
+
+
+def test_fp32_nodes_without_a_layer_are_named(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, '10.3')
+    real = tensorrt_build.listed_fp32_nodes
+    monkeypatch.setattr(tensorrt_build, 'listed_fp32_nodes',
+                        lambda path: [*real(path), '/fifn/attention_context_9/Gone'])
+    engine, _, lines = build(tmp_path, 'fp16')
+    assert any('warning: 1 of the 61 FP32 nodes the ONNX lists have no FP32 layer' in line
+               and '/fifn/attention_context_9/Gone' in line for line in lines)
+    engine.close()
+    fake.check()
+
+
+def test_a_read_only_cache_keeps_the_built_engine(monkeypatch, tmp_path):
+    """Deployed robots often mount the cache read-only: the multi-minute build is used, and
+    the log says it could not be cached."""
+    fake = Fake(monkeypatch, '10.3')
+    (tmp_path / 'cache').mkdir()
+    read_only_folder(monkeypatch, tmp_path / 'cache')
+    engine, result, lines = build(tmp_path, 'fp16')
+    assert result.action == 'built' and result.sidecar['cached'] is False
+    assert any(line.startswith('warning: engine built in') and 'cannot be cached' in line
+               and 'Read-only file system' in line for line in lines)
+    assert not list((tmp_path / 'cache').iterdir())
+    infer_in_thread(engine)
+    engine.close()
+    # INT8: the scales cannot be cached either; the build still calibrates and succeeds.
+    data = write_calibration(tmp_path / 'calib')
+    engine, result, lines = build(tmp_path, 'int8', calibration_dir=data)
+    assert engine.info.precision == 'int8' and result.sidecar['calibration_pairs'] == 3
+    assert any('the scales cannot be cached' in line for line in lines)
+    engine.close()
+    fake.check()
+
+
+def test_int8_scales_are_not_reused_across_tensorrt_versions(monkeypatch, tmp_path):
+    data = write_calibration(tmp_path / 'calib')
+    first = Fake(monkeypatch, '8.5')
+    engine, _, _ = build(tmp_path, 'int8', calibration_dir=data)
+    engine.close()
+    first.check()
+    upgraded = Fake(monkeypatch, '8.6')   # e.g. JetPack 5.1 -> 6.0
+    engine, _, lines = build(tmp_path, 'int8', calibration_dir=data)
+    assert not any('reusing scales' in line for line in lines)
+    assert any('3 pairs, scales cached' in line for line in lines)
+    names = sorted(path.name for path in (tmp_path / 'cache').glob('*.calib'))
+    assert len(names) == 2 and '.trt8.5.2.2.' in names[0] and '.trt8.6.2.3.' in names[1]
+    engine.close()
+    upgraded.check()
+
+
+def test_a_failure_quotes_only_its_own_tensorrt_errors(monkeypatch, tmp_path):
+    fake = Fake(monkeypatch, '10.3')
+    with monkeypatch.context() as patch:   # first failure: TensorRT logs why
+        patch.setattr(tensorrt_build, '_set_profile', lambda *args: False)
+        with pytest.raises(EngineError, match='no optimization profile has been defined'):
+            build(tmp_path, 'fp16')
+    # A later failure where TensorRT says nothing must not quote the earlier one.
+    monkeypatch.setattr(fake_tensorrt._Builder, 'build_serialized_network',
+                        lambda self, network, config: None)
+    with pytest.raises(EngineError, match='failed to build an engine') as error:
+        build(tmp_path, 'fp16')
+    assert 'TensorRT said' not in str(error.value)
+    fake.check()
+
+
+def test_no_execution_context_is_an_out_of_memory_error(fake, tmp_path):
+    precision = 'fp16' if fake.trt.version in WEAK_TYPED else 'fp32'
+    fake.recorder.none_at = 'create_execution_context'
+    with pytest.raises(EngineError, match=r'could not create an execution context .*TensorRT '
+                                          r'said: Requested amount of GPU memory.*out of GPU '
+                                          r'memory\?') as error:
+        build(tmp_path, precision)
+    assert 'AttributeError' not in str(error.value)
+
+
+def test_engines_closed_on_other_threads_leak_no_context(fake, tmp_path):
+    """A lifecycle node under a multi-threaded executor makes the engine on one thread and
+    closes it on another: pycuda's detach would leak the retain there (see the fake)."""
+    precision = 'fp16' if fake.trt.version in WEAK_TYPED else 'fp32'
+    for _ in range(3):
+        engine, _, _ = build(tmp_path, precision)
+        infer_in_thread(engine)
+        closer = threading.Thread(target=engine.close)
+        closer.start()
+        closer.join()
+        assert fake.recorder.leaked_retains == [] and fake.recorder.retained == {0: 1}
+    assert fake.recorder.events.count('retain_primary_context') == 1   # once per process
+
+
+def test_the_engine_key_names_a_recipe_version_not_the_file(monkeypatch, tmp_path):
+    """An edit of tensorrt_build.py that builds the same engines (a comment) keeps every
+    cached engine; a new RECIPE_VERSION rebuilds them."""
+    fake = Fake(monkeypatch, '10.3')
+    key = tensorrt_engine.engine_key(SHIPPED_ONNX, 'fp16', SIZE, 'cuda')
+    edited = tmp_path / 'tensorrt_build.py'
+    edited.write_text(Path(tensorrt_build.__file__).read_text() + '# a comment\n')
+    monkeypatch.setattr(tensorrt_build, '__file__', str(edited))
+    assert tensorrt_engine.engine_key(SHIPPED_ONNX, 'fp16', SIZE, 'cuda') == key
+    monkeypatch.setattr(tensorrt_engine, 'RECIPE_VERSION', tensorrt_build.RECIPE_VERSION + 1)
+    assert tensorrt_engine.engine_key(SHIPPED_ONNX, 'fp16', SIZE, 'cuda') != key
     fake.check()

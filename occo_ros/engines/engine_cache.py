@@ -68,8 +68,9 @@ class EngineKey:
         input_shape: (H, W) in pixels of the optimisation profile / fixed input.
         sm_count: streaming multiprocessors of the GPU (tactics are timed for this count:
             a MIG slice or a binned part of the same name needs its own engine).
-        recipe_sha256: sha256 of the build recipe (tensorrt_build: flags, FP32 pinning,
-            calibration preparation) and, for int8, of the calibration data.
+        recipe_sha256: sha256 of the build recipe's version (tensorrt_build.RECIPE_VERSION:
+            flags, FP32 pinning, calibration preparation) and, for int8, of the calibration
+            data.
     """
 
     onnx_sha256: str
@@ -192,16 +193,23 @@ class _Resolver(Generic[EngineT]):
         return engine, sidecar
 
     def build_and_store(self) -> tuple[BuiltPlan, float, dict]:
-        """Build the plan, then write engine and sidecar atomically (engine first)."""
+        """Build the plan, then write engine and sidecar atomically (engine first). A cache
+        folder that cannot be written (read-only on deployed robots) keeps the engine in
+        memory only, with a warning: a multi-minute build is not thrown away."""
         started = time.monotonic()
         built = self.build()
         build_time = time.monotonic() - started
         header = plan_trt_version(built.plan)
-        sidecar = write_artifact(
-            self.engine_path, built.plan, self.key.to_json(),
-            precision_used=built.precision_used, build_time_s=round(build_time, 2),
-            built_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-            plan_header_trt=list(header) if header else None, **built.details)
+        facts = dict(precision_used=built.precision_used, build_time_s=round(build_time, 2),
+                     built_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                     plan_header_trt=list(header) if header else None, **built.details)
+        try:
+            sidecar = write_artifact(self.engine_path, built.plan, self.key.to_json(), **facts)
+        except OSError as exc:
+            self.log(f'warning: engine built in {build_time:.1f} s but it cannot be cached '
+                     f'at {self.engine_path} ({exc}): it is kept in memory only and every '
+                     'start builds it again; set a writable cache_dir to keep it')
+            return built, build_time, {'key': self.key.to_json(), 'cached': False, **facts}
         self.log(f'engine built in {build_time:.1f} s ({built.precision_used}) and cached at '
                  f'{self.engine_path}')
         return built, build_time, sidecar

@@ -23,8 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 import contextlib
 import hashlib
+import json
 import logging
 from pathlib import Path
+import re
 import threading
 import time
 import types
@@ -32,7 +34,7 @@ import types
 import numpy as np
 
 from occo_ros.atomic_file import atomic_write_bytes
-from occo_ros.engines.engine_cache import BuiltPlan
+from occo_ros.engines.engine_cache import BuiltPlan, parse_version
 from occo_ros.engines.tensorrt_common import (
     STRONGLY_TYPED_MAJOR,
     SUPPORTED,
@@ -41,9 +43,10 @@ from occo_ros.engines.tensorrt_common import (
     import_pycuda_driver,
     import_tensorrt,
     major_version,
-    recent_errors,
+    quoted,
     shared_logger,
     step,
+    tensorrt_errors,
     tensorrt_version,
 )
 from occo_ros.model_contract import FP32_REGION_PATTERN, INPUT_NAMES, EngineError
@@ -57,10 +60,12 @@ MAX_CALIBRATION_PAIRS = 64
 PRECISIONS = ('fp32', 'fp16', 'int8')
 
 
-def recipe_sha256() -> str:
-    """sha256 of the build recipe (this module: flags, pinning, profiles, calibration prep);
-    part of the engine key, so a change to how engines are built never serves old ones."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+#: Version of the build recipe (flags, FP32 pinning, profiles, calibration preparation), part
+#: of the engine key: bump it with every change to how engines are built, and only then (an
+#: edit that builds the same engines must not rebuild every robot's cache).
+RECIPE_VERSION = 1
+#: TensorRT layer metadata naming the ONNX node(s) a layer comes from (ILayer.metadata, 8.6+).
+_ONNX_LAYER = re.compile(r'\[ONNX Layer: ([^\]]+)\]')
 
 
 class CalibrationSet:
@@ -171,7 +176,12 @@ def make_calibrator(trt: types.ModuleType, driver: types.ModuleType,
             return None
 
         def write_calibration_cache(self, cache: object) -> None:
-            atomic_write_bytes(cache_path, bytes(cache))
+            try:
+                atomic_write_bytes(cache_path, bytes(cache))
+            except OSError as exc:  # a read-only cache folder: the scales serve this build
+                log(f'INT8 calibration: {self.count} pairs; the scales cannot be cached '
+                    f'({exc}), so the next build calibrates again')
+                return
             log(f'INT8 calibration: {self.count} pairs, scales cached at {cache_path}')
 
         def release(self) -> None:
@@ -228,28 +238,75 @@ def _build_progress(trt: types.ModuleType, config: object, log: Callable[[str], 
         thread.join()
 
 
-def pin_fp32_layers(network: object, trt: types.ModuleType) -> list[str]:
-    """Set precision and output types to FP32 on layers named like FP32_REGION_PATTERN.
+def pin_fp32_layers(network: object, trt: types.ModuleType) -> dict[str, str]:
+    """Keep the layers of the FP32 regions (model_contract.FP32_REGION_PATTERN) in FP32.
 
-    Layers whose outputs are not floating point (shape arithmetic) are left alone.
-    Returns the names of the pinned layers.
+    Weakly typed TensorRT (< 11): set their precision and output types to FP32. Strongly
+    typed (11+): the ONNX types decide, so check that they are float32 there (an fp16
+    export with FP32 islands, export.fp16_islands). Layers whose outputs are not floating
+    point (shape arithmetic) are left alone. A layer is matched by its name or, from 8.6, by
+    the ONNX node names in its metadata ('[ONNX Layer: <node>]').
+
+    Returns:
+        {layer name: ONNX node name} of the FP32 layers.
+
+    Raises:
+        EngineError: a strongly typed network computes an FP32-region layer in float16.
     """
     floats = (trt.float32, trt.float16)
-    with_metadata = major_version(trt) >= 10  # ILayer.metadata (the ONNX node name) from 10.0
-    pinned = []
+    with_metadata = parse_version(tensorrt_version(trt))[:2] >= (8, 6)
+    strongly_typed = major_version(trt) >= STRONGLY_TYPED_MAJOR
+    kept = {}
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        label = f'{layer.name} {layer.metadata if with_metadata else ""}'
-        if not FP32_REGION_PATTERN.search(label):
-            continue
+        nodes = [layer.name, *(_ONNX_LAYER.findall(layer.metadata) if with_metadata else [])]
+        node = next((name for name in reversed(nodes) if FP32_REGION_PATTERN.search(name)),
+                    None)
         outputs = [layer.get_output(i) for i in range(layer.num_outputs)]
-        if not all(output.dtype in floats for output in outputs):
+        if node is None or not all(output.dtype in floats for output in outputs):
             continue
-        layer.precision = trt.float32
-        for i in range(layer.num_outputs):
-            layer.set_output_type(i, trt.float32)
-        pinned.append(layer.name)
-    return pinned
+        if strongly_typed:
+            if any(output.dtype != trt.float32 for output in outputs):
+                raise EngineError(
+                    f'layer {layer.name} (ONNX node {node}) of an FP32 region is typed '
+                    'float16: TensorRT >= 11 takes precision from the ONNX types; build from '
+                    'an fp16 export with FP32 islands (export.fp16_islands)')
+        else:
+            layer.precision = trt.float32
+            for i in range(layer.num_outputs):
+                layer.set_output_type(i, trt.float32)
+        kept[layer.name] = node
+    return kept
+
+
+def check_fp32_regions(kept: dict[str, str], listed: list[str] | None,
+                       log: Callable[[str], None]) -> None:
+    """Compare the FP32 layers with the FP32 nodes the ONNX lists (metadata 'fp32_nodes';
+    None: not readable here). No FP32 layer at all is an error: the attention context
+    overflows FP16 at high resolutions (OCCO_METHOD.md §2)."""
+    if not kept:
+        raise EngineError(
+            'no layer of the FP32 regions (attention context, channel pools) was found in the '
+            'TensorRT network' + (f', though the ONNX lists {len(listed)} FP32 nodes'
+                                  if listed else '')
+            + ': a reduced-precision engine would overflow FP16 at high resolutions; '
+            'export the model with occo-export, or use precision fp32')
+    missing = sorted(set(listed or ()) - set(kept.values()))
+    if missing:
+        log(f'warning: {len(missing)} of the {len(listed)} FP32 nodes the ONNX lists have no '
+            f'FP32 layer (TensorRT may have fused them), e.g. {missing[0]}')
+
+
+def listed_fp32_nodes(onnx_path: Path) -> list[str] | None:
+    """The FP32 node names export.py stored in the ONNX metadata; None without the onnx
+    package (robots may lack it) or the entry."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    listed = {prop.key: prop.value for prop in model.metadata_props}.get('fp32_nodes')
+    return json.loads(listed) if listed else None
 
 
 def network_flags(trt: types.ModuleType) -> int:
@@ -369,9 +426,10 @@ def build_plan(
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
             used = _configure_precision(trt, builder, config, precision, dla_core, log)
             _set_profile(builder, config, network, input_shape, used)
-            pinned = pin_fp32_layers(network, trt) if used != 'fp32' else []
+            pinned = pin_fp32_layers(network, trt) if used != 'fp32' else {}
         if used != 'fp32':
-            log(f'{len(pinned)} attention-context layers pinned to FP32')
+            check_fp32_regions(pinned, listed_fp32_nodes(onnx_path), log)
+            log(f'{len(pinned)} layers of the FP32 regions kept in FP32')
         calibrator = None
         if used == 'int8':
             if calibration is None and not (calibration_cache and calibration_cache.is_file()):
@@ -388,7 +446,8 @@ def build_plan(
         log(f'building TensorRT {tensorrt_version(trt)} engine from {onnx_path.name}: '
             f'{used}, input {input_shape[0]}x{input_shape[1]}, GPU {gpu}'
             + (f', DLA core {dla_core}' if dla_core is not None else ''))
-        with step('build the engine'), _build_progress(trt, config, log):
+        with step('build the engine'), _build_progress(trt, config, log), \
+                tensorrt_errors(logger) as errors:
             plan = builder.build_serialized_network(network, config)
         if calibrator is not None and calibrator.error is not None:
             raise EngineError(f'INT8 calibration failed after {calibrator.count} pairs: '
@@ -397,7 +456,7 @@ def build_plan(
         if plan is None:
             raise EngineError(
                 f'TensorRT failed to build an engine from {onnx_path} ({used})'
-                f'{recent_errors(logger)}; workspace too small? try workspace_mb 2048')
+                f'{quoted(errors)}; workspace too small? try workspace_mb 2048')
         with step('serialize the engine'):
             data = bytes(plan)
     return BuiltPlan(data, used, {

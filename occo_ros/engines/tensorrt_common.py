@@ -11,12 +11,12 @@ int8 are refused with a message naming the supported versions (see tensorrt_buil
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator
 import contextlib
 import importlib
 import logging
 import re
+import threading
 import types
 
 from occo_ros.engines.engine_cache import parse_version
@@ -106,16 +106,33 @@ def check_dla(dla_core: int | None, available: int) -> None:
                           'DLA core(s) (Jetson AGX Orin/Xavier have 2, Orin Nano none)')
 
 
+_PRIMARY: dict[tuple[int, int], tuple[types.ModuleType, object]] = {}
+_PRIMARY_LOCK = threading.Lock()
+
+
+def primary_context(driver: types.ModuleType, gpu: int) -> object:
+    """GPU `gpu`'s primary context (the one TensorRT uses), retained once per process.
+
+    Never detached: pycuda's detach releases the retain only on the thread that made the
+    context or where it is current (src/cpp/cuda.hpp, context::detach); elsewhere it leaks
+    it silently, and engines are closed on executor threads.
+    """
+    key = (id(driver), gpu)
+    with _PRIMARY_LOCK:
+        if key not in _PRIMARY:  # the driver is kept too, so its id is never reused
+            _PRIMARY[key] = (driver, driver.Device(gpu).retain_primary_context())
+        return _PRIMARY[key][1]
+
+
 @contextlib.contextmanager
 def cuda_context(driver: types.ModuleType, gpu: int) -> Iterator[object]:
-    """Make GPU `gpu`'s primary context (the one TensorRT uses) current in this thread."""
-    context = driver.Device(gpu).retain_primary_context()
+    """Make GPU `gpu`'s primary context current in this thread for the block."""
+    context = primary_context(driver, gpu)
     context.push()
     try:
         yield context
     finally:
         context.pop()
-        context.detach()
 
 
 @contextlib.contextmanager
@@ -136,8 +153,8 @@ _LOGGERS: dict[int, object] = {}
 
 def shared_logger(trt: types.ModuleType) -> object:
     """The one trt.ILogger of this process (TensorRT asks for a single logger shared by
-    builders and runtimes): warnings and errors go to the 'occo_ros.tensorrt' logger, the
-    last errors are kept in `.errors` for EngineError messages."""
+    builders and runtimes): warnings and errors go to the 'occo_ros.tensorrt' logger, and
+    errors to every list opened by `tensorrt_errors`."""
     logger = _LOGGERS.get(id(trt))
     if logger is not None:
         return logger
@@ -147,11 +164,12 @@ def shared_logger(trt: types.ModuleType) -> object:
     class Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.errors: collections.deque[str] = collections.deque(maxlen=5)
+            self.sinks: list[list[str]] = []
 
         def log(self, level: object, msg: str) -> None:
             if level in errors:
-                self.errors.append(msg)
+                for sink in list(self.sinks):
+                    sink.append(msg)
                 _LOG.error(f'[TensorRT] {msg}')
             elif level == severity.WARNING:
                 _LOG.warning(f'[TensorRT] {msg}')
@@ -160,10 +178,21 @@ def shared_logger(trt: types.ModuleType) -> object:
     return logger
 
 
-def recent_errors(logger: object) -> str:
-    """The logger's last TensorRT errors as one clause ('' when there were none)."""
-    errors = list(getattr(logger, 'errors', ()))
-    return f' (TensorRT said: {" | ".join(errors)})' if errors else ''
+@contextlib.contextmanager
+def tensorrt_errors(logger: object) -> Iterator[list[str]]:
+    """The errors TensorRT logs while the block runs (not those of earlier failures; a
+    build running at the same time in another thread may add its own)."""
+    errors: list[str] = []
+    logger.sinks.append(errors)
+    try:
+        yield errors
+    finally:
+        logger.sinks.remove(errors)
+
+
+def quoted(errors: list[str]) -> str:
+    """TensorRT's error messages as one clause ('' when there were none)."""
+    return f' (TensorRT said: {" | ".join(errors[-5:])})' if errors else ''
 
 
 def dtype_name(trt: types.ModuleType, dtype: object) -> str:

@@ -31,7 +31,7 @@ from occo_ros.engines.engine_cache import (
     resolve_engine,
     sha256_file,
 )
-from occo_ros.engines.tensorrt_build import CalibrationSet, build_plan, recipe_sha256
+from occo_ros.engines.tensorrt_build import RECIPE_VERSION, CalibrationSet, build_plan
 from occo_ros.engines.tensorrt_common import (
     check_gpu,
     import_pycuda_driver,
@@ -64,17 +64,19 @@ def engine_key(onnx_path: Path, precision: str, input_shape: tuple[int, int], de
         sm_count = int(cuda_device.get_attribute(
             driver.device_attribute.MULTIPROCESSOR_COUNT))
         name = cuda_device.name()
-    recipe = hashlib.sha256((recipe_sha256() + calibration_sha256).encode()).hexdigest()
+    recipe = hashlib.sha256(f'{RECIPE_VERSION}:{calibration_sha256}'.encode()).hexdigest()
     return EngineKey(sha256_file(onnx_path), tensorrt_version(trt), name, f'{major}.{minor}',
                      dla_core, precision, tuple(input_shape), sm_count, recipe)
 
 
-def _calibration_cache(folder: Path, onnx_path: Path, onnx_sha: str,
+def _calibration_cache(folder: Path, onnx_path: Path, onnx_sha: str, trt_version: str,
                        input_size: tuple[int, int], calibration: CalibrationSet | None,
                        log: Callable[[str], None]) -> Path | None:
-    """The INT8 scale cache for this data (`...calib-<data sha12>.calib`); without data the
-    newest cache for this model and size, or None."""
-    prefix = f'{onnx_path.stem}.{onnx_sha[:12]}.{input_size[0]}x{input_size[1]}.calib-'
+    """The INT8 scale cache for this data (`...trt<version>...calib-<data sha12>.calib`:
+    scales are not portable across TensorRT versions); without data the newest cache for this
+    model, TensorRT and size, or None."""
+    prefix = (f'{onnx_path.stem}.{onnx_sha[:12]}.trt{trt_version}.'
+              f'{input_size[0]}x{input_size[1]}.calib-')
     if calibration is not None:
         return folder / f'{prefix}{calibration.sha256[:12]}.calib'
     found = sorted(folder.glob(prefix + '*.calib'), key=lambda path: path.stat().st_mtime)
@@ -122,7 +124,8 @@ def load_or_build(
     if precision == 'int8':
         if calibration_dir:
             calibration = CalibrationSet(calibration_dir, input_size, thermal)
-        scales = _calibration_cache(folder, onnx_path, sha256_file(onnx_path), input_size,
+        scales = _calibration_cache(folder, onnx_path, sha256_file(onnx_path),
+                                    tensorrt_version(import_tensorrt()), input_size,
                                     calibration, log)
     # The scales' data id is in the key: an engine prebuilt from calibration data is the one
     # a later start without calibration_dir (same scale file) loads.

@@ -2,10 +2,11 @@
 one stream (name-based IO API of TensorRT 8.5+: set_input_shape, set_tensor_address,
 execute_async_v3).
 
-The GPU's primary context is retained for the engine's lifetime and pushed around every
-call, so `infer` works from any thread (ROS executors call from worker threads). Every
-allocation is freed by `close` and on every error path of the constructor (pycuda skips
-frees on a context that is not current, so they happen while it is pushed).
+The GPU's primary context (retained once per process, tensorrt_common.primary_context) is
+pushed around every call, so `infer` and `close` work from any thread (ROS executors call
+from worker threads). Every allocation is freed by `close` and on every error path of the
+constructor (pycuda skips frees on a context that is not current, so they happen while it
+is pushed).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from occo_ros.engines.tensorrt_common import (
     import_pycuda_driver,
     import_tensorrt,
     parse_device,
+    primary_context,
+    quoted,
     shared_logger,
     step,
+    tensorrt_errors,
     tensorrt_version,
 )
 from occo_ros.model_contract import (
@@ -89,7 +93,7 @@ class TensorRTEngine(FusionEngine):
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, object] = {}
         with step('make the GPU current'):
-            self._primary = self._cuda.Device(gpu).retain_primary_context()
+            self._primary = primary_context(self._cuda, gpu)
             self._primary.push()
         try:
             self._setup(trt, plan, input_size, dla_core)
@@ -106,20 +110,22 @@ class TensorRTEngine(FusionEngine):
     def _setup(self, trt: types.ModuleType, plan: bytes, input_size: tuple[int, int] | None,
                dla_core: int | None) -> None:
         """Deserialise, validate IO, set shapes, allocate buffers (CUDA context pushed)."""
+        logger = shared_logger(trt)
         with step('create the runtime'):
-            self._runtime = trt.Runtime(shared_logger(trt))
+            self._runtime = trt.Runtime(logger)
             if dla_core is not None:
                 check_dla(dla_core, self._runtime.num_DLA_cores)
                 self._runtime.DLA_core = dla_core
-        with step('deserialise the engine'):
+        with step('deserialise the engine'), tensorrt_errors(logger) as errors:
             self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             built_with = plan_trt_version(plan)
             raise EngineError(
                 f'TensorRT {tensorrt_version(trt)} could not deserialise {self._model_path} '
                 f'(plan header says TensorRT '
-                f'{".".join(map(str, built_with)) if built_with else "?"}): it was built by '
-                'another TensorRT version or for another GPU, or the file is corrupt')
+                f'{".".join(map(str, built_with)) if built_with else "?"}){quoted(errors)}: it '
+                'was built by another TensorRT version or for another GPU, or the file is '
+                'corrupt')
         with step('read the engine IO'):
             specs = describe_io(self._engine, trt)
         if input_size is None:
@@ -129,8 +135,14 @@ class TensorRTEngine(FusionEngine):
             raise EngineError(f'engine {self._model_path} does not fit FIFN at {input_size[0]}x'
                               f'{input_size[1]}: ' + '; '.join(problems))
         self._shape = (1, 1, *input_size)
-        with step('create the execution context'):
+        with step('create the execution context'), tensorrt_errors(logger) as errors:
             self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise EngineError(
+                f'TensorRT could not create an execution context for {self._model_path}'
+                f'{quoted(errors)}: out of GPU memory? (other processes on the GPU, or an '
+                'input size too large for this device)')
+        with step('set the input shape'):
             refused = [spec.name for spec in specs if spec.is_input and -1 in spec.shape
                        and not self._context.set_input_shape(spec.name, self._shape)]
         if refused:
@@ -185,8 +197,8 @@ class TensorRTEngine(FusionEngine):
         self._release()
 
     def _release(self) -> None:
-        """Free every allocation (one failing free does not keep the others), then pop and
-        detach the context, which is current."""
+        """Free every allocation (one failing free does not keep the others), then pop the
+        context, which is current (it stays retained for the process: never detached)."""
         allocations = [*self._device.values(), *(array.base for array in self._host.values())]
         failures = []
         for allocation in allocations:  # .base: pycuda's page-locked HostAllocation
@@ -197,7 +209,6 @@ class TensorRTEngine(FusionEngine):
         self._device, self._host = {}, {}
         self._context = self._engine = self._runtime = self._stream = None
         self._primary.pop()
-        self._primary.detach()
         if failures:
             with step('free buffers'):
                 raise failures[0]
