@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # setting: the nodes must talk to processes started in any other shell (README, On a robot).
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: venv demo test test-fast test-py38 lint bench onnx hed-weights clean
+.PHONY: venv demo test test-fast test-py38 lint bench onnx hed-weights gpu-pack gpu-rehearsal clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,24 @@ bench: $(STAMP)
 # re-run after changing the model, the network code or the exporter (a test checks it).
 onnx: $(STAMP)
 	$(PY) -m occo_ros.export --dynamic --overwrite --out models/fifn_w025_pixel.onnx
+
+# The folder a lent GPU call carries (gpu_pack/, git-ignored; bench/gpu_pack.py): the
+# ../shared data packed to fit 64 MiB with the object masks (occo-masks, made once into
+# out/gpu_pack_src/) and the HED weights in int8; prints its size and the total that travels.
+GPU_DATA ?= ../shared/data
+gpu-pack: $(STAMP)
+	$(PY) -m training.hed
+	for set in msrs roadscene; do $(PY) -m training.masks --skip-existing --sheet-pairs 0 \
+		--ir $(GPU_DATA)/train/$$set/ir --vi $(GPU_DATA)/train/$$set/vi \
+		--out out/gpu_pack_src/masks/$$set || exit 1; done
+	$(PY) bench/gpu_pack.py pack --data $(GPU_DATA) --masks out/gpu_pack_src/masks --out gpu_pack
+	@echo "travels with a device call: $$(( ($$(git ls-files -z --cached --others \
+		--exclude-standard | du -cb --files0-from=- | tail -1 | cut -f1) + $$(du -sb gpu_pack \
+		| cut -f1)) >> 20 )) MiB of 64 (repository + gpu_pack)"
+
+# Both GPU calls rehearsed here: clean clone + gpu_pack, image-only venv, network cut, CPU.
+gpu-rehearsal:
+	bash bench/gpu_rehearsal.sh
 
 clean:
 	rm -rf out build install log *.egg-info

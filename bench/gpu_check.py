@@ -1,7 +1,7 @@
-"""GPU check for occo_ros: FP16 agreement of the SHIPPED model through TensorRT and PyTorch,
-latency of FIFN on CUDA, and the other backends where the machine has them. Run unattended
-through bench/gpu_check.sh (no internet needed); smoke-test on a CPU with
-`--device cpu --quick`.
+"""GPU check for occo_ros: PyTorch CUDA latency of FIFN at every width, precision and size,
+fp16/bf16 agreement of the SHIPPED model, ONNX Runtime on the CPU as the reference, and the
+TensorRT path where TensorRT and pycuda are installed. Run unattended through
+bench/gpu_check.sh (no network needed); smoke-test on a CPU with `--device cpu --quick`.
 
 Sections, most important first (each records its result, its error, or why it was skipped:
 a missing TensorRT/pycuda/CUDA is a skip with the reason, never an error; a failing section
@@ -10,17 +10,24 @@ does not stop the rest; a section that would overrun the time budget is skipped 
     environment         Python / torch (CUDA?) / GPU / onnxruntime providers / TensorRT / pycuda
     tensorrt_shipped    the shipped models/fifn_w025_pixel.pt through the node's own path
                         (create_engine, backend tensorrt): fp32 and fp16 engines at 480x640 and
-                        1080x1920: build/load time, latency, fp16-vs-fp32 PSNR (pass >= 40 dB)
-                        and vs PyTorch fp32 where CUDA torch is installed
-    torch_shipped       the shipped checkpoint in PyTorch fp16 vs fp32 at 480x640 and 1080p
-    tensorrt_w1.0       full-width FIFN (seeded random weights) fp16 at 512x640: model time
-                        (target <= 5 ms on an H100-class GPU); needs torch for the export
-    torch_w1/0.5/0.25   PyTorch fp32/fp16 latency at 512x640 (eager and CUDA graph replay)
+                        1080x1920. The lent GPU image has no TensorRT and no pycuda, cannot
+                        download them, and their wheels with libraries are far larger than
+                        the 64 MiB a call carries (pip's TensorRT 11.x is fp32-only in
+                        occo_ros): there these sections say so and are skipped
+    torch_shipped       the shipped checkpoint in PyTorch fp16 and bf16 vs fp32 at 480x640 and
+                        1080p: max abs error, PSNR (pass >= 40 dB)
+    tensorrt_w1.0       full-width FIFN (seeded random weights) fp16 at 480x640, with the
+                        count of layers pinned to FP32 (from the engine's sidecar)
+    torch_w1/0.5/0.25   PyTorch fp32/fp16/bf16 latency at 480x640, 720p and 1080p, eager and
+                        CUDA graph replay (median and p99 from CUDA events)
+    onnxruntime_cpu     ONNX Runtime on all CPU cores: the shipped model at the three sizes,
+                        widths 0.5 and 1.0 at 480x640 (the reference the GPU is compared with)
     onnxruntime_cuda    CUDA execution provider latency, if onnxruntime-gpu is installed
-    torch_compile_w0.25 torch.compile latency
-Agreement inputs: a real msrs pair when ../shared/data is present, else smooth synthetic
-images. Time budget: sections start only while --budget-s (default 360 s) lasts; the shell
-wrapper kills the run at 450 s, under 8 minutes in all.
+    torch_compile_*     torch.compile per width and precision at the three sizes, without and
+                        with CUDA graph replay; as many as the budget allows (fp16 first)
+Agreement inputs: a real msrs pair (gpu_pack/data or ../shared/data), else smooth synthetic
+images. Time budget: sections start only while --budget-s (default 400 s) lasts; the shell
+wrapper kills the run before 9 minutes.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 from collections.abc import Callable
 import json
 import math
+import os
 from pathlib import Path
 import platform
 import sys
@@ -42,7 +50,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from a checkout: occo_ros beside bench/
 PSNR_PASS_DB = 40.0
 SHIPPED = REPO / 'models' / 'fifn_w025_pixel.pt'
+SHIPPED_ONNX = REPO / 'models' / 'fifn_w025_pixel.onnx'
 AGREEMENT_SIZES = ((480, 640), (1080, 1920))
+LATENCY_SIZES = ((480, 640), (720, 1280), (1080, 1920))
+WIDTHS = (1.0, 0.5, 0.25)
+PAIR_FOLDERS = (REPO / 'gpu_pack' / 'data' / 'eval' / 'msrs',
+                REPO.parent / 'shared' / 'data' / 'eval' / 'msrs')
+TENSORRT_ABSENT = ('the lent GPU image has no TensorRT and no pycuda and cannot download them; '
+                   'their wheels with libraries are far larger than the 64 MiB a device call '
+                   "carries; pip's TensorRT 11.x is fp32-only in occo_ros (bench/gpu_check.sh "
+                   'installs wheels carried in $WHEELHOUSE)')
 
 
 class Skip(Exception):
@@ -83,25 +100,34 @@ def psnr(test: np.ndarray, reference: np.ndarray) -> float:
 
 def test_pair(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(visible Y, infrared) float32 (1, 1, H, W): a real msrs pair resized, else synthetic."""
-    folder = REPO.parent / 'shared' / 'data' / 'eval' / 'msrs'
     try:
         import cv2
+    except ImportError:
+        cv2 = None
+    for folder in PAIR_FOLDERS if cv2 is not None else ():
+        try:
+            name = sorted((folder / 'vi').iterdir())[0].name
+            images = [cv2.resize(cv2.imread(str(folder / sub / name), cv2.IMREAD_GRAYSCALE),
+                                 (size[1], size[0]), interpolation=cv2.INTER_AREA)
+                      for sub in ('vi', 'ir')]
+            return tuple(image.astype(np.float32)[None, None] / 255.0 for image in images)
+        except (OSError, IndexError, AttributeError, cv2.error):
+            continue
+    y, x = np.mgrid[0:size[0], 0:size[1]].astype(np.float32)
+    visible = 0.5 + 0.4 * np.sin(x / 37.0) * np.cos(y / 23.0)
+    infrared = np.exp(-((x - size[1] / 2) ** 2 + (y - size[0] / 2) ** 2) / (size[0] ** 2))
+    return visible[None, None], infrared.astype(np.float32)[None, None]
 
-        name = sorted((folder / 'vi').iterdir())[0].name
-        images = [cv2.resize(cv2.imread(str(folder / sub / name), cv2.IMREAD_GRAYSCALE),
-                             (size[1], size[0]), interpolation=cv2.INTER_AREA)
-                  for sub in ('vi', 'ir')]
-        return tuple(image.astype(np.float32)[None, None] / 255.0 for image in images)
-    except (ImportError, OSError, IndexError, AttributeError):
-        y, x = np.mgrid[0:size[0], 0:size[1]].astype(np.float32)
-        visible = 0.5 + 0.4 * np.sin(x / 37.0) * np.cos(y / 23.0)
-        infrared = np.exp(-((x - size[1] / 2) ** 2 + (y - size[0] / 2) ** 2) / (size[0] ** 2))
-        return visible[None, None], infrared.astype(np.float32)[None, None]
+
+def summarise(values: list[float]) -> dict:
+    return {'median_ms': round(float(np.median(values)), 3),
+            'p99_ms': round(float(np.percentile(values, 99)), 3),
+            'min_ms': round(float(np.min(values)), 3), 'runs': len(values)}
 
 
 def time_ms(run: Callable[[], object], sync: Callable[[], None], warmup: int,
             runs: int) -> dict:
-    """Median / p90 / min latency in ms of `run` (synchronised) over `runs` after warmup."""
+    """Median / p99 / min wall latency in ms of `run` (synchronised) after warmup."""
     for _ in range(warmup):
         run()
     sync()
@@ -111,9 +137,11 @@ def time_ms(run: Callable[[], object], sync: Callable[[], None], warmup: int,
         run()
         sync()
         values.append((time.perf_counter() - started) * 1000.0)
-    return {'median_ms': round(float(np.median(values)), 3),
-            'p90_ms': round(float(np.percentile(values, 90)), 3),
-            'min_ms': round(float(np.min(values)), 3), 'runs': runs}
+    return summarise(values)
+
+
+def size_name(size: tuple[int, int]) -> str:
+    return f'{size[0]}x{size[1]}'
 
 
 class Check:
@@ -130,12 +158,17 @@ class Check:
         self.torch_ready = torch is not None and (not self.cuda or torch.cuda.is_available())
         self.device = torch.device(args.device) if torch is not None else None
         self.budget = Budget(args.budget_s)
-        self.size = (64, 80) if args.quick else (512, 640)
+        self.sizes = ((48, 64), (72, 128)) if args.quick else LATENCY_SIZES
         self.agreement_sizes = ((48, 64), (72, 128)) if args.quick else AGREEMENT_SIZES
-        self.widths = (0.25,) if args.quick else (1.0, 0.5, 0.25)
-        self.warmup, self.runs = (2, 5) if args.quick else (10, 50)
-        self.results: dict = {'config': {'device': args.device, 'quick': args.quick,
-                                         'size_hw': list(self.size), 'budget_s': args.budget_s}}
+        self.widths = (0.25,) if args.quick else WIDTHS
+        # bf16 and fp16 are timed on CUDA only (a CPU smoke test checks the plumbing).
+        self.precisions = ('fp32', 'fp16', 'bf16') if self.cuda else ('fp32',)
+        self.warmup, self.runs = (2, 5) if args.quick else (10, 100)
+        self.results: dict = {'config': {
+            'device': args.device, 'quick': args.quick, 'budget_s': args.budget_s,
+            'sizes_hw': [list(size) for size in self.sizes], 'widths': list(self.widths),
+            'precisions': list(self.precisions), 'timing': 'CUDA events (median, p99)'
+            if self.cuda else 'perf_counter'}}
         self.workdir = Path(tempfile.mkdtemp(prefix='occo_gpu_check_'))
         self.checkpoints: dict[float, Path] = {}
 
@@ -148,8 +181,7 @@ class Check:
     def need_tensorrt(self) -> None:
         missing = [name for name in ('tensorrt', 'pycuda') if not installed(name)]
         if missing:
-            raise Skip(f'{" and ".join(missing)} not installed (bench/gpu_check.sh installs '
-                       'wheels carried in $WHEELHOUSE)')
+            raise Skip(f'{" and ".join(missing)} not installed: {TENSORRT_ABSENT}')
         if not self.cuda:
             raise Skip(f'device {self.args.device}')
 
@@ -190,31 +222,79 @@ class Check:
                 self.workdir / f'fifn_w{width:g}.pt', build_fifn(width))
         return self.checkpoints[width]
 
-    def module(self, path: Path, half: bool):
+    def dtype(self, precision: str):
+        torch = self.torch
+        return {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
+
+    def module(self, path: Path, precision: str):
         from occo_ros.checkpoint import load_checkpoint
         from occo_ros.model import InferenceFIFN
 
         self.need_torch()
         fifn, _ = load_checkpoint(path)
-        model = InferenceFIFN(fifn).to(self.device).eval()
-        return model.half() if half else model
+        return InferenceFIFN(fifn).to(self.device, self.dtype(precision)).eval()
 
-    def torch_fused(self, path: Path, half: bool, visible: np.ndarray,
+    def inputs(self, size: tuple[int, int], precision: str):
+        visible, infrared = test_pair(size)
+        return tuple(self.torch.from_numpy(image).to(self.device, self.dtype(precision))
+                     for image in (visible, infrared))
+
+    def torch_fused(self, path: Path, precision: str, visible: np.ndarray,
                     infrared: np.ndarray) -> np.ndarray:
         torch = self.torch
-        model = self.module(path, half)
-        dtype = torch.float16 if half else torch.float32
+        model = self.module(path, precision)
+        dtype = self.dtype(precision)
         with torch.inference_mode():
             fused = model(torch.from_numpy(visible).to(self.device, dtype),
                           torch.from_numpy(infrared).to(self.device, dtype))
         return fused.float().cpu().numpy()
 
+    def timed(self, run: Callable[[], object]) -> dict:
+        """Latency of `run`: per-call CUDA events on CUDA, wall clock on the CPU."""
+        if not self.cuda:
+            return time_ms(run, self.sync, self.warmup, self.runs)
+        torch = self.torch
+        for _ in range(self.warmup):
+            run()
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(self.runs)]
+        for start, end in events:
+            start.record()
+            run()
+            end.record()
+        torch.cuda.synchronize()
+        return summarise([start.elapsed_time(end) for start, end in events])
+
+    def graph_replay(self, run: Callable[[], object]) -> Callable[[], object]:
+        """A captured CUDA graph of `run` (warmed up on a side stream first)."""
+        torch = self.torch
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                run()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run()
+        return graph.replay
+
+    def modes(self, forward: Callable[[], object]) -> dict:
+        """{'eager' or 'compiled': timing, 'cuda_graph': timing of its graph replay}."""
+        out = {'run': self.timed(forward)}
+        if self.cuda:
+            try:
+                out['cuda_graph'] = self.timed(self.graph_replay(forward))
+            except Exception as exc:  # a capture failure is a finding, the rest still counts
+                out['cuda_graph'] = {'error': f'{type(exc).__name__}: {exc}'}
+        return out
+
     # --- sections -------------------------------------------------------------------------
 
     def environment(self) -> dict:
         torch = self.torch
-        info = {'python': platform.python_version(), 'torch': torch.__version__,
-                'cuda_available': torch.cuda.is_available()}
+        info = {'python': platform.python_version(), 'cpu_count': os.cpu_count(),
+                'torch': torch.__version__, 'cuda_available': torch.cuda.is_available()}
         if torch.cuda.is_available():
             index = torch.cuda.current_device()
             major, minor = torch.cuda.get_device_capability(index)
@@ -227,6 +307,8 @@ class Check:
                 info[module] = getattr(imported, '__version__', 'installed')
             except ImportError as exc:
                 info[module] = f'not installed ({exc})'
+        if not installed('tensorrt') or not installed('pycuda'):
+            info['tensorrt_rows'] = f'absent: {TENSORRT_ABSENT}'
         if 'not installed' not in str(info['onnxruntime']):
             import onnxruntime
 
@@ -234,76 +316,61 @@ class Check:
         return info
 
     def torch_latency(self, width: float) -> dict:
+        """Eager and CUDA-graph latency per size and precision (model in inference mode)."""
         self.need_torch()
-        torch = self.torch
-        visible, infrared = test_pair(self.size)
         out: dict = {}
-        outputs = {}
-        precisions = ('fp32', 'fp16') if self.cuda else ('fp32',)
-        for precision in precisions:
-            half = precision == 'fp16'
-            model = self.module(self.checkpoint(width), half)
-            dtype = torch.float16 if half else torch.float32
-            vis = torch.from_numpy(visible).to(self.device, dtype)
-            ir = torch.from_numpy(infrared).to(self.device, dtype)
-            with torch.inference_mode():
-                out[f'{precision}_eager'] = time_ms(lambda m=model, a=vis, b=ir: m(a, b),
-                                                    self.sync, self.warmup, self.runs)
-                outputs[precision] = model(vis, ir).float().cpu().numpy()
-            if self.cuda:
-                out[f'{precision}_cuda_graph'] = self.graph_latency(model, vis, ir)
-        if 'fp16' in outputs:
-            value = psnr(outputs['fp16'], outputs['fp32'])
-            out['fp16_vs_fp32_psnr_db'] = round(value, 2)
-            out['fp16_pass'] = bool(value >= PSNR_PASS_DB and np.isfinite(outputs['fp16']).all())
+        for precision in self.precisions:
+            model = self.module(self.checkpoint(width), precision)
+            for size in self.sizes:
+                vis, ir = self.inputs(size, precision)
+                with self.torch.inference_mode():
+                    timings = self.modes(lambda m=model, a=vis, b=ir: m(a, b))
+                out.setdefault(size_name(size), {})[precision] = {
+                    'eager': timings['run'], **{k: v for k, v in timings.items() if k != 'run'}}
         return out
 
-    def graph_latency(self, model, vis, ir) -> dict:
-        """Latency of replaying a captured CUDA graph of the forward pass."""
-        torch = self.torch
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):  # warm up on a side stream before capture
-                model(vis, ir)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            model(vis, ir)
-        return time_ms(graph.replay, self.sync, self.warmup, self.runs)
-
-    def torch_compile(self, width: float) -> dict:
+    def torch_compile(self, width: float, precision: str) -> dict:
+        """torch.compile (a fresh compile per size: static shapes) without and with graphs."""
         self.need_torch()
         torch = self.torch
-        model = self.module(self.checkpoint(width), half=self.cuda)
-        dtype = next(model.parameters()).dtype
-        visible, infrared = test_pair(self.size)
-        vis = torch.from_numpy(visible).to(self.device, dtype)
-        ir = torch.from_numpy(infrared).to(self.device, dtype)
-        started = time.monotonic()
-        compiled = torch.compile(model)
-        with torch.inference_mode():
-            compiled(vis, ir)
-            self.sync()
-            compile_s = time.monotonic() - started
-            result = time_ms(lambda: compiled(vis, ir), self.sync, self.warmup, self.runs)
-        return {'precision': str(dtype), 'compile_s': round(compile_s, 1), **result}
+        model = self.module(self.checkpoint(width), precision)
+        out: dict = {'backend': self.args.compile_backend}
+        for size in self.sizes:
+            if self.budget.left() < 30:
+                out[size_name(size)] = {'skipped': f'time budget: {self.budget.left():.0f} s'}
+                continue
+            torch._dynamo.reset()
+            compiled = torch.compile(model, backend=self.args.compile_backend)
+            vis, ir = self.inputs(size, precision)
+            started = time.monotonic()
+            with torch.inference_mode():
+                compiled(vis, ir)
+                self.sync()
+                compile_s = round(time.monotonic() - started, 1)
+                timings = self.modes(lambda c=compiled, a=vis, b=ir: c(a, b))
+            out[size_name(size)] = {'compile_s': compile_s, 'compiled': timings['run'],
+                                    **{k: v for k, v in timings.items() if k != 'run'}}
+        return out
 
     def torch_shipped(self) -> dict:
-        """The shipped checkpoint in PyTorch fp16 vs fp32 at the agreement sizes."""
+        """The shipped checkpoint in fp16 and bf16 vs fp32 at the agreement sizes."""
         self.need_torch()
         if not self.cuda:
-            raise Skip('fp16 needs CUDA')
-        out = {}
+            raise Skip('fp16 and bf16 are checked on CUDA')
+        out: dict = {}
         for size in self.agreement_sizes:
             visible, infrared = test_pair(size)
-            fp32, fp16 = (self.torch_fused(SHIPPED, half, visible, infrared)
-                          for half in (False, True))
-            value = psnr(fp16, fp32)
-            out[f'{size[0]}x{size[1]}'] = {
-                'fp16_vs_fp32_psnr_db': round(value, 2), 'fp16_finite': bool(
-                    np.isfinite(fp16).all()),
-                'pass': bool(value >= PSNR_PASS_DB and np.isfinite(fp16).all())}
+            reference = self.torch_fused(SHIPPED, 'fp32', visible, infrared)
+            row = {}
+            for precision in ('fp16', 'bf16'):
+                fused = self.torch_fused(SHIPPED, precision, visible, infrared)
+                value = psnr(fused, reference)
+                finite = bool(np.isfinite(fused).all())
+                row[precision] = {
+                    'max_abs_error_vs_fp32': round(float(np.abs(fused - reference).max()), 5),
+                    'psnr_db_vs_fp32': round(value, 2), 'finite': finite,
+                    'pass': bool(value >= PSNR_PASS_DB and finite)}
+            out[size_name(size)] = row
         return out
 
     def trt_engine(self, model: Path, precision: str, size: tuple[int, int]):
@@ -341,29 +408,64 @@ class Check:
             if len(fused) == 2:
                 value = psnr(fused['fp16'], fused['fp32'])
                 row['fp16_vs_fp32_psnr_db'] = round(value, 2)
+                row['fp16_max_abs_error_vs_fp32'] = round(
+                    float(np.abs(fused['fp16'] - fused['fp32']).max()), 5)
                 row['pass'] = bool(value >= PSNR_PASS_DB and np.isfinite(fused['fp16']).all())
             if self.torch_ready and fused:
-                reference = self.torch_fused(SHIPPED, False, visible, infrared)
+                reference = self.torch_fused(SHIPPED, 'fp32', visible, infrared)
                 row.update({f'{name}_vs_torch_fp32_psnr_db': round(psnr(array, reference), 2)
                             for name, array in fused.items()})
-            out[f'{size[0]}x{size[1]}'] = row
+            out[size_name(size)] = row
         return out
 
     def tensorrt_full_width(self) -> dict:
-        """Width 1.0, fp16, at 512x640: build, model time (infer incl. copies)."""
+        """Width 1.0, fp16, at 480x640: build, model time (infer incl. copies), pinned
+        FP32 layers (recorded in the engine's sidecar, not in the engine info)."""
         self.need_tensorrt()
+        from occo_ros.artifact_cache import read_sidecar
+
         checkpoint = self.checkpoint(1.0 if not self.args.quick else 0.25)
-        visible, infrared = test_pair(self.size)
-        engine, load_s = self.trt_engine(checkpoint, 'fp16', self.size)
+        size = self.sizes[0]
+        visible, infrared = test_pair(size)
+        engine, load_s = self.trt_engine(checkpoint, 'fp16', size)
         try:
+            sidecar, problem = read_sidecar(Path(engine.info.details.get('engine_path', '')))
             return {'load_s': round(load_s, 1), 'precision_used': engine.info.precision,
-                    'fp32_layers': engine.info.details.get('fp32_layers'),
+                    'fp32_layers': sidecar.get('fp32_layers') if sidecar else
+                    f'unknown: {problem}',
                     **time_ms(lambda: engine.infer(visible, infrared), lambda: None,
                               self.warmup, self.runs)}
         finally:
             engine.close()
 
-    def onnxruntime(self) -> dict:
+    def onnxruntime_engine(self, model: Path, device: str, size: tuple[int, int]):
+        from occo_ros.engines import EngineSpec, create_engine
+
+        return create_engine(EngineSpec(
+            backend='onnxruntime', model_path=str(model), device=device, input_size=size,
+            cache_dir=str(self.workdir / 'cache'), num_threads=os.cpu_count() or 1))
+
+    def onnxruntime_cpu(self) -> dict:
+        """The CPU reference: ONNX Runtime on every core (shipped dynamic export; the other
+        widths exported from their seeded checkpoints at the first size)."""
+        if not installed('onnxruntime'):
+            raise Skip('onnxruntime not installed')
+        runs = [(0.25, SHIPPED_ONNX, size) for size in self.sizes]
+        runs += [(width, None, self.sizes[0]) for width in self.widths if width != 0.25]
+        out: dict = {'threads': os.cpu_count()}
+        for width, model, size in runs:
+            if self.budget.left() < 20:
+                out[f'w{width:g} {size_name(size)}'] = {'skipped': 'time budget'}
+                continue
+            engine = self.onnxruntime_engine(model or self.checkpoint(width), 'cpu', size)
+            visible, infrared = test_pair(size)
+            out[f'w{width:g} {size_name(size)}'] = time_ms(
+                lambda e=engine, v=visible, i=infrared: e.infer(v, i), lambda: None,
+                min(self.warmup, 3), min(self.runs, 20))
+            engine.close()
+        return out
+
+    def onnxruntime_cuda(self) -> dict:
         if not installed('onnxruntime'):
             raise Skip('onnxruntime not installed')
         import onnxruntime
@@ -371,14 +473,10 @@ class Check:
         if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
             raise Skip('onnxruntime-gpu not installed (providers '
                        f'{onnxruntime.get_available_providers()})')
-        from occo_ros.engines import EngineSpec, create_engine
-
-        visible, infrared = test_pair(self.size)
+        visible, infrared = test_pair(self.sizes[0])
         out = {}
         for width in self.widths:
-            engine = create_engine(EngineSpec(
-                backend='onnxruntime', model_path=str(self.checkpoint(width)), device='cuda',
-                input_size=self.size, cache_dir=str(self.workdir / 'cache')))
+            engine = self.onnxruntime_engine(self.checkpoint(width), 'cuda', self.sizes[0])
             out[f'w{width:g}'] = {'providers': engine.info.details.get('providers'),
                                   **time_ms(lambda e=engine: e.infer(visible, infrared),
                                             lambda: None, self.warmup, self.runs)}
@@ -394,38 +492,52 @@ class Check:
         for width in self.widths:
             self.section(f'torch_w{width:g}', 20, lambda w=width: self.torch_latency(w),
                          self.need_torch)
-        self.section('onnxruntime_cuda', 40, self.onnxruntime)
-        if not self.args.quick:
-            self.section('torch_compile_w0.25', 90, lambda: self.torch_compile(0.25),
-                         self.need_torch)
+        self.section('onnxruntime_cpu', 30, self.onnxruntime_cpu)
+        self.section('onnxruntime_cuda', 40, self.onnxruntime_cuda)
+        # fp16 first (what a robot would run), the full and the deployed width first.
+        order = sorted(self.widths, key=lambda w: (w != 1.0, w != 0.25))
+        for precision in ('fp16', 'bf16', 'fp32'):
+            if precision not in self.precisions:
+                continue
+            for width in order:
+                self.section(f'torch_compile_w{width:g}_{precision}', 40,
+                             lambda w=width, p=precision: self.torch_compile(w, p),
+                             self.need_torch)
         return self.results
+
+
+def timing_rows(prefix: str, value: object) -> list[tuple[str, dict]]:
+    """(path, timing) of every nested dict that holds a median."""
+    if not isinstance(value, dict):
+        return []
+    if 'median_ms' in value:
+        return [(prefix, value)]
+    return [row for key, child in value.items()
+            for row in timing_rows(f'{prefix} {key}'.strip(), child)]
 
 
 def markdown(results: dict) -> str:
     """A short markdown summary of the JSON results."""
     env = results.get('environment', {})
     lines = [f'GPU check: {env.get("gpu", "no GPU")} (cc {env.get("compute_capability", "-")}),'
-             f' torch {env.get("torch")}, CUDA {env.get("cuda")}, TensorRT '
-             f'{env.get("tensorrt")}, onnxruntime {env.get("onnxruntime")}; input '
-             f'{results["config"]["size_hw"][0]}x{results["config"]["size_hw"][1]} (HxW)', '',
-             '| check | median ms | p90 ms | note |', '|---|---|---|---|']
+             f' torch {env.get("torch")}, CUDA {env.get("cuda")}, onnxruntime '
+             f'{env.get("onnxruntime")}, {env.get("cpu_count")} CPUs; timing '
+             f'{results["config"]["timing"]}', '']
+    if 'tensorrt_rows' in env:
+        lines += [f'TensorRT rows {env["tensorrt_rows"]}', '']
+    lines += ['| check | median ms | p99 ms | note |', '|---|---|---|---|']
     for name, section in results.items():
         if name in ('config', 'environment') or not isinstance(section, dict):
             continue
         if 'error' in section or 'skipped' in section:
             lines.append(f'| {name} | - | - | {section.get("error") or section["skipped"]} |')
             continue
-        rows = {key: value for key, value in section.items()
-                if isinstance(value, dict) and 'median_ms' in value}
-        if 'median_ms' in section:
-            rows = {'': section}
-        for key, value in rows.items():
+        for path, value in timing_rows(name, section):
             note = ', '.join(f'{k} {v}' for k, v in value.items()
-                             if k in ('precision_used', 'load_s', 'cache', 'compile_s'))
-            lines.append(f'| {name} {key} | {value["median_ms"]} | {value["p90_ms"]} | '
-                         f'{note} |')
+                             if k in ('precision_used', 'load_s', 'cache', 'fp32_layers'))
+            lines.append(f'| {path} | {value["median_ms"]} | {value["p99_ms"]} | {note} |')
         extras = {k: v for k, v in section.items()
-                  if k.startswith(('fp16_', 'pass', 'size')) or k[:1].isdigit()}
+                  if k not in ('section_s', 'threads') and not timing_rows('', v)}
         if extras:
             lines.append(f'| {name} | - | - | {json.dumps(extras)} |')
     return '\n'.join(lines) + '\n'
@@ -439,8 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', type=Path, default=Path('out'),
                         help='folder for gpu_check.json and gpu_check.md (default ./out), '
                              'rewritten after every section')
-    parser.add_argument('--budget-s', type=float, default=360.0,
-                        help='stop starting sections after this many seconds (default 360)')
+    parser.add_argument('--budget-s', type=float, default=400.0,
+                        help='stop starting sections after this many seconds (default 400)')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help="torch.compile backend (default inductor; 'eager' checks the "
+                             'plumbing on a CPU without a compiler run)')
     args = parser.parse_args(argv)
     results = Check(args).run()
     write_results(results, args.out)
