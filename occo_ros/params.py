@@ -143,6 +143,12 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
     # output
     ParamSpec('output_encoding', 'rgb8', 'Encoding of fused/image.',
               choices=('rgb8', 'bgr8', 'mono8'), dynamic=True),
+    ParamSpec('color_mode', 'preserve_saturation', 'How the fused luma gets the visible '
+              'colour: preserve_saturation (chroma scaled with the luma, so hue and '
+              'saturation stay the visible ones where the infrared brightens the scene) or '
+              'keep_chroma (the visible Cb/Cr unchanged, the behaviour before issue 21: '
+              'brightened dark colour turns pastel).',
+              choices=('preserve_saturation', 'keep_chroma')),
     ParamSpec('max_input_pixels', 4096 * 2160, 'Largest width x height accepted on an input '
               '(4K by default); larger images are refused before decoding (compressed ones '
               'from their header).', min_value=1, max_value=1 << 30, dynamic=True),
@@ -212,6 +218,7 @@ class FusionSettings(_GroupValues):
     thermal_percentiles: tuple[float, ...]
     thermal_smoothing: float
     output_encoding: str
+    color_mode: str
     max_input_pixels: int
 
 

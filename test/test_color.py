@@ -4,7 +4,15 @@ import cv2
 import numpy as np
 import pytest
 
-from occo_ros.color import compose_rgb, luma_chroma, rgb_to_ycbcr, ycbcr_to_rgb
+from occo_ros.color import (
+    COLOR_MODES,
+    DARK_LUMA,
+    compose_rgb,
+    luma_chroma,
+    rgb_to_ycbcr,
+    ycbcr_to_rgb,
+)
+from occo_ros.params import SPECS
 
 
 def spec_forward(rgb, delta):
@@ -114,19 +122,20 @@ def test_compose_with_the_original_luma_gives_the_image_back(order):
     rgb = random_rgb(seed=9)
     image = rgb if order == 'rgb' else rgb[..., ::-1]
     y, ycbcr = luma_chroma(image, order)
-    np.testing.assert_array_equal(compose_rgb(y, ycbcr, 'rgb'), ycbcr_to_rgb(ycbcr))
+    np.testing.assert_array_equal(compose_rgb(y, ycbcr, 'rgb', 'keep_chroma'),
+                                  ycbcr_to_rgb(ycbcr))
     assert np.abs(compose_rgb(y, ycbcr, 'rgb').astype(int) - rgb).max() <= 2
     np.testing.assert_array_equal(compose_rgb(y, ycbcr, 'bgr'),
                                   compose_rgb(y, ycbcr, 'rgb')[..., ::-1])
 
 
-def test_compose_replaces_luma_and_keeps_chroma():
+def test_keep_chroma_replaces_luma_and_keeps_chroma():
     # a mid-gray-ish image keeps the new luminance in gamut, so it is recovered
     rgb = np.random.default_rng(10).integers(90, 170, (32, 48, 3), dtype=np.uint8)
     _, ycbcr = luma_chroma(rgb)
     original = ycbcr.copy()
     fused = np.random.default_rng(11).uniform(0.4, 0.6, (32, 48)).astype(np.float32)
-    out = compose_rgb(fused, ycbcr)
+    out = compose_rgb(fused, ycbcr, mode='keep_chroma')
     np.testing.assert_array_equal(ycbcr, original)  # input untouched
     back = rgb_to_ycbcr(out).astype(int)
     assert np.abs(back[..., 0] - np.round(fused * 255)).max() <= 1
@@ -151,8 +160,12 @@ def test_real_visible_image_round_trip(shared_data):
         y, ycbcr = luma_chroma(bgr, 'bgr')
         # OpenCV's gray conversion uses the same luma weights (fixed point: +-1)
         assert np.abs(y.astype(int) - cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)).max() <= 1
-        error = np.abs(compose_rgb(y / 255.0, ycbcr, 'bgr').astype(int) - bgr)
+        error = np.abs(compose_rgb(y / 255.0, ycbcr, 'bgr', 'keep_chroma').astype(int) - bgr)
         assert error.max() <= 2 and error.mean() < 0.5
+        # preserve_saturation: near white, the gamut bound on the rounded chroma may take a
+        # few percent of it (a count or two of headroom)
+        error = np.abs(compose_rgb(y / 255.0, ycbcr, 'bgr').astype(int) - bgr)
+        assert error.max() <= 4 and error.mean() < 0.5
 
 
 @pytest.mark.parametrize('call, words', [
@@ -174,3 +187,97 @@ def test_invalid_input_raises(call, words):
         call()
     for word in words:
         assert word in str(info.value)
+
+
+def hsv(rgb):
+    """Float HSV of a uint8 RGB image: hue in degrees, saturation and value in [0, 1]."""
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
+
+
+def hue_difference(a, b):
+    diff = np.abs(a - b)
+    return np.minimum(diff, 360.0 - diff)
+
+
+def dark_colours_lifted(seed=20, shape=(48, 64)):
+    """Dark, clearly coloured visible pixels and a fused luma 2-6x theirs (issue 21's case:
+    the infrared lights up a dark scene), plus the visible luma."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 70, shape + (3,), dtype=np.uint8)
+    y, ycbcr = luma_chroma(rgb)
+    fused = np.clip(y * rng.uniform(2.0, 6.0, shape), 0, 255).astype(np.uint8)
+    return rgb, y, ycbcr, fused
+
+
+def test_preserve_saturation_keeps_hue_and_saturation_where_the_luma_rises():
+    rgb, y, ycbcr, fused = dark_colours_lifted()
+    out = compose_rgb(fused, ycbcr)
+    vis, res = hsv(rgb), hsv(out)
+    # coloured, not near-black, and room for the full gain below 255 (else the gamut rules)
+    gain = fused / np.maximum(y, 1.0)
+    judged = ((y >= DARK_LUMA) & (rgb.max(axis=2) - rgb.min(axis=2).astype(int) >= 12)
+              & (rgb.max(axis=2) * gain < 250))
+    assert judged.sum() > 500
+    assert np.abs(res[..., 1] - vis[..., 1])[judged].mean() < 0.02
+    assert hue_difference(res[..., 0], vis[..., 0])[judged].mean() < 2.0
+    # the old composition turns the same pixels pastel
+    old = hsv(compose_rgb(fused, ycbcr, mode='keep_chroma'))
+    assert old[..., 1][judged].mean() < 0.6 * vis[..., 1][judged].mean()
+
+
+@pytest.mark.parametrize('mode', COLOR_MODES)
+def test_published_luma_is_the_fused_luma_even_for_strong_colours(mode):
+    # saturated colours of every luma, fused luma anywhere: the gamut limit lowers the
+    # saturation instead of clipping a channel, so the BT.601 luma stays the fused one
+    rng = np.random.default_rng(21)
+    rgb = random_rgb(64, 64, seed=22)
+    _, ycbcr = luma_chroma(rgb)
+    fused = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    out = compose_rgb(fused, ycbcr, mode=mode)
+    error = np.abs(rgb_to_ycbcr(out)[..., 0].astype(int) - fused)
+    if mode == 'preserve_saturation':
+        assert error.max() <= 2
+        # and the hue survives wherever some colour is left
+        coloured = (out.max(axis=2) - out.min(axis=2).astype(int) >= 24) & (
+            rgb.max(axis=2) - rgb.min(axis=2).astype(int) >= 24)
+        assert hue_difference(hsv(out)[..., 0], hsv(rgb)[..., 0])[coloured].mean() < 3.0
+    else:   # luma swap: clipped channels lose luma
+        assert error.max() > 20
+
+
+@pytest.mark.parametrize('mode', COLOR_MODES)
+def test_gray_inputs_stay_gray(mode):
+    gray = random_rgb(seed=23)[..., 0]
+    fused = random_rgb(seed=24)[..., 0]
+    for image, order in ((gray, 'gray'), (np.repeat(gray[..., None], 3, axis=2), 'rgb')):
+        _, ycbcr = luma_chroma(image, order)
+        out = compose_rgb(fused, ycbcr, mode=mode)
+        np.testing.assert_array_equal(out, np.repeat(fused[..., None], 3, axis=2))
+
+
+def test_near_black_chroma_noise_is_not_blown_up():
+    # visible chroma of a couple of counts on a near-black pixel is sensor noise: lifted to
+    # luma 200, its chroma grows by at most (255 + DARK_LUMA) / DARK_LUMA, not 200 / 2
+    rgb = np.tile(np.array([[[4, 1, 2]]], np.uint8), (8, 8, 1))
+    y, ycbcr = luma_chroma(rgb)
+    out = compose_rgb(np.full((8, 8), 200, np.uint8), ycbcr)
+    chroma_in = np.abs(ycbcr[..., 1:].astype(int) - 128).max()
+    chroma_out = np.abs(rgb_to_ycbcr(out)[..., 1:].astype(int) - 128).max()
+    assert chroma_in > 0
+    assert chroma_out <= chroma_in * (255 + DARK_LUMA) / DARK_LUMA
+    assert chroma_out < chroma_in * 200 / y.max() / 2
+    assert hsv(out)[..., 1].max() < hsv(rgb)[..., 1].min()
+
+
+def test_unchanged_luma_gives_the_visible_image_back():
+    rgb = random_rgb(seed=25)
+    y, ycbcr = luma_chroma(rgb)
+    out = compose_rgb(y, ycbcr)
+    assert np.abs(out.astype(int) - compose_rgb(y, ycbcr, mode='keep_chroma')).max() <= 2
+
+
+def test_color_modes_are_the_parameter_choices():
+    assert SPECS['color_mode'].choices == COLOR_MODES
+    assert SPECS['color_mode'].default == COLOR_MODES[0]
+    with pytest.raises(ValueError, match='preserve_saturation, keep_chroma'):
+        compose_rgb(np.zeros((4, 4)), np.zeros((4, 4, 3), np.uint8), mode='hsv')
