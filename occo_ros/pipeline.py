@@ -28,7 +28,7 @@ import numpy as np
 
 from occo_ros import codec
 from occo_ros.calibration_file import registration_from_params
-from occo_ros.color import compose_rgb, luma_chroma
+from occo_ros.color import COLOR_MODES, check_color_mode, compose_rgb, luma_chroma
 from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import FusionEngine
 from occo_ros.params import FusionSettings
@@ -160,8 +160,11 @@ class FusionPipeline:
 
     def __init__(self, engine: FusionEngine, registration: Registration,
                  normalizer: ThermalNormalizer, input_size: tuple[int, int],
-                 output_size: tuple[int, int]) -> None:
-        """``input_size`` (network) and ``output_size`` (fused image) are (width, height)."""
+                 output_size: tuple[int, int], color_mode: str = COLOR_MODES[0]) -> None:
+        """``input_size`` (network) and ``output_size`` (fused image) are (width, height);
+        ``color_mode``: how compose recombines colour (occo_ros.color.COLOR_MODES)."""
+        check_color_mode(color_mode)
+        self.color_mode = color_mode
         self.engine = engine
         self.registration = registration
         self.normalizer = normalizer
@@ -176,7 +179,7 @@ class FusionPipeline:
         registration = registration or registration_from_params(params)
         return cls(engine, registration, thermal_normalizer(params),
                    (params.input_width, params.input_height),
-                   (params.output_width, params.output_height))
+                   (params.output_width, params.output_height), params.color_mode)
 
     def preprocess(self, thermal: np.ndarray, rgb: np.ndarray,
                    rgb_order: str = 'rgb') -> PreparedPair:
@@ -205,10 +208,10 @@ class FusionPipeline:
         return fused[0, 0]
 
     def compose(self, fused_y: np.ndarray, prepared: PreparedPair) -> FusedFrame:
-        """Fused Y at the output size + visible chroma -> RGB uint8."""
+        """Fused Y at the output size + visible colour (``color_mode``) -> RGB uint8."""
         start = time.perf_counter()
         y_out = cv2.resize(fused_y, self.output_size, interpolation=cv2.INTER_LINEAR)
-        rgb = compose_rgb(y_out, prepared.chroma)
+        rgb = compose_rgb(y_out, prepared.chroma, mode=self.color_mode)
         prepared.times_ms['compose'] = (time.perf_counter() - start) * 1e3
         return FusedFrame(rgb, fused_y, prepared.times_ms)
 
