@@ -152,12 +152,37 @@ def test_dla_core_is_checked_and_used(monkeypatch, tmp_path, version):
     fake.check()
 
 
-def test_tensorrt_11_refuses_reduced_precision_by_name(monkeypatch, tmp_path):
+def test_tensorrt_11_refuses_int8_by_name(monkeypatch, tmp_path):
     fake = Fake(monkeypatch, '11.1')
-    for precision in ('fp16', 'int8'):
-        with pytest.raises(EngineError, match=r'strongly typed networks only .* TensorRT '
-                                              r'8\.5/8\.6 .* and 10\.x'):
-            build(tmp_path, precision)
+    with pytest.raises(EngineError, match=r'strongly typed networks only .* TensorRT '
+                                          r'8\.5/8\.6 .* and 10\.x'):
+        build(tmp_path, 'int8')
+    fake.check()
+
+
+def test_tensorrt_11_builds_fp16_from_the_fp16_islands_export(monkeypatch, tmp_path):
+    """11 takes the precision from the ONNX types: load_or_build converts the fp32 export
+    to float16 with FP32 islands, and the (strongly typed) network computes in float16
+    except the 60 nodes of the FP32 regions."""
+    fake = Fake(monkeypatch, '11.1')
+    engine, result, lines = build(tmp_path, 'fp16')
+    built = engine._engine._description
+    assert engine.info.precision == 'fp16' and built['flags'] == [] and built['pinned'] == []
+    assert len(built['float16_layers']) > 400
+    assert not any(FP32_REGION_PATTERN.search(name) for name in built['float16_layers'])
+    assert result.sidecar['fp32_layers'] >= 60   # the 60 listed + Casts into the regions
+    assert engine.info.model_path == str(SHIPPED_ONNX)
+    converted = list((tmp_path / 'cache').glob('*.fp16i1.onnx'))
+    assert len(converted) == 1 and any('wrote' in line for line in lines)
+    infer_in_thread(engine)
+    engine.close()
+    again, result, _ = build(tmp_path, 'fp16')   # the same copy and engine serve again
+    assert result.action == 'loaded'
+    again.close()
+    # Given the fp32 graph directly, the build says why it cannot be fp16.
+    with pytest.raises(EngineError, match='is typed float32, and TensorRT 11.1.0.6 takes the '
+                                          'precision from the ONNX types'):
+        tensorrt_build.build_plan(SHIPPED_ONNX, 'fp16', SIZE)
     fake.check()
 
 
@@ -530,3 +555,37 @@ def test_the_engine_key_names_a_recipe_version_not_the_file(monkeypatch, tmp_pat
     monkeypatch.setattr(tensorrt_engine, 'RECIPE_VERSION', tensorrt_build.RECIPE_VERSION + 1)
     assert tensorrt_engine.engine_key(SHIPPED_ONNX, 'fp16', SIZE, 'cuda') != key
     fake.check()
+
+
+def test_fp16_islands_keeps_the_fp32_regions_and_the_io_contract():
+    import onnx
+    import onnxruntime as ort
+
+    from occo_ros.fp16_islands import fp16_islands
+
+    fp32 = onnx.load(str(SHIPPED_ONNX))
+    half = fp16_islands(fp32)
+    graph = onnx.shape_inference.infer_shapes(half).graph
+    elem = {value.name: value.type.tensor_type.elem_type
+            for value in (*graph.input, *graph.value_info, *graph.output)}
+    float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert {elem[name] for name in ('visible_y', 'infrared', 'fused_y')} == {float32}
+    region = [node for node in graph.node if FP32_REGION_PATTERN.search(node.name)]
+    listed = set(json.loads(onnx_metadata(SHIPPED_ONNX)['fp32_nodes']))
+    assert listed <= {node.name for node in region}
+    assert all(elem[out] == float32 for node in region for out in node.output)
+    convs = [node for node in graph.node if node.op_type == 'Conv']
+    assert convs and all(elem[node.output[0]] == float16 for node in convs)
+    sessions = [ort.InferenceSession(model.SerializeToString(),
+                                     providers=['CPUExecutionProvider']) for model in (fp32, half)]
+    visible, infrared = pair()
+    outputs = [session.run(None, {'visible_y': visible, 'infrared': infrared})[0]
+               for session in sessions]
+    assert outputs[1].dtype == np.float32
+    assert np.abs(outputs[1] - outputs[0]).max() < 5e-3   # fp16 rounding, no overflow
+    for node in fp32.graph.node:
+        node.name = node.name.replace('attention_context', 'ac').replace('channel_pool', 'cp')
+    with pytest.raises(EngineError, match='has no FP32 region'):
+        fp16_islands(fp32)
+    with pytest.raises(EngineError, match='already holds float16'):
+        fp16_islands(half)

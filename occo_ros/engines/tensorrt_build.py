@@ -5,7 +5,8 @@ Per major version (the branches are version tests, never attribute probes, so a 
 fake of each version's bindings can check that nothing else is touched):
     8.x   explicit-batch network flag; no progress monitor (a thread logs elapsed time).
     10.x  network flags 0 (explicit batch is the only mode); trt.IProgressMonitor.
-    >= 11 strongly typed only: fp32 builds as the graph is typed; fp16/int8 refused.
+    >= 11 strongly typed only: the engine computes in the ONNX graph's types (fp16: an
+          fp16 export with FP32 islands, occo_ros.fp16_islands); int8 refused.
 
 FP16 safety (OCCO_METHOD.md §2): the attention context exceeds the FP16 range at high
 resolutions, so the layers named by model_contract.FP32_REGION_PATTERN are pinned to FP32
@@ -309,6 +310,13 @@ def listed_fp32_nodes(onnx_path: Path) -> list[str] | None:
     return json.loads(listed) if listed else None
 
 
+def _typed_float16(network: object, trt: types.ModuleType) -> bool:
+    """Whether any layer of the network outputs float16 (a strongly typed fp16 graph)."""
+    return any(layer.get_output(i).dtype == trt.float16
+               for layer in map(network.get_layer, range(network.num_layers))
+               for i in range(layer.num_outputs))
+
+
 def network_flags(trt: types.ModuleType) -> int:
     """Explicit batch is required in TensorRT 8.x and the only mode (flag deprecated) in 10+."""
     if major_version(trt) >= 10:
@@ -333,14 +341,14 @@ def _configure_precision(trt: types.ModuleType, builder: object, config: object,
                          log: Callable[[str], None]) -> str:
     """Set precision / DLA flags; returns the precision actually used."""
     if major_version(trt) >= STRONGLY_TYPED_MAJOR:
-        if precision != 'fp32':
+        if precision == 'int8':
             raise EngineError(
                 f'TensorRT {tensorrt_version(trt)} builds strongly typed networks only (no '
-                f'FP16/INT8 builder flags, no calibrator): occo_ros builds {precision} engines '
-                f'with {SUPPORTED}; use precision fp32 with this TensorRT, or install 10.x')
+                f'INT8 builder flag, no calibrator): occo_ros builds int8 engines with '
+                f'{SUPPORTED}; use precision fp16 or fp32 with this TensorRT, or install 10.x')
         if dla_core is not None:
             raise EngineError(f'DLA builds need TensorRT {SUPPORTED.split(" for")[0]}')
-        return 'fp32'
+        return precision
     used = precision
     if precision == 'int8' and not builder.platform_has_fast_int8:
         used = 'fp16'
@@ -427,6 +435,12 @@ def build_plan(
             used = _configure_precision(trt, builder, config, precision, dla_core, log)
             _set_profile(builder, config, network, input_shape, used)
             pinned = pin_fp32_layers(network, trt) if used != 'fp32' else {}
+        if used == 'fp16' and major_version(trt) >= STRONGLY_TYPED_MAJOR \
+                and not _typed_float16(network, trt):
+            raise EngineError(
+                f'{onnx_path.name} is typed float32, and TensorRT {tensorrt_version(trt)} takes '
+                'the precision from the ONNX types: build fp16 from its fp16 copy with FP32 '
+                'islands (occo_ros.fp16_islands; load_or_build makes it)')
         if used != 'fp32':
             check_fp32_regions(pinned, listed_fp32_nodes(onnx_path), log)
             log(f'{len(pinned)} layers of the FP32 regions kept in FP32')

@@ -5,8 +5,9 @@ turns any unexpected library exception into an EngineError naming the failing st
 Supported (stated in the README and tested through strict fakes, test/fake_tensorrt.py):
 TensorRT 8.5 / 8.6 (JetPack 5.1, Python 3.8 / JetPack 6.0), 10.x (JetPack 6.1+, x86 dGPU).
 TensorRT >= 11 has strongly typed networks only (no FP16/INT8 builder flags, no calibrator,
-no per-layer precision): fp32 engines are built from the fp32 ONNX as they are; fp16 and
-int8 are refused with a message naming the supported versions (see tensorrt_build).
+no per-layer precision): fp32 engines are built from the fp32 ONNX as it is, fp16 engines
+from its fp16 copy with FP32 islands (occo_ros.fp16_islands); int8 is refused with a message
+naming the supported versions (see tensorrt_build).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import types
 from occo_ros.engines.engine_cache import parse_version
 from occo_ros.model_contract import EngineError
 
-SUPPORTED = ('TensorRT 8.5/8.6 (JetPack 5.1/6.0) and 10.x (JetPack 6.1+, x86) for fp16/int8; '
-             'fp32 also on 11.x')
+SUPPORTED = ('TensorRT 8.5/8.6 (JetPack 5.1/6.0) and 10.x (JetPack 6.1+, x86) for int8; '
+             'fp32 and fp16 also on 11.x')
 MIN_VERSION = (8, 5)
 #: First major version without weak typing (builder precision flags, calibrators).
 STRONGLY_TYPED_MAJOR = 11

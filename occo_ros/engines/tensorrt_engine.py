@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 from pathlib import Path
+import tempfile
 
 from occo_ros.engines.engine_cache import (
     PRECISIONS,
@@ -33,9 +35,11 @@ from occo_ros.engines.engine_cache import (
 )
 from occo_ros.engines.tensorrt_build import RECIPE_VERSION, CalibrationSet, build_plan
 from occo_ros.engines.tensorrt_common import (
+    STRONGLY_TYPED_MAJOR,
     check_gpu,
     import_pycuda_driver,
     import_tensorrt,
+    major_version,
     parse_device,
     step,
     tensorrt_version,
@@ -85,6 +89,31 @@ def _calibration_cache(folder: Path, onnx_path: Path, onnx_sha: str, trt_version
     return found[-1] if found else None
 
 
+def _fp16_islands_onnx(onnx_path: Path, folder: Path, log: Callable[[str], None]) -> Path:
+    """The fp16 copy with FP32 islands of `onnx_path` that strongly typed TensorRT builds fp16
+    engines from: `<folder>/<stem>.<sha12>.fp16i<version>.onnx`, made once (in the temp
+    folder when `folder` cannot be written)."""
+    from occo_ros.fp16_islands import ISLANDS_VERSION, write_fp16_islands
+
+    if importlib.util.find_spec('onnx') is None:
+        raise EngineError(f'fp16 engines on TensorRT >= {STRONGLY_TYPED_MAJOR} are built from '
+                          'an fp16 copy of the ONNX model, which needs the onnx package: '
+                          'pip install onnx')
+    name = f'{onnx_path.stem}.{sha256_file(onnx_path)[:12]}.fp16i{ISLANDS_VERSION}.onnx'
+    for where in (folder, Path(tempfile.gettempdir()) / 'occo_ros'):
+        path = where / name
+        if path.is_file():
+            return path
+        try:
+            write_fp16_islands(onnx_path, path)
+        except OSError as exc:
+            log(f'warning: cannot write {path} ({exc})')
+            continue
+        log(f'fp16 with FP32 islands for TensorRT >= {STRONGLY_TYPED_MAJOR}: wrote {path}')
+        return path
+    raise EngineError(f'no folder to write the fp16 copy of {onnx_path} to')
+
+
 def load_or_build(
     onnx_path: str | Path,
     input_size: tuple[int, int],
@@ -118,8 +147,10 @@ def load_or_build(
         EngineError: TensorRT/pycuda missing, build failure (naming the step), or a fresh
             plan that won't load.
     """
-    onnx_path = Path(onnx_path)
+    onnx_path = model_onnx = Path(onnx_path)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if precision == 'fp16' and major_version(import_tensorrt()) >= STRONGLY_TYPED_MAJOR:
+        onnx_path = _fp16_islands_onnx(onnx_path, folder, log)
     calibration = scales = None
     if precision == 'int8':
         if calibration_dir:
@@ -138,7 +169,7 @@ def load_or_build(
                           calibration, scales, log)
 
     def load(plan: bytes, sidecar: dict) -> TensorRTEngine:
-        return TensorRTEngine(plan, model_path or str(onnx_path), input_size,
+        return TensorRTEngine(plan, model_path or str(model_onnx), input_size,
                               sidecar.get('precision_used', precision), device)
 
     engine, result = resolve_engine(key, folder, onnx_path.stem, build, load, log,
