@@ -164,14 +164,17 @@ def main(argv: list[str] | None = None) -> int:
                         help='run folders and evaluations (default: a new temporary folder)')
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--python', default=sys.executable)
-    parser.add_argument('--minutes', type=float, default=5.0,
-                        help='training wall time of each run (both run at once; default 5)')
+    parser.add_argument('--minutes', type=float, default=4.5,
+                        help='training wall time of each run (both run at once; default 4.5)')
+    parser.add_argument('--slack-s', type=float, default=120.0,
+                        help='seconds a training may run past --minutes (data loading, the '
+                        'last validation, saving) before it is killed (default 120)')
     parser.add_argument('--epochs', type=int, default=30,
                         help='at most this many epochs (default 30, the published maximum)')
     parser.add_argument('--max-steps', type=int, default=0, help='0: no limit (default)')
     parser.add_argument('--crop', type=int, default=256)
     parser.add_argument('--batch-size', type=int, default=12)
-    parser.add_argument('--workers', type=int, default=min(6, os.cpu_count() or 1),
+    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
                         help='data loader / occo-eval workers per process')
     parser.add_argument('--eval-limit', type=int, default=40,
                         help='pairs per eval set (default 40 = all, as the optimum table)')
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                  for tag, command in commands.items()}
     summary.data['shipped'] = evaluate(summary, args, args.pack, SHIPPED, 'shipped')
     summary.step('evaluate the shipped model', started)
-    limit = 60 * args.minutes + 120
+    limit = 60 * args.minutes + args.slack_s
     for tag, process in processes.items():
         try:
             status = process.wait(timeout=max(1.0, limit - (time.monotonic() - started)))

@@ -11,9 +11,10 @@
 # Writes to $OUT after every step: gpu_train.json, gpu_train.md (epochs per run, means,
 # ratio tables), gpu_train.log, fifn_w100_full.pt, fifn_w025_full.pt.
 # Environment: PYTHON (default python3, else .venv/bin/python when python3 has no torch),
-# DEVICE (default cuda), TRAIN_MINUTES (default 5), GPU_PACK (default ./gpu_pack),
-# EVAL_LIMIT (pairs per eval set, default 40 = all). The whole run is killed at
-# TRAIN_MINUTES + 3.5 minutes.
+# DEVICE (default cuda), TRAIN_MINUTES (default 4.5), GPU_PACK (default ./gpu_pack),
+# EVAL_LIMIT (pairs per eval set, default 40 = all), SLACK_S (seconds a training may run past
+# TRAIN_MINUTES, default 120; a CPU rehearsal needs more). The whole run is killed at
+# TRAIN_MINUTES + SLACK_S + 150 s (9 minutes with the defaults).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,9 +29,11 @@ fi
     echo "gpu_train: $python_bin lacks numpy, torch or cv2; set PYTHON=/path/to/python" >&2
     exit 2
 }
-minutes="${TRAIN_MINUTES:-5}"
-limit_s="$("$python_bin" -c "print(int(60 * float('$minutes') + 210))" 2>/dev/null)" || {
-    echo "gpu_train: TRAIN_MINUTES=$minutes is not a number of minutes" >&2
+minutes="${TRAIN_MINUTES:-4.5}"
+slack="${SLACK_S:-120}"
+limit_s="$("$python_bin" -c "print(int(60 * float('$minutes') + float('$slack') + 150))" \
+    2>/dev/null)" || {
+    echo "gpu_train: TRAIN_MINUTES=$minutes or SLACK_S=$slack is not a number" >&2
     exit 2
 }
 # bench_optimum_ratio.py imports training/ as `occo_training` (its installed name); the lent
@@ -43,7 +46,7 @@ export PYTHONUNBUFFERED=1
 { nvidia-smi || echo "nvidia-smi not available"; } 2>&1 | head -20
 timeout "$limit_s" "$python_bin" bench/gpu_train.py --pack "${GPU_PACK:-gpu_pack}" \
     --out "$out_dir" --device "${DEVICE:-cuda}" --python "$python_bin" --minutes "$minutes" \
-    --eval-limit "${EVAL_LIMIT:-40}" "$@"
+    --slack-s "$slack" --eval-limit "${EVAL_LIMIT:-40}" "$@"
 status=$?
 [[ $status -eq 124 ]] && echo "gpu_train: killed at $limit_s s; $out_dir has the steps that \
 finished" >&2

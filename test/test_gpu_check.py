@@ -56,7 +56,7 @@ def test_a_skip_a_failure_and_a_kill_leave_the_json(gpu_check, monkeypatch, tmp_
         raise SystemExit('killed by timeout')
 
     monkeypatch.setattr(gpu_check.Check, 'environment', broken)
-    monkeypatch.setattr(gpu_check.Check, 'onnxruntime', killed)
+    monkeypatch.setattr(gpu_check.Check, 'onnxruntime_cuda', killed)
     with pytest.raises(SystemExit):
         gpu_check.main(['--device', 'cuda', '--quick', '--out', str(tmp_path)])
     results = json.loads((tmp_path / 'gpu_check.json').read_text(encoding='utf-8'))
@@ -64,3 +64,15 @@ def test_a_skip_a_failure_and_a_kill_leave_the_json(gpu_check, monkeypatch, tmp_
     assert results['environment']['error'] == 'RuntimeError: driver crashed'
     assert results['torch_shipped']['skipped'].startswith('torch')  # no CUDA, or no torch
     assert 'torch_w0.25' in results   # the sections after the failing one ran and were saved
+
+
+def test_full_width_row_reads_the_pinned_layer_count_from_the_sidecar(
+        gpu_check, monkeypatch, tmp_path):
+    # The pinned-layer count lives only in the engine's sidecar JSON, not in engine.info.
+    fake = Fake(monkeypatch, '10.3')
+    monkeypatch.setattr(gpu_check.Check, 'checkpoint', lambda self, width: gpu_check.SHIPPED)
+    assert gpu_check.main(['--device', 'cuda', '--quick', '--out', str(tmp_path)]) == 0
+    row = json.loads((tmp_path / 'gpu_check.json').read_text(encoding='utf-8'))['tensorrt_w1.0']
+    assert row['precision_used'] == 'fp16'
+    assert isinstance(row['fp32_layers'], int) and row['fp32_layers'] > 0
+    fake.check()
