@@ -9,7 +9,10 @@ The rules, with T = ``input_timeout``:
 * Waiting for the first message of a camera at start-up: WARN in diagnostics, logged at INFO
   once (the cameras may simply not be up yet).
 * A camera that sent and went silent for T, or never sent though another one has for T:
-  WARN "no data from <stream> camera".
+  WARN "no data from <stream> camera", with the likely cause from the ROS graph
+  (:meth:`Health.set_graph`): no publisher, an incompatible-QoS event (a QoS mismatch), or
+  publishers that deliver nothing. A camera whose publisher has been on the graph for T
+  without a message is reported so even when no camera ever sent.
 * Both cameras send but nothing was published for T: WARN naming the most frequent recorded
   problem since the last fused image (e.g. which stream is malformed and why, stale pairs with
   the measured clock offset) or the node's guess (``idle_cause``); ERROR once it lasts 2 T.

@@ -32,10 +32,11 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "package's config/fusion.yaml."),
     LaunchArgument('namespace', '', 'Namespace of the fusion node (and of the synthetic '
                    'cameras); relative topics resolve inside it.'),
-    LaunchArgument('thermal_topic', 'thermal/image_raw', 'Thermal image topic; its '
-                   'camera_info is expected beside it (…/camera_info).'),
-    LaunchArgument('rgb_topic', 'rgb/image_raw', 'RGB image topic; its camera_info is '
-                   'expected beside it (…/camera_info).'),
+    LaunchArgument('thermal_topic', 'thermal/image_raw', 'Thermal image topic (its '
+                   'camera_info is recorded, not used: thermal lens distortion comes from '
+                   'the calibration file).'),
+    LaunchArgument('rgb_topic', 'rgb/image_raw', 'RGB image topic; its camera_info beside it '
+                   '(…/camera_info) is adapted to fused/camera_info.'),
     LaunchArgument('input_reliability', '', 'QoS reliability of the camera subscriptions: '
                    "auto = the cameras' own (reliable when every publisher offers reliable); "
                    "best_effort or reliable; empty = the parameter file's value (auto)."),

@@ -392,6 +392,47 @@ def test_compressed_rgb_input(ros, checkpoint, tmp_path):
         stop_node(proc)
 
 
+def test_fused_jpeg_is_encoded_only_while_someone_subscribes(ros, checkpoint, tmp_path):
+    """fused/image/compressed: no encode while nobody subscribes (the diagnostics counter
+    stays 0 while fused images are published); with a subscriber, a JPEG of the fused image
+    with its header, at the jpeg_quality set at run time."""
+    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
+                      'max_age:=30.0')
+    peer = Peer()
+    try:
+        peer.wait_for_node(tmp_path / 'node.log')
+        thermal, rgb = camera_images(np.random.default_rng(4))
+        assert peer.publish_pairs_until(lambda: len(peer.fused) >= 3, 120, thermal, rgb)
+        fused_before = len(peer.fused)
+        assert peer.spin_until(lambda: len(peer.diagnostics) >= 2
+                               and int(peer.diagnostics[-1]['fused']) >= fused_before, 30)
+        assert peer.diagnostics[-1]['compressed_encodes'] == '0'
+        jpegs = []
+        peer.create_subscription(CompressedImage, 'fused/image/compressed', jpegs.append,
+                                 QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        client = AsyncParameterClient(peer, 'occo_fusion')
+        assert client.wait_for_services(30)
+        future = client.set_parameters([Parameter('jpeg_quality', value=30)])
+        rclpy.spin_until_future_complete(peer, future, timeout_sec=30)
+        assert future.result().results[0].successful
+        assert peer.publish_pairs_until(lambda: len(jpegs) >= 2, 120, thermal, rgb)
+        assert peer.spin_until(lambda: int(peer.diagnostics[-1]['compressed_encodes']) > 0, 10)
+        jpeg = jpegs[-1]       # its raw twin (960 kB) may arrive after it (38 kB)
+        assert peer.spin_until(lambda: any(f.header == jpeg.header for f in peer.fused), 10)
+        fused = next(f for f in peer.fused if f.header == jpeg.header)
+        assert jpeg.format == 'rgb8; jpeg compressed bgr8'
+        pixels = cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8), cv2.IMREAD_COLOR)
+        assert pixels.shape == (fused.height, fused.width, 3)
+        reference = cv2.cvtColor(decode_image(fused)[0], cv2.COLOR_RGB2BGR)
+        # the same picture at 32x32-pixel blocks (JPEG at quality 30 smooths the noise images)
+        blocks = [cv2.resize(i, (20, 16), interpolation=cv2.INTER_AREA).astype(int)
+                  for i in (pixels, reference)]
+        assert np.abs(blocks[0] - blocks[1]).mean() < 4
+    finally:
+        peer.destroy_node()
+        stop_node(proc)
+
+
 def test_node_and_occo_bag_fuse_the_same_real_pairs_bit_for_bit(ros, checkpoint, tmp_path,
                                                                 shared_data):
     """Online equals offline: 12 real MSRS pairs (infrared mono8, visible bgr8) published to

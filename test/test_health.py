@@ -134,3 +134,39 @@ def test_a_persistent_warning_keeps_a_fusing_node_at_warn():
                                    'running fp32', 'warning')
     health.set_warning('precision', None)
     assert health.status()[:3] == (OK, 'fusing', 'info')
+
+
+def test_a_camera_on_the_graph_that_delivers_nothing_is_named_with_its_likely_cause():
+    """Issue 19/20: a publisher on the topic but no message for input_timeout is not 'still
+    starting': WARN (logged as a warning) naming the cause the graph shows."""
+    clock = Clock()
+    health = Health(2.0, clock=clock)
+    health.set_graph('thermal', 0)
+    health.set_graph('rgb', 0)
+    clock.now += 30.0        # nobody publishes: the cameras may not be up, keep waiting
+    assert health.status()[:2] == (WARN, 'waiting for the first message from thermal and '
+                                   'rgb camera')
+    health.set_graph('thermal', 1, 'a publisher offers a RELIABILITY_QOS_POLICY that this '
+                     'reliable subscription does not accept')
+    health.set_graph('rgb', 1)
+    status = health.status()
+    assert status.level == WARN and status.log == 'warning'
+    assert 'no data from thermal and rgb camera' in status.message
+    assert 'thermal: QoS mismatch, a publisher offers a RELIABILITY' in status.message
+    assert 'rgb: 1 publisher(s) on the topic but no message arrives' in status.message
+    assert 'FASTDDS_BUILTIN_TRANSPORTS' in status.message
+    assert health.status().log is None          # logged on changes only
+    health.set_graph('thermal', 1)               # the cause changes: logged again
+    assert health.status().log == 'warning'
+    both_send(health)                            # data flows: the usual rules
+    assert 'waiting for the first fused image' in health.status().message
+
+
+def test_a_graph_cause_waits_for_input_timeout_after_the_first_look():
+    clock = Clock()
+    health = Health(2.0, clock=clock)
+    health.set_graph('thermal', 1)
+    health.set_graph('rgb', 1)
+    assert health.status().message.startswith('waiting for the first message')
+    clock.now += 2.5
+    assert health.status().message.startswith('no data from thermal and rgb camera')
