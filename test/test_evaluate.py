@@ -294,6 +294,9 @@ def test_model_scores_are_reproduced_from_its_written_images(tmp_path, capsys):
     assert main(['--ir', str(ir), '--vi', str(vi), '--model', str(model), '--out', str(out),
                  '--baselines', 'none', '--device', 'cpu']) == 0
     assert sorted(p.name for p in (out / 'color' / 'tiny').iterdir()) == ['p1.png', 'p2.png']
+    with (out / 'color.csv').open() as handle:    # the colour measure of issue 21
+        assert [row['stem'] for row in csv.DictReader(handle)] == ['p1', 'p2']
+    assert 'Colour of tiny' in (out / 'summary.md').read_text()
     assert run(ir, vi, out / 'fused' / 'tiny', tmp_path / 'again', '--baselines', 'none') == 0
     assert read_rows(out) == read_rows(tmp_path / 'again')
 

@@ -226,3 +226,52 @@ def test_bad_inputs_are_named():
         evaluate_fusion(good[:40], good[:40], good[:40])
     with pytest.raises(TypeError, match='ir: expected a numpy array'):
         metrics.qabf([[0]], good, good)
+
+
+# --- colour of the fused image (issue 21) ----------------------------------------------------
+
+
+def colour_scene():
+    """Dark coloured visible image, infrared bright on its left half (the lifted pixels)."""
+    rng = np.random.default_rng(30)
+    vi = rng.integers(10, 60, SIZE + (3,), dtype=np.uint8)
+    ir = np.zeros(SIZE, np.uint8)
+    ir[:, :SIZE[1] // 2] = 200
+    return ir, vi
+
+
+def test_color_stats_of_the_visible_image_itself():
+    ir, vi = colour_scene()
+    stats = metrics.color_stats(ir, vi, vi)
+    assert stats['lifted_px'] == SIZE[0] * SIZE[1] // 2
+    assert stats['sat_fused_sum'] == pytest.approx(stats['sat_vi_sum'])
+    summary = metrics.color_summary([stats, stats])
+    assert summary['sat_ratio'] == pytest.approx(1.0)
+    assert summary['hue_shift_deg'] == 0.0
+    assert summary['colorfulness_fused'] == summary['colorfulness_vi'] > 0
+
+
+def test_color_stats_of_a_gray_and_a_hue_rotated_image():
+    ir, vi = colour_scene()
+    gray = np.repeat(vi.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    summary = metrics.color_summary([metrics.color_stats(ir, vi, gray)])
+    assert summary['sat_ratio'] == 0.0
+    assert metrics.colorfulness(gray) == 0.0
+    # R, G, B -> G, B, R turns every hue by 120 degrees
+    summary = metrics.color_summary([metrics.color_stats(ir, vi, vi[..., [1, 2, 0]])])
+    assert summary['hue_shift_deg'] == pytest.approx(120.0, abs=0.01)
+    assert summary['sat_ratio'] == pytest.approx(1.0)
+
+
+def test_colorfulness_is_hasler_suesstrunk():
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[0, :, 0] = 200                  # two red pixels, two black
+    rg, yb = np.array([200, 200, 0, 0.0]), np.array([100, 100, 0, 0.0])
+    expected = math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean())
+    assert metrics.colorfulness(image) == pytest.approx(expected)
+
+
+def test_no_lifted_pixel_gives_nan_not_an_error():
+    _, vi = colour_scene()
+    summary = metrics.color_summary([metrics.color_stats(np.zeros(SIZE, np.uint8), vi, vi)])
+    assert summary['lifted_px'] == 0 and math.isnan(summary['sat_ratio'])

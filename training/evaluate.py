@@ -15,8 +15,15 @@ method is scored with every metric of training.metrics (FUSION_METRICS.md conven
 
 A pair is scored only when every method produced an image for it, so all means are over one
 image set. Outputs in ``--out DIR``: metrics.csv (one row per image and method), summary.md
-(mean per method, best in bold, conventions), grid.png (a few pairs: IR | VI | methods),
-timings.json (seconds per stage). The Markdown table is printed at the end.
+(mean per method, best in bold, conventions; with ``--model`` also the colour of the fused
+image, see below), grid.png (a few pairs: IR | VI | methods), timings.json (seconds per
+stage), with ``--model`` color.csv (training.metrics.color_stats per image). The Markdown is
+printed at the end.
+
+Colour (``--model``): the frame step's colour image against the visible one on the pixels
+the infrared lifts (IR > visible luma + training.metrics.IR_LIFT): HSV saturation of both
+and their ratio, mean hue shift; and Hasler-Suesstrunk colourfulness of whole images
+(training.metrics.color_summary).
 
 Work per 640x480 pair: inference ~0.45 CPU-s (width 0.25, torch, one thread), baselines
 ~0.15 s, metrics ~0.25 CPU-s per fused image (bench/bench_eval.py). By default everything
@@ -67,10 +74,13 @@ from occo_ros.params import DefaultsHelpFormatter
 from .baselines import BASELINES
 from .data import to_uint8
 from .metrics import (
+    IR_LIFT,
     LEGACY_DEVIATIONS,
     LEGACY_NOTES,
     METRICS,
     MIN_SIDE,
+    color_stats,
+    color_summary,
     evaluate_fusion,
 )
 
@@ -79,7 +89,8 @@ from .metrics import (
 QUALITY_BAR = ('EN', 'SD', 'SF', 'AG', 'SCD', 'VIF', 'Qabf', 'SSIM')
 QUALITY_BAR_WINS = 5
 #: What occo-eval writes in --out (write_outputs, and run_evaluation's model images).
-EVAL_OUTPUTS = ('metrics.csv', 'summary.md', 'grid.png', 'timings.json', 'fused', 'color')
+EVAL_OUTPUTS = ('metrics.csv', 'summary.md', 'grid.png', 'timings.json', 'fused', 'color',
+                'color.csv')
 GRID_PAIRS = 4            # pairs shown in grid.png
 GRID_TILE_HEIGHT = 240    # tile height in grid.png, pixels (width keeps the aspect ratio)
 GRID_LABEL_HEIGHT = 28    # label strip above each tile, pixels
@@ -127,6 +138,7 @@ class EvalResult:
     unpaired: list[Path] = field(default_factory=list)
     timings: dict[str, list[float]] = field(default_factory=dict)   # stage -> s per image
     grid: list[tuple[str, dict[str, np.ndarray]]] = field(default_factory=list)
+    color: list[dict] = field(default_factory=list)         # stem + color_stats (--model)
 
     def record(self, stage: str, seconds: float) -> None:
         """Add one image's duration (seconds) to ``stage``."""
@@ -300,6 +312,8 @@ def run_evaluation(options: EvalOptions, progress: bool = True) -> EvalResult:
                 continue
             if color is not None:
                 _save_model_images(options.out_dir, label, pair.stem, fused, color)
+                result.color.append({'stem': pair.stem, **color_stats(
+                    ir, vi_rgb, cv2.cvtColor(color, cv2.COLOR_BGR2RGB))})
             for name in options.baselines:
                 start = time.perf_counter()
                 images[name] = BASELINES[name](ir, vi)
@@ -351,6 +365,20 @@ def quality_bar_lines(means: dict[str, dict[str, float]], method: str,
         f'| {name} | {len(names)} | {", ".join(names) or "-"} |' for name, names in won.items()]
 
 
+def color_lines(result: EvalResult) -> list[str]:
+    """Markdown: the colour of the model's fused images (color_summary), or nothing."""
+    if not result.color:
+        return []
+    c = color_summary(result.color)
+    pixels = sum(row['lifted_px'] for row in result.color)
+    return ['', f"Colour of {result.methods[0]} (the frame step's colour image, "
+            f'{len(result.color)} pairs): on the {pixels:.0f} pixels the infrared lifts (IR > '
+            f'visible luma + {IR_LIFT}), HSV saturation visible {c["sat_vi"]:.3f}, fused '
+            f'{c["sat_fused"]:.3f}, ratio **{c["sat_ratio"]:.3f}**, mean hue shift '
+            f'**{c["hue_shift_deg"]:.2f}°**; colourfulness (Hasler-Suesstrunk, mean over '
+            f'images) visible {c["colorfulness_vi"]:.2f}, fused {c["colorfulness_fused"]:.2f}.']
+
+
 def _format(value: float) -> str:
     if not np.isfinite(value) or value == 0 or abs(value) >= 1e-3:
         return f'{value:.4f}'
@@ -378,6 +406,7 @@ def markdown_summary(result: EvalResult, options: EvalOptions) -> str:
             cells.append(f'**{text}**' if means[method][metric] == best.get(metric) else text)
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += quality_bar_lines(means, result.methods[0], options.baselines)
+    lines += color_lines(result)
     lines += ['', f'Set: {options.ir_dir} + {options.vi_dir}; {result.evaluated} pairs scored '
               f'by every method ({len(result.problems)} skipped, {len(result.unpaired)} '
               'unpaired files). Means over images; per-image values in metrics.csv. '
@@ -438,6 +467,11 @@ def write_outputs(result: EvalResult, options: EvalOptions, total_seconds: float
     """Write metrics.csv, summary.md, grid.png and timings.json; returns the Markdown."""
     options.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(result, options.out_dir / 'metrics.csv')
+    if result.color:
+        with (options.out_dir / 'color.csv').open('w', newline='') as handle:
+            writer = csv.DictWriter(handle, list(result.color[0]))
+            writer.writeheader()
+            writer.writerows(result.color)
     summary = markdown_summary(result, options)
     (options.out_dir / 'summary.md').write_text(summary)
     write_grid(result, options.out_dir / 'grid.png')

@@ -472,3 +472,65 @@ def evaluate_fusion(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray,
         'MSE': mse(ir, vi, fused, legacy),
         'PSNR': psnr(ir, vi, fused, legacy),
     }
+
+
+# --- colour of the fused image (issue 21) ----------------------------------------------------
+
+#: A pixel is "lifted by the infrared" where the IR luma exceeds the visible luma by more
+#: than this (8-bit counts): there a luma-swap composition turns dark colour pastel.
+IR_LIFT = 60
+#: Hue is compared only where the visible pixel has one: max - min channel of at least this
+#: (8-bit counts); below it the hue is quantisation noise.
+HUE_MIN_RANGE = 10
+#: Per-image sums of color_stats, pooled over a set by color_summary.
+COLOR_SUMS = ('lifted_px', 'sat_vi_sum', 'sat_fused_sum', 'hue_px', 'hue_shift_sum')
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness M of a uint8 RGB image, 0-255 units:
+    sqrt(sd_rg² + sd_yb²) + 0.3 sqrt(mean_rg² + mean_yb²), rg = R - G, yb = (R + G) / 2 - B."""
+    r, g, b = (c.astype(np.float64) for c in np.moveaxis(np.asarray(rgb), -1, 0))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def color_stats(ir: np.ndarray, vi_rgb: np.ndarray, fused_rgb: np.ndarray) -> dict[str, float]:
+    """Colour fidelity of one fused colour image against its visible source.
+
+    ir: uint8 HxW infrared; vi_rgb, fused_rgb: uint8 HxWx3 RGB. On the pixels the infrared
+    lifts (IR > BT.601 visible luma + IR_LIFT): the sums of HSV saturation (0-1) of the visible
+    and of the fused image, and the sum of absolute hue differences in degrees over those
+    of them with a visible hue (HUE_MIN_RANGE); plus both images' colourfulness. Sums (see
+    COLOR_SUMS) so that a set is pooled over pixels by color_summary.
+    """
+    from occo_ros.color import LUMA_WEIGHTS  # the one BT.601 definition
+
+    luma = np.asarray(vi_rgb, np.float32) @ LUMA_WEIGHTS.astype(np.float32)
+    lifted = ir.astype(np.float32) > np.round(luma) + IR_LIFT
+    vi_hsv = cv2.cvtColor(vi_rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)[lifted]
+    fused_hsv = cv2.cvtColor(fused_rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)[lifted]
+    spread = vi_rgb.max(axis=2).astype(np.int16) - vi_rgb.min(axis=2)
+    hued = spread[lifted] >= HUE_MIN_RANGE
+    shift = np.abs(fused_hsv[hued, 0] - vi_hsv[hued, 0]).astype(np.float64)
+    shift = np.minimum(shift, 360.0 - shift)
+    return {'lifted_px': float(lifted.sum()),
+            'sat_vi_sum': float(vi_hsv[:, 1].sum(dtype=np.float64)),
+            'sat_fused_sum': float(fused_hsv[:, 1].sum(dtype=np.float64)),
+            'hue_px': float(hued.sum()), 'hue_shift_sum': float(shift.sum()),
+            'colorfulness_vi': colorfulness(vi_rgb), 'colorfulness_fused': colorfulness(fused_rgb)}
+
+
+def color_summary(stats: list[dict[str, float]]) -> dict[str, float]:
+    """Pool color_stats of a set: lifted pixels pooled over images (saturation of the visible
+    and the fused image there, their ratio, mean hue shift in degrees), colourfulness as the
+    mean over images. NaN where no pixel qualifies."""
+    sums = {key: sum(s[key] for s in stats) for key in COLOR_SUMS}
+    pixels = sums['lifted_px']
+    sat_vi = sums['sat_vi_sum'] / pixels if pixels else float('nan')
+    sat_fused = sums['sat_fused_sum'] / pixels if pixels else float('nan')
+    return {'lifted_px': pixels, 'sat_vi': sat_vi, 'sat_fused': sat_fused,
+            'sat_ratio': sat_fused / sat_vi if pixels and sat_vi else float('nan'),
+            'hue_shift_deg': (sums['hue_shift_sum'] / sums['hue_px'] if sums['hue_px']
+                              else float('nan')),
+            'colorfulness_vi': float(np.mean([s['colorfulness_vi'] for s in stats])),
+            'colorfulness_fused': float(np.mean([s['colorfulness_fused'] for s in stats]))}
