@@ -56,7 +56,9 @@ def ros():
     ('queue_size:=0', ['parameter queue_size', 'out of range']),
     ('diagnostics_period:=0.0', ['parameter diagnostics_period', 'out of range']),
     ('num_threads:=-1', ['parameter num_threads', 'out of range']),
-    ('thermal_min:=0', ["expecting type 'DOUBLE'", 'decimal point']),
+    ('max_age:=1', ["expecting type 'DOUBLE'", 'decimal point']),
+    # run-time parameters are typed by params.validate (dynamic typing), with its reason
+    ('slop:=fast', ["slop='fast' must be a finite number (got str)"]),
     ('thermal_max:=inf', ['thermal_max=inf must be a finite number']),
     ('homography:=[1.0]', ['homography needs 9 numbers, got 1']),
 ])
