@@ -63,6 +63,7 @@ from occo_ros.bag_io import (
     check_output_path,
     image_message,
     serialize,
+    sweep_temporaries,
 )
 from occo_ros.engines import EngineError, EngineSpec
 from occo_ros.output_safety import OutputError
@@ -466,6 +467,7 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionSettin
         raise ValueError('fuse_bag needs one of engine (an EngineSpec) and pipeline')
     log = log or _LOG.warning
     input_path, output_path = Path(input_bag), Path(output_bag)
+    sweep_temporaries(output_path, log)   # a killed run's leftovers, --overwrite or not
     check_output_path(output_path, overwrite, protect=[input_path])  # before any slow work
     summary = BagSummary(str(input_path), str(output_path))
     with InputBag(input_path) as bag:
@@ -481,7 +483,8 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionSettin
         info = pipeline.engine.info
         summary.engine = f'{info.backend} on {info.device}, {info.precision}'
         try:
-            with OutputBag(output_path, storage, overwrite, protect=[input_path]) as out:
+            with OutputBag(output_path, storage, overwrite, protect=[input_path],
+                           log=log) as out:
                 run = _BagFusion(bag, out, pipeline, params, topics, summary, has_info,
                                  copy_inputs, log, stop)
                 run.run(progress)

@@ -25,9 +25,11 @@ manifest lists every file in the directory).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 import functools
+import glob
+import logging
 from pathlib import Path
 import re
 import shutil
@@ -38,8 +40,10 @@ import numpy as np
 from rosbags.interfaces import Connection, MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+import yaml
 
-from occo_ros.output_safety import check_folder_output, claim
+from occo_ros.atomic_file import remove_stale_temporaries, temporary_prefix
+from occo_ros.output_safety import check_folder_output, claim, read_manifest
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
@@ -47,6 +51,7 @@ CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
 STORAGE_SUFFIXES = ('.mcap', '.db3')
 TOOL = 'occo-bag'
+_LOG = logging.getLogger('occo_ros.bag')
 
 
 class BagError(Exception):
@@ -261,6 +266,11 @@ class InputBag:
         files = sorted((p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES),
                        key=_natural_key)
         if not files:
+            missing = _missing_storage(path)
+            if missing:
+                raise BagError(f'{path}: metadata.yaml lists {", ".join(missing)}, which is '
+                               'not there: the bag is incomplete (copied without its storage '
+                               'files?)')
             raise BagError(f'{path} is neither a bag directory with metadata.yaml nor holds '
                            f'storage files ({", ".join(STORAGE_SUFFIXES)})')
         parts: list = []
@@ -356,6 +366,40 @@ def check_output_path(path: Path, overwrite: bool, protect: Sequence[Path] = ())
     check_folder_output(path, TOOL, overwrite, protect)
 
 
+def _missing_storage(path: Path) -> list[str]:
+    """The storage files the bag directory's metadata.yaml lists that are not there (empty
+    when it lists none or cannot be read)."""
+    try:
+        if (path / 'metadata.yaml').stat().st_size > 1 << 20:   # a real one is a few kB
+            return []
+        info = yaml.safe_load((path / 'metadata.yaml').read_text())
+        listed = info['rosbag2_bagfile_information']['relative_file_paths']
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    if not isinstance(listed, list):
+        return []
+    return [str(name) for name in listed if not (path / str(name)).is_file()]
+
+
+#: Suffix of OutputBag's temporary folder ``.<name>.<pid>.<random>.occo-bag-tmp``.
+TEMP_SUFFIX = '.occo-bag-tmp'
+
+
+def sweep_temporaries(path: Path, log: Callable[[str], None] | None = None) -> None:
+    """Remove what a killed occo-bag run left beside ``path`` (its temporary folder: the
+    pid in the name is gone, the manifest names occo-bag); name, in one line, one that
+    cannot be recognised as such and how to remove it (``log``: default a warning)."""
+    log = log or _LOG.warning
+    for entry in remove_stale_temporaries(
+            path, TEMP_SUFFIX, lambda entry: (read_manifest(entry) or {}).get('tool') == TOOL):
+        log(f'removed {entry}, the temporary folder of an earlier {TOOL} run that was killed')
+    unknown = [entry for entry in path.parent.glob(f'.{glob.escape(path.name)}.*{TEMP_SUFFIX}')
+               if entry.is_dir() and (read_manifest(entry) or {}).get('tool') != TOOL]
+    for entry in unknown:
+        log(f'{entry} looks like the temporary folder of an earlier {TOOL} run but holds no '
+            f'{TOOL} manifest; if no {TOOL} is writing {path}, remove it: rm -r {entry}')
+
+
 class OutputBag:
     """A rosbag2 bag that appears at ``path`` only when :meth:`commit` succeeds.
 
@@ -366,7 +410,8 @@ class OutputBag:
     """
 
     def __init__(self, path: str | Path, storage: str = 'mcap', overwrite: bool = False,
-                 protect: Sequence[Path] = ()) -> None:
+                 protect: Sequence[Path] = (), log: Callable[[str], None] | None = None,
+                 ) -> None:
         if storage not in STORAGES:
             raise BagError(f'storage {storage!r} is not one of {list(STORAGES)}')
         self.path = Path(path)
@@ -375,9 +420,11 @@ class OutputBag:
         check_output_path(self.path, overwrite, protect)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer: Writer | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.', suffix='.occo-bag-tmp',
+        sweep_temporaries(self.path, log)
+        self._tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(self.path), suffix=TEMP_SUFFIX,
                                           dir=self.path.parent))
         try:  # from here on, any failure or Ctrl-C removes the temporary directory
+            claim(self._tmp, TOOL, [self.path.name])   # a killed run's folder is recognised
             self._writer = Writer(self._tmp / self.path.name, version=9,
                                   storage_plugin=STORAGES[storage])
             self._writer.open()

@@ -38,6 +38,7 @@ import yaml
 from occo_ros.params import IDENTITY, SPECS, FusionSettings
 from occo_ros.registration import (
     FULL_CROP,
+    MIN_COVERAGE,
     CameraModel,
     Registration,
     pixel_to_normalized_homography,
@@ -174,14 +175,28 @@ def registration_from_params(params: FusionSettings) -> Registration:
     output_size = (params.output_width, params.output_height)
     if not params.calibration_file:
         crop = tuple(params.crop) if any(params.crop) else None   # all zeros: automatic
-        return Registration(np.asarray(params.homography).reshape(3, 3), crop,
-                            output_size=output_size)
+        return checked_coverage(Registration(np.asarray(params.homography).reshape(3, 3),
+                                             crop, output_size=output_size))
     if tuple(params.homography) != IDENTITY or list(params.crop) != SPECS['crop'].default:
         raise CalibrationError(
             f'calibration_file={params.calibration_file} and the homography/crop parameters '
             'are both set; use one (the file holds the homography and crop)')
     calibration = load_calibration(params.calibration_file)
-    return calibration.registration(output_size, name=params.calibration_file)
+    return checked_coverage(calibration.registration(output_size, name=params.calibration_file))
+
+
+def checked_coverage(registration: Registration) -> Registration:
+    """``registration``, unless thermal pixels cover less than MIN_COVERAGE of its fusion
+    frame (Registration.thermal_coverage): then CalibrationError naming where the geometry
+    came from."""
+    share = registration.thermal_coverage()
+    if share < MIN_COVERAGE:
+        raise CalibrationError(
+            f'{registration.source["calibration"]}: the thermal image covers {share:.0%} of '
+            f'the fused frame after the warp, at least {MIN_COVERAGE:.0%} is needed (a '
+            'homography or crop that moves the thermal image off the frame): recalibrate or '
+            'fix the homography/crop')
+    return registration
 
 
 def _size(value: Any, name: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import warnings
 
 import torch
 from torch import nn
@@ -114,7 +115,10 @@ def _read(path: Path, map_location: str | torch.device, mmap: bool) -> dict:
     if not path.is_file():
         raise CheckpointError(f'checkpoint path is not a file: {path}')
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():   # a raw pickle: the CheckpointError below says it
+            warnings.filterwarnings('ignore', 'Detected pickle protocol', UserWarning)
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True,
+                                    mmap=mmap)
     except Exception as exc:  # torch raises many types for corrupt, truncated or foreign files
         # the first sentence: torch's weights_only message goes on for a paragraph
         reason = (str(exc).strip().splitlines()[0].split('. ')[0] if str(exc).strip()

@@ -380,3 +380,37 @@ def _check_finite(array: np.ndarray, encoding: str) -> None:
         raise ImageDecodeError(
             'nonfinite', f'{encoding} image has {nan} NaN and {inf} infinite values of '
             f'{array.size}; pass allow_nonfinite=True to keep them')
+
+
+def file_image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, JPEG or TIFF file's bytes, without decoding;
+    None for another format (or a header that cannot be read: the decoder then says why)."""
+    buffer = np.frombuffer(data, np.uint8)
+    try:
+        if data[:8] == _PNG_SIGNATURE:
+            header = _png_header(buffer)
+        elif data[:2] == b'\xff\xd8':
+            header = _jpeg_header(buffer)
+        elif data[:4] in (b'II*\x00', b'MM\x00*'):
+            return _tiff_size(data)
+        else:
+            return None
+    except ImageDecodeError:
+        return None
+    return header.width, header.height
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of a classic TIFF's first IFD."""
+    order = 'little' if data[:2] == b'II' else 'big'
+
+    def number(start: int, size: int) -> int:
+        return int.from_bytes(data[start:start + size], order)
+
+    ifd = number(4, 4)
+    found = {}
+    for entry in range(ifd + 2, ifd + 2 + 12 * number(ifd, 2), 12):
+        tag, kind = number(entry, 2), number(entry + 2, 2)
+        if tag in (256, 257) and kind in (3, 4):   # SHORT or LONG
+            found[tag] = number(entry + 8, 2 if kind == 3 else 4)
+    return (found[256], found[257]) if len(found) == 2 else None

@@ -48,13 +48,14 @@ import numpy as np
 
 from occo_ros import __version__
 from occo_ros.artifact_cache import default_cache_dir, sha256_file, stale_reason, write_artifact
-from occo_ros.atomic_file import atomic_write_bytes
+from occo_ros.atomic_file import atomic_write_bytes, removed_at_exit
 from occo_ros.model_contract import (
     FP32_REGION_PATTERN,
     INPUT_NAMES,
     MIN_INPUT_SIZE,
     OUTPUT_NAME,
     EngineError,
+    output_problem,
 )
 from occo_ros.output_safety import OutputError, check_file_output
 from occo_ros.resources import DEFAULT_MODEL, default_model_path
@@ -295,6 +296,10 @@ def verify_onnx(model_bytes: bytes, module: object, input_size: tuple[int, int],
                          for _ in range(2))
     session = ort.InferenceSession(model_bytes, providers=['CPUExecutionProvider'])
     fused = session.run([OUTPUT_NAME], {INPUT_NAMES[0]: visible, INPUT_NAMES[1]: infrared})[0]
+    problem = output_problem(fused, visible, infrared)
+    if problem:   # the node's load-time dry run would refuse it (engines.dry_run)
+        raise ExportError(f'exported graph breaks the FIFN output contract at '
+                          f'{input_size[0]}x{input_size[1]}: {problem[1]}')
     with torch.inference_mode():
         expected = module(torch.from_numpy(visible), torch.from_numpy(infrared)).numpy()
     error = float(np.abs(fused - expected).max())
@@ -348,7 +353,7 @@ def export_onnx(
     except CheckpointError as exc:
         raise ExportError(str(exc)) from exc
     module = InferenceFIFN(fifn).eval()
-    with tempfile.TemporaryDirectory(prefix='occo_export_') as folder:
+    with tempfile.TemporaryDirectory(prefix='occo_export_') as folder, removed_at_exit(folder):
         raw_path = Path(folder) / 'model.onnx'
         try:
             with torch.inference_mode(False), torch.no_grad():

@@ -26,7 +26,14 @@ from occo_ros.atomic_file import atomic_write_bytes
 from occo_ros.codec import DecodedImage
 from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import EngineError, FusionEngine
-from occo_ros.image_pairs import ImagePair, ImageReadError, find_pairs, read_gray, read_rgb
+from occo_ros.image_pairs import (
+    MAX_INPUT_PIXELS,
+    ImagePair,
+    ImageReadError,
+    find_pairs,
+    read_gray,
+    read_rgb,
+)
 from occo_ros.output_safety import OutputError, check_folder_output, prepare_output_folder
 from occo_ros.params import DefaultsHelpFormatter
 from occo_ros.pipeline import FusionPipeline
@@ -84,6 +91,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, EngineSpec]:
                         "image's own size)")
     parser.add_argument('--gray', action='store_true',
                         help='write the fused luminance only (8-bit gray) instead of colour')
+    parser.add_argument('--max-input-pixels', type=int, default=MAX_INPUT_PIXELS,
+                        help='skip a pair whose PNG/JPEG/TIFF header says more pixels '
+                        '(width x height) than this, before decoding it (the node parameter '
+                        'max_input_pixels)')
     args = parser.parse_args(argv)
     try:
         return args, EngineSpec.from_args(
@@ -104,11 +115,12 @@ def image_pair_pipeline(engine: FusionEngine, size: tuple[int, int],
 
 
 def fuse_pair(pipeline_for: Callable[[tuple[int, int]], FusionPipeline], pair: ImagePair,
-              gray: bool) -> np.ndarray:
+              gray: bool, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
     """The fused pixels (BGR, or gray with ``gray``) of one pair by the node's frame step;
-    raises PairError naming why the pair cannot be fused."""
+    raises PairError naming why the pair cannot be fused (an image above ``max_pixels``
+    before it is decoded)."""
     try:
-        ir, vi = read_gray(pair.ir_path), read_rgb(pair.vi_path)
+        ir, vi = read_gray(pair.ir_path, max_pixels), read_rgb(pair.vi_path, max_pixels)
     except (OSError, ImageReadError) as exc:
         raise PairError(str(exc)) from None
     if ir.shape != vi.shape[:2]:
@@ -164,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for pair in tqdm(scan.pairs, desc=TOOL, unit='pair'):
             try:
-                _write_png(args.out / f'{pair.stem}.png', fuse_pair(pipeline_for, pair, args.gray))
+                _write_png(args.out / f'{pair.stem}.png',
+                           fuse_pair(pipeline_for, pair, args.gray, args.max_input_pixels))
                 done += 1
             except (PairError, OSError) as exc:
                 tqdm.write(f'{TOOL}: skipped {pair.stem}: {exc}', file=sys.stderr)

@@ -19,13 +19,22 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from occo_ros.codec import file_image_size
 from occo_ros.color import LUMA_WEIGHTS
+from occo_ros.params import SPECS
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+#: Largest width x height an offline tool decodes: the node's max_input_pixels default, so
+#: a small file that decodes to gigabytes is refused from its header by every tool alike.
+MAX_INPUT_PIXELS = SPECS['max_input_pixels'].default
 
 
 class ImageReadError(RuntimeError):
     """An image file exists but cannot be decoded as an 8-bit image; the message names it."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image file whose header says more pixels than the limit; it was not decoded."""
 
 
 class ImagePair(NamedTuple):
@@ -97,12 +106,20 @@ def find_pairs_in_roots(roots: Sequence[str | Path], ir_name: str = 'ir',
     return PairScan(pairs, unpaired)
 
 
-def _read_8bit(path: str | Path) -> np.ndarray:
-    """Decode an image as stored: uint8 HxW or HxWxC in OpenCV's BGR(A) channel order."""
+def _read_8bit(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
+    """Decode an image as stored: uint8 HxW or HxWxC in OpenCV's BGR(A) channel order.
+    A PNG, JPEG or TIFF whose header says more than ``max_pixels`` pixels is refused before
+    decoding (ImageTooLargeError)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'image file {path} does not exist')
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    size = file_image_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageTooLargeError(
+            f'image file {path} is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, above '
+            f'the limit of {max_pixels} (--max-input-pixels raises it)')
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(f'cannot decode image file {path} (corrupt or unsupported format)')
     if image.dtype != np.uint8:
@@ -121,9 +138,9 @@ def bt601_luma(rgb: np.ndarray) -> np.ndarray:
     return np.floor(luma + 0.5).astype(np.uint8)
 
 
-def read_gray(path: str | Path) -> np.ndarray:
+def read_gray(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
     """Read an image as uint8 HxW gray levels (3/4-channel: BT.601 luma, alpha ignored)."""
-    image = _read_8bit(path)
+    image = _read_8bit(path, max_pixels)
     if image.ndim == 2:
         return image
     if image.shape[2] == 1:
@@ -131,9 +148,9 @@ def read_gray(path: str | Path) -> np.ndarray:
     return bt601_luma(image[:, :, 2::-1])
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
     """Read an image as uint8 HxWx3 RGB (a gray file is replicated to three channels)."""
-    image = _read_8bit(path)
+    image = _read_8bit(path, max_pixels)
     if image.ndim == 2 or image.shape[2] == 1:
         return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
     return np.ascontiguousarray(image[:, :, 2::-1])

@@ -96,3 +96,70 @@ def io_problems(specs: list[TensorSpec], height: int, width: int) -> list[str]:
     if extra:
         problems.append(f'unexpected IO tensors {extra}')
     return problems
+
+
+#: Slack of the [0, 1] output range (fp16 rounding; the graph clamps).
+OUTPUT_RANGE_TOL = 1e-3
+#: Spread below which an image counts as flat: half an 8-bit grey level.
+FLAT = 0.5 / 255
+#: Thermal and visible inputs that differ by at least this much somewhere carry different
+#: content, so a fused image equal to the visible one ignored the thermal input.
+DISTINCT_INPUTS = 0.1
+#: Every _STRIDE-th row and column feed the per-frame dependence checks (cost, see
+#: bench/bench_output_check.py); finiteness and range look at every pixel.
+_STRIDE = 4
+#: Side of the dry run at load when the model has no fixed size (H = W).
+DRY_RUN_SIDE = 64
+
+
+def contract_problem(output: object, shape: tuple[int, ...]) -> str | None:
+    """Why a network ``output`` for inputs of ``shape`` (N, 1, H, W) breaks the output
+    contract (one float32 array of that shape, finite, in [0, 1]), or None."""
+    if not isinstance(output, np.ndarray):
+        return f'the output is a {type(output).__name__}, expected one numpy array'
+    if output.ndim != 4:
+        return f'the output has rank {output.ndim} (shape {output.shape}), expected 4 (N, 1, H, W)'
+    if output.shape[1] != 1:
+        return f'the output has {output.shape[1]} channels (shape {output.shape}), expected 1'
+    if output.shape != tuple(shape):
+        return f'the output shape is {output.shape}, expected {tuple(shape)}'
+    if output.dtype != np.float32:
+        return f'the output dtype is {output.dtype}, expected float32'
+    lo, hi = float(output.min()), float(output.max())   # NaN propagates through min/max
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f'the output holds non-finite values ({int((~np.isfinite(output)).sum())} of ' \
+               f'{output.size})'
+    if lo < -OUTPUT_RANGE_TOL or hi > 1 + OUTPUT_RANGE_TOL:
+        return f'the output spans [{lo:.4g}, {hi:.4g}], outside [0, 1]'
+    return None
+
+
+def output_problem(fused: object, visible_y: np.ndarray,
+                   infrared: np.ndarray) -> tuple[str, str] | None:
+    """(kind, message) when one frame's network output is unusable, else None: it breaks
+    :func:`contract_problem` (kind 'contract'), is flat while the thermal input is not
+    ('constant'), or equals the visible luminance while the thermal input differs from it
+    ('visible_only': the output stopped depending on the thermal image)."""
+    problem = contract_problem(fused, visible_y.shape)
+    if problem:
+        return 'contract', problem
+    out = fused[0, 0, ::_STRIDE, ::_STRIDE]
+    vis = visible_y[0, 0, ::_STRIDE, ::_STRIDE]
+    ir = infrared[0, 0, ::_STRIDE, ::_STRIDE]
+    if np.ptp(out) < FLAT and np.ptp(ir) >= FLAT:
+        return 'constant', (f'the fused image is constant ({float(out[0, 0]):.4f}) while the '
+                            'thermal image is not')
+    if (float(np.abs(out - vis).max()) < FLAT
+            and float(np.abs(ir - vis).max()) >= DISTINCT_INPUTS):
+        return 'visible_only', ('the fused image equals the visible luminance: it no longer '
+                                'depends on the thermal image')
+    return None
+
+
+def dry_run_inputs(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic visible_y and infrared for a dry run: crossing ramps (distinct, never
+    flat), float32 (1, 1, H, W) in [0, 1]."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    visible = (xs / max(width - 1, 1)) * 0.8 + 0.1
+    infrared = (ys / max(height - 1, 1)) * 0.9 + 0.05 * np.sin(xs / 3.0)
+    return visible[None, None], np.clip(infrared, 0, 1).astype(np.float32)[None, None]

@@ -31,6 +31,7 @@ from occo_ros.calibration_file import registration_from_params
 from occo_ros.color import COLOR_MODES, check_color_mode, compose_rgb, luma_chroma
 from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import FusionEngine
+from occo_ros.model_contract import output_problem
 from occo_ros.params import FusionSettings
 from occo_ros.registration import Registration
 from occo_ros.thermal import ThermalNormalizer, normalize_thermal
@@ -53,6 +54,7 @@ class PreparedPair:
     infrared: np.ndarray       # (1, 1, H_in, W_in) float32 in [0,1]
     chroma: np.ndarray         # (H_out, W_out, 3) uint8 visible YCbCr (color.luma_chroma)
     times_ms: dict = field(default_factory=dict)
+    fused: Any = None          # the engine's output as returned, set by infer
 
 
 @dataclass
@@ -76,12 +78,14 @@ class FusedFrame:
 #: Why (part of) a frame could not be used, one counter each: the thermal or RGB image cannot
 #: be decoded or is not an image of its kind; the camera_info cannot be adapted (the image is
 #: still fused, only fused camera_info is missing); the decoded pair is rejected by
-#: registration or colour conversion; the inference engine failed.
+#: registration or colour conversion; the inference engine failed; the network's output is
+#: unusable (model_contract.output_problem: non-finite, out of range, constant, or no longer
+#: depending on the thermal image), so the frame is not published.
 BAD_THERMAL, BAD_RGB, BAD_CAMERA_INFO = 'bad_thermal', 'bad_rgb', 'bad_camera_info'
-BAD_PAIR, ENGINE_ERROR = 'bad_pair', 'engine_error'
-REASONS = (BAD_THERMAL, BAD_RGB, BAD_CAMERA_INFO, BAD_PAIR, ENGINE_ERROR)
+BAD_PAIR, ENGINE_ERROR, BAD_OUTPUT = 'bad_pair', 'engine_error', 'bad_output'
+REASONS = (BAD_THERMAL, BAD_RGB, BAD_CAMERA_INFO, BAD_PAIR, ENGINE_ERROR, BAD_OUTPUT)
 _STREAM = {BAD_THERMAL: 'thermal', BAD_RGB: 'rgb', BAD_CAMERA_INFO: 'camera_info',
-           BAD_PAIR: 'pair', ENGINE_ERROR: 'engine'}
+           BAD_PAIR: 'pair', ENGINE_ERROR: 'engine', BAD_OUTPUT: 'engine'}
 #: What :meth:`FusionPipeline.fuse_frame` accepts as an image: a sensor_msgs/Image or
 #: CompressedImage (rclpy's, rosbags', or any object with their fields; see occo_ros.codec),
 #: a decoded :class:`codec.DecodedImage` (array + channel order), or a 2-D array (gray).
@@ -203,9 +207,9 @@ class FusionPipeline:
     def infer(self, prepared: PreparedPair) -> np.ndarray:
         """Run the network; returns fused Y (H_in, W_in) float32 and records the time."""
         start = time.perf_counter()
-        fused = self.engine.infer(prepared.visible_y, prepared.infrared)
+        prepared.fused = self.engine.infer(prepared.visible_y, prepared.infrared)
         prepared.times_ms['inference'] = (time.perf_counter() - start) * 1e3
-        return fused[0, 0]
+        return prepared.fused[0, 0]
 
     def compose(self, fused_y: np.ndarray, prepared: PreparedPair) -> FusedFrame:
         """Fused Y at the output size + visible colour (``color_mode``) -> RGB uint8."""
@@ -215,11 +219,15 @@ class FusionPipeline:
         prepared.times_ms['compose'] = (time.perf_counter() - start) * 1e3
         return FusedFrame(rgb, fused_y, prepared.times_ms)
 
-    def fused_camera_info(self, info) -> dict:
+    def fused_camera_info(self, info, image_size: tuple[int, int] | None = None) -> dict:
         """Fields of the fused image's sensor_msgs/CameraInfo, from the RGB camera's (any
         object with width, height, k, p, d, r, distortion_model): K and P adapted to the crop
         and the output size; R copied, distortion too (zeros when the registration undistorts
-        the RGB image). Raises ValueError for a bad K or P."""
+        the RGB image). Raises ValueError for a camera_info that is not valid
+        (:func:`camera_info_problem`) beside RGB images of ``image_size`` (W, H)."""
+        problem = camera_info_problem(info, image_size)
+        if problem:
+            raise ValueError(problem)
         k, p = self.registration.adapt_camera_matrices(
             np.asarray(info.k, np.float64).reshape(3, 3),
             np.asarray(info.p, np.float64).reshape(3, 4), (info.width, info.height))
@@ -263,6 +271,11 @@ class FusionPipeline:
         except Exception as exc:  # noqa: BLE001 (EngineError or a backend's own exception)
             return FrameResult(None, encoding, times_ms=prepared.times_ms,
                                problems=(_problem(ENGINE_ERROR, exc, 'inference failed'),))
+        # cost: bench/bench_output_check.py
+        bad = output_problem(prepared.fused, prepared.visible_y, prepared.infrared)
+        if bad is not None:   # never publish what the network got wrong
+            return FrameResult(None, encoding, times_ms=prepared.times_ms, problems=(
+                FrameProblem(BAD_OUTPUT, bad[0], f'bad network output: {bad[1]}'),))
         try:
             frame = self.compose(fused_y, prepared)
             start = time.perf_counter()
@@ -274,10 +287,39 @@ class FusionPipeline:
         info, info_problems = None, ()
         if camera_info is not None:
             try:
-                info = self.fused_camera_info(camera_info)
+                info = self.fused_camera_info(camera_info, rgb_image.array.shape[1::-1])
             except Exception as exc:  # noqa: BLE001 (a bad camera_info must not cost the image)
                 info_problems = (_problem(BAD_CAMERA_INFO, exc, 'cannot adapt camera_info'),)
         return FrameResult(pixels, encoding, fused_y, info, frame.times_ms, info_problems)
+
+
+#: Most distortion coefficients a camera_info may carry: OpenCV's longest model (rational +
+#: thin prism + tilt) has 14; more is a broken driver, and would be copied into every output.
+MAX_DISTORTION = 14
+
+
+def camera_info_problem(info: Any, image_size: tuple[int, int] | None = None) -> str | None:
+    """Why an RGB camera_info cannot describe the fused image, or None: K (9), R (9) and P
+    (12) finite, at most MAX_DISTORTION finite coefficients in D, and a size that is the RGB
+    image's ``image_size`` (W, H) or the same aspect scaled (e.g. 640x360 beside 1280x720:
+    a calibration at another resolution; each side within one pixel of the scaled image)."""
+    if len(info.d) > MAX_DISTORTION:
+        return f'camera_info has {len(info.d)} distortion coefficients, at most {MAX_DISTORTION}'
+    for name, count in (('k', 9), ('r', 9), ('p', 12), ('d', len(info.d))):
+        values = np.asarray(getattr(info, name), np.float64).ravel()
+        if values.size != count or not np.isfinite(values).all():
+            return f'camera_info {name.upper()} must be {count} finite numbers, got ' \
+                   f'{values.tolist()}'
+    width, height = int(info.width), int(info.height)
+    if width <= 0 or height <= 0:
+        return f'camera_info size {width}x{height} is not an image size'
+    if image_size is not None and (width, height) != tuple(image_size):
+        scale = image_size[0] / width
+        if abs(height * scale - image_size[1]) > max(1.0, scale):
+            return (f'camera_info describes {width}x{height} images, the RGB images are '
+                    f'{image_size[0]}x{image_size[1]} (another aspect, so not a rescaled '
+                    'calibration)')
+    return None
 
 
 def _problem(reason: str, exc: BaseException, what: str) -> FrameProblem:

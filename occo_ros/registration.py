@@ -52,6 +52,10 @@ FULL_CROP = (0.0, 0.0, 1.0, 1.0)
 _ALIGN_TOL = 1e-6   # pixels: a window edge this close to an integer is on the pixel grid
 _MAX_PLANS = 32
 DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', 'equidistant')
+#: Registration sanity (Registration.thermal_coverage): below MIN_COVERAGE of the fusion
+#: frame covered by thermal pixels a calibration is refused (the fused image would be mostly
+#: visible-only), below LOW_COVERAGE it is a WARN in health.
+MIN_COVERAGE, LOW_COVERAGE = 0.25, 0.5
 
 
 class CameraModel(NamedTuple):
@@ -232,6 +236,23 @@ class Registration:
         p = _matrix(p, (3, 4), 'P')
         transform = self.rgb_matrix(rgb_size, size)
         return transform @ k, transform @ p
+
+    def thermal_coverage(self, rgb_size: tuple[int, int] | None = None,
+                         samples: int = 64) -> float:
+        """Share (0-1) of the fusion frame that thermal pixels cover after the warp, on a
+        ``samples`` x ``samples`` grid of frame points mapped back through the crop and the
+        homography (lens distortion ignored). Without ``rgb_size`` an automatic crop is taken
+        as the whole RGB image (an RGB camera with the output's aspect)."""
+        x, y, w, h = FULL_CROP if self.crop is None and rgb_size is None \
+            else self.crop_for(rgb_size)
+        u = (np.arange(samples) + 0.5) / samples
+        uu, vv = np.meshgrid(x + u * w, y + u * h)
+        rgb = np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size)])
+        thermal = np.linalg.inv(self.homography) @ rgb
+        with np.errstate(divide='ignore', invalid='ignore'):
+            tx, ty = thermal[0] / thermal[2], thermal[1] / thermal[2]
+        inside = (thermal[2] > 0) & (tx >= 0) & (tx <= 1) & (ty >= 0) & (ty <= 1)
+        return float(inside.mean())
 
     @property
     def undistorts_rgb(self) -> bool:

@@ -136,3 +136,37 @@ class ThrottledLog:
             extra = self._suppressed.pop(key, 0)
             self._last[key] = now
         return f' ({extra} more like this since the last report)' if extra else ''
+
+
+class ChangeLog:
+    """Parameter changes logged at most once per ``period`` seconds: the first at once, later
+    ones merged (the newest value of each name, and how many sets they were) and logged by
+    :meth:`flush` (call it on a timer) or with the next change after the period. A flood of
+    sets thus costs one line per period, and the last values are always reported."""
+
+    def __init__(self, log, period: float = 2.0, clock=time.monotonic) -> None:
+        self._log = log                   # one call site: rclpy refuses a severity mix
+        self._period = period
+        self._clock = clock
+        self._last = -1e9
+        self._pending: dict = {}
+        self._sets = 0
+        self._lock = threading.Lock()
+
+    def changed(self, values: dict) -> None:
+        """One accepted parameter set (name -> new value)."""
+        with self._lock:
+            self._pending.update(values)
+            self._sets += 1
+        self.flush()
+
+    def flush(self) -> None:
+        """Log what changed since the last line, unless a line went out within the period."""
+        with self._lock:
+            now = self._clock()
+            if not self._sets or now - self._last < self._period:
+                return
+            values, sets = self._pending, self._sets
+            self._pending, self._sets, self._last = {}, 0, now
+        how = '' if sets == 1 else f' ({sets} sets merged, newest values)'
+        self._log(f'parameters changed{how}: {values}')

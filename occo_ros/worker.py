@@ -34,6 +34,8 @@ from occo_ros.health import Health, Status
 from occo_ros.pairing import ApproximateTimePairer, Pair
 from occo_ros.params import SPECS, THERMAL_PARAMS, FusionSettings
 from occo_ros.pipeline import (
+    BAD_CAMERA_INFO,
+    BAD_OUTPUT,
     BAD_PAIR,
     ENGINE_ERROR,
     REASONS,
@@ -52,8 +54,8 @@ STAGES = ('decode', 'preprocess', 'inference', 'compose', 'publish')
 WAITS = ('arrival', 'queue')
 LATENCIES = WAITS + STAGES + ('end_to_end', 'pair_dt')
 #: Counters of :meth:`FusionWorker.snapshot`: 'errors' = pairs decoded but not published
-#: (bad_pair, engine_error or a failing publish callback); 'bad_stamp' = messages refused on
-#: arrival for a zero or far-future stamp (occo_ros.arrival).
+#: (bad_pair, engine_error, bad_output or a failing publish callback); 'bad_stamp' =
+#: messages refused on arrival for a zero or far-future stamp (occo_ros.arrival).
 COUNTS = ('fused', 'dropped_stale', 'dropped_busy') + REASONS + ('bad_stamp', 'errors')
 
 
@@ -226,9 +228,12 @@ class FusionWorker:
             key, text = f'{problem.reason}:{problem.kind}', self._describe(problem.stream,
                                                                            problem.message)
             self.health.problem(key, text)
-            self._throttled.error(key, text)
+            if problem.reason == BAD_CAMERA_INFO:   # the image still goes out, without it
+                self._throttled.warning(key, text)
+            else:
+                self._throttled.error(key, text)
         if not result.ok:
-            if result.reason in (BAD_PAIR, ENGINE_ERROR):
+            if result.reason in (BAD_PAIR, ENGINE_ERROR, BAD_OUTPUT):
                 self._count('errors')
             return result
         start = time.perf_counter()

@@ -25,6 +25,7 @@ import numpy as np
 
 from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine
 from occo_ros.engines.spec import BACKENDS, ENGINE_SUFFIXES, PRECISIONS, EngineSpec
+from occo_ros.model_contract import DRY_RUN_SIDE, dry_run_inputs, output_problem
 from occo_ros.resources import default_model_path
 
 # Why 'auto' prefers ONNX Runtime over PyTorch on the CPU: bench/bench_backends.py, width
@@ -135,6 +136,34 @@ def _tensorrt(request: _Request, device: str, precision: str) -> FusionEngine:
 _CREATORS = {'torch': _torch, 'onnxruntime': _onnxruntime, 'tensorrt': _tensorrt}
 
 
+def _created(backend: str, request: _Request, device: str, precision: str) -> FusionEngine:
+    """The backend's engine, after a dry run met the output contract (see dry_run)."""
+    engine = _CREATORS[backend](request, device, precision)
+    try:
+        dry_run(engine, str(request.model_path))
+    except Exception:
+        engine.close()
+        raise
+    return engine
+
+
+def dry_run(engine: FusionEngine, name: str) -> None:
+    """One inference on crossing ramps at the model's fixed size (else DRY_RUN_SIDE
+    square); EngineError naming ``name`` unless the output is one finite float32 (N, 1, H, W)
+    array in [0, 1] (model_contract.contract_problem): a model with NaN/inf, out-of-range or
+    extra-channel output, or one that ignores the thermal input (model_contract.output_problem),
+    never starts."""
+    details = engine.info.details
+    shape = details.get('input_size') or details.get('input_shape', ())[2:]
+    size = tuple(shape) if len(shape) == 2 and all(isinstance(d, int) for d in shape) \
+        else (DRY_RUN_SIDE, DRY_RUN_SIDE)
+    visible, infrared = dry_run_inputs(*size)
+    problem = output_problem(engine.infer(visible, infrared), visible, infrared)
+    if problem:
+        raise EngineError(f'{name} breaks the FIFN output contract on a {size[0]}x{size[1]} '
+                          f'dry run: {problem[1]}')
+
+
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -197,7 +226,7 @@ def _create_auto(request: _Request) -> tuple[FusionEngine, str, list[str]]:
         problem = _probe(backend, device)
         if problem is None:
             try:
-                engine = _CREATORS[backend](request, device, precision)
+                engine = _created(backend, request, device, precision)
             except Exception as exc:  # auto must fall back, not stop the node
                 problem = str(_as_engine_error(exc, backend, request.model_path))
                 failures.append(f'{label} failed: {problem}')
@@ -267,7 +296,7 @@ def create_engine(spec: EngineSpec, logger: object | None = None) -> FusionEngin
             details['fallback_warning'] = '; '.join(failures)
     else:
         try:
-            engine = _CREATORS[spec.backend](request, spec.device, spec.precision)
+            engine = _created(spec.backend, request, spec.device, spec.precision)
         except Exception as exc:  # a library failing in a way not anticipated: say which
             error = _as_engine_error(exc, spec.backend, path)
             if error is exc:
