@@ -30,7 +30,8 @@ python_bin="${PYTHON:-python3}"
 if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]] && ! python3 -c 'import torch' 2>/dev/null; then
     python_bin=.venv/bin/python
 fi
-"$python_bin" -c 'import numpy, torch' || {
+"$python_bin" -c "import importlib.util as u, sys
+sys.exit(any(u.find_spec(m) is None for m in ('numpy', 'torch')))" || {
     echo "gpu_check: $python_bin has no numpy or torch; set PYTHON=/path/to/python" | tee "$log" >&2
     exit 2
 }

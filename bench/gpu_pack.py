@@ -207,8 +207,6 @@ def pack(data: Path, masks: Path, hed: Path, out: Path, pairs: int | None) -> di
 def verify(folder: Path, hed_out: Path | None) -> dict:
     """Check every checksum (no file missing, none extra), write the fp32 HED file to
     `hed_out` when given; returns the manifest. Raises PackError."""
-    import torch
-
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding='utf-8'))
     except (OSError, ValueError) as exc:
@@ -230,6 +228,8 @@ def verify(folder: Path, hed_out: Path | None) -> dict:
     if problems:
         raise PackError(f'{folder}: {len(problems)} problem(s): ' + '; '.join(problems[:5]))
     if hed_out is not None:
+        import torch
+
         packed = torch.load(folder / HED_PACKED, map_location='cpu', weights_only=True)
         hed_out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(dequantize_hed(packed), hed_out)

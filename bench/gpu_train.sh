@@ -25,7 +25,8 @@ python_bin="${PYTHON:-python3}"
 if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]] && ! python3 -c 'import torch' 2>/dev/null; then
     python_bin=.venv/bin/python
 fi
-"$python_bin" -c 'import numpy, torch, cv2' || {
+"$python_bin" -c "import importlib.util as u, sys
+sys.exit(any(u.find_spec(m) is None for m in ('numpy', 'torch', 'cv2')))" || {
     echo "gpu_train: $python_bin lacks numpy, torch or cv2; set PYTHON=/path/to/python" >&2
     exit 2
 }

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 
@@ -38,12 +39,13 @@ def gpu_pack():
     return _load('gpu_pack')
 
 
-@pytest.fixture
-def tiny_pack(gpu_pack, shared_data, tmp_path, monkeypatch):
+@pytest.fixture(scope='module')
+def packed(gpu_pack, shared_data, tmp_path_factory):
     """One pair per set, masks drawn here, a random VGG16 in the converted-HED format."""
     from occo_ros.image_pairs import find_pairs
     from training.vgg import HED_VGG16_KIND, conv_shapes
 
+    tmp_path = tmp_path_factory.mktemp('gpu_pack')
     masks = tmp_path / 'masks'
     for name in gpu_pack.SETS:
         pair = find_pairs(shared_data / 'train' / name / 'ir',
@@ -59,8 +61,19 @@ def tiny_pack(gpu_pack, shared_data, tmp_path, monkeypatch):
              for key, shape in conv_shapes('vgg16').items()}
     hed = tmp_path / 'vgg16_hed.pt'
     torch.save({'kind': HED_VGG16_KIND, 'state_dict': state, 'source': {'test': True}}, hed)
-    monkeypatch.setattr(gpu_pack, 'PROBE_SIZE', (32, 32))
-    manifest = gpu_pack.pack(shared_data, masks, hed, tmp_path / 'pack', pairs=1)
+    probe, gpu_pack.PROBE_SIZE = gpu_pack.PROBE_SIZE, (32, 32)   # a cheap feature probe
+    try:
+        manifest = gpu_pack.pack(shared_data, masks, hed, tmp_path / 'pack', pairs=1)
+    finally:
+        gpu_pack.PROBE_SIZE = probe
+    return tmp_path / 'pack', manifest, state
+
+
+@pytest.fixture
+def tiny_pack(packed, tmp_path):
+    """A copy of the module's pack that a test may alter."""
+    pack, manifest, state = packed
+    shutil.copytree(pack, tmp_path / 'pack')
     return tmp_path / 'pack', manifest, state
 
 
