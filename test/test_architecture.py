@@ -39,7 +39,7 @@ ARTIFACT_LAYERS = {
     'model_contract': 0, 'atomic_file': 0, 'params': 0, 'resources': 0, 'output_safety': 0,
     'artifact_cache': 1, 'thermal': 1, 'color': 1,
     'model': 2, 'checkpoint': 2,
-    'export': 3,
+    'export': 3, 'fp16_islands': 3,
     'engines': 4,
 }
 
