@@ -244,7 +244,7 @@ def pin_fp32_layers(network: object, trt: types.ModuleType) -> dict[str, str]:
 
     Weakly typed TensorRT (< 11): set their precision and output types to FP32. Strongly
     typed (11+): the ONNX types decide, so check that they are float32 there (an fp16
-    export with FP32 islands, export.fp16_islands). Layers whose outputs are not floating
+    export with FP32 islands, occo_ros.fp16_islands). Layers whose outputs are not floating
     point (shape arithmetic) are left alone. A layer is matched by its name or, from 8.6, by
     the ONNX node names in its metadata ('[ONNX Layer: <node>]').
 
@@ -271,7 +271,7 @@ def pin_fp32_layers(network: object, trt: types.ModuleType) -> dict[str, str]:
                 raise EngineError(
                     f'layer {layer.name} (ONNX node {node}) of an FP32 region is typed '
                     'float16: TensorRT >= 11 takes precision from the ONNX types; build from '
-                    'an fp16 export with FP32 islands (export.fp16_islands)')
+                    'an fp16 export with FP32 islands (occo_ros.fp16_islands)')
         else:
             layer.precision = trt.float32
             for i in range(layer.num_outputs):
