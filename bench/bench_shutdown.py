@@ -13,6 +13,13 @@ is left running.
 
 Target (issue 12): 10 of 10 runs clean, every node gone within 2 s. Exit code 0 only when
 every run is clean. Logs of each run and summary.json go to --out.
+
+Start-up case (issue 20), ``--startup [--signal SIGTERM]``: fusion_node alone, backend
+onnxruntime on the .pt checkpoint with an empty engine cache (so it exports to ONNX); once it
+logs that it is exporting, a seeded random wait of 0 to ``--startup-delay`` s (so the signal
+lands in different phases of the export), then the signal. Clean: exit 0 within the limit,
+no ERROR/FATAL line or traceback, and nothing partial left: no temporary in the cache or in
+the node's TMPDIR, no cached artifact without a valid sidecar.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+import random
 import signal
 import statistics
 import subprocess
@@ -60,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "for a clean run (default 2, the issue's target)")
     parser.add_argument('--startup-timeout', type=float, default=120.0,
                         help='seconds to wait for the first fused images (default 120)')
+    parser.add_argument('--startup', action='store_true',
+                        help='signal fusion_node during its start-up (ONNX export into an '
+                        'empty engine cache) instead of while frames flow')
+    parser.add_argument('--signal', choices=('SIGINT', 'SIGTERM'), default='SIGINT',
+                        help='--startup: the signal to send (default SIGINT)')
+    parser.add_argument('--startup-delay', type=float, default=10.0,
+                        help='--startup: longest seeded wait after the export began '
+                        '(default 10 s)')
     parser.add_argument('--out', type=Path, default=Path('out/bench_shutdown'),
                         help="folder for the nodes' logs and summary.json "
                         '(default out/bench_shutdown)')
@@ -170,6 +186,69 @@ def run_once(index: int, args: argparse.Namespace, counter: FusedCounter) -> dic
     return result
 
 
+def partial_files(cache: Path, tmp: Path) -> list[str]:
+    """What an interrupted start-up must not leave: temporaries in the cache or the node's
+    TMPDIR, and cached artifacts that do not validate (no or a wrong sidecar)."""
+    from occo_ros.artifact_cache import read_sidecar
+
+    found = [str(p) for p in tmp.glob('occo_*')]
+    for path in sorted(cache.rglob('*')) if cache.is_dir() else []:
+        if path.name.startswith('.') or path.suffix == '.tmp':
+            found.append(str(path))
+        elif path.is_file() and path.suffix in ('.onnx', '.engine', '.ort') \
+                and read_sidecar(path)[0] is None:
+            found.append(f'{path} ({read_sidecar(path)[1]})')
+    return found
+
+
+def run_startup_once(index: int, args: argparse.Namespace, delay: float) -> dict:
+    """One start-up run (see the module docstring)."""
+    folder = args.out / f'run{index:02d}'
+    cache, tmp = folder / 'cache', folder / 'tmp'
+    for path in (cache, tmp):
+        path.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED='1', TMPDIR=str(tmp))
+    cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args',
+           '-p', 'backend:=onnxruntime', '-p', f'engine_cache_dir:={cache}',
+           '-p', f"model_path:={shipped_file('models', 'fifn_w025.pt')}"]
+    log = folder / 'fusion_node.log'
+    proc = subprocess.Popen(cmd, stdout=log.open('w'), stderr=subprocess.STDOUT, env=env,
+                            process_group=0)
+    result = {'run': index, 'started': False, 'delay_s': round(delay, 2)}
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while (b'exporting' not in log.read_bytes() and proc.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        result['started'] = b'exporting' in log.read_bytes()
+        time.sleep(delay)
+        offset = log.stat().st_size
+        result['phase'] = log.read_text(errors='replace').strip().splitlines()[-1][-120:]
+        signalled = time.monotonic()
+        proc.send_signal(getattr(signal, args.signal))
+        try:
+            proc.wait(timeout=120)
+            result['exit_s'] = {'fusion_node': time.monotonic() - signalled}
+        except subprocess.TimeoutExpired:
+            result['exit_s'] = {}
+    finally:
+        if group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    result['exit_codes'] = {'fusion_node': proc.returncode}
+    result['left_running'] = [] if result['exit_s'] else ['fusion_node']
+    text = log.read_bytes()
+    result['problems'] = {'fusion_node': problems_in(text[offset:].decode(errors='replace'))}
+    result['problems_before_signal'] = {
+        'fusion_node': problems_in(text[:offset].decode(errors='replace'))}
+    result['partial_files'] = partial_files(cache, tmp)
+    result['clean'] = (result['started'] and not result['left_running']
+                       and proc.returncode == 0 and not result['partial_files']
+                       and result['exit_s']['fusion_node'] <= args.exit_limit
+                       and not result['problems']['fusion_node'])
+    return result
+
+
 def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
     exits = {name: [r['exit_s'][name] for r in runs if name in r['exit_s']] for name in NODES}
     return {
@@ -179,7 +258,9 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
         'exit_limit_s': args.exit_limit,
         'exit_s_median': {n: round(statistics.median(v), 3) for n, v in exits.items() if v},
         'exit_s_max': {n: round(max(v), 3) for n, v in exits.items() if v},
-        'signals': 'SIGINT twice' if args.twice else 'SIGINT',
+        'signals': 'SIGINT twice' if args.twice else args.signal,
+        'case': 'start-up (ONNX export, empty engine cache)' if args.startup
+        else 'frames flowing',
         'camera_rate_hz': args.rate,
         'sizes': 'thermal mono16 640x512, RGB bgr8 1280x720 -> fused 640x512',
         'details': runs,
@@ -189,13 +270,18 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rclpy.init()
-    counter = FusedCounter()
-    try:
-        runs = [run_once(i, args, counter) for i in tqdm(range(args.runs), desc='runs')]
-    finally:
-        counter.destroy_node()
-        rclpy.shutdown()
+    if args.startup:
+        delays = random.Random(20).uniform
+        runs = [run_startup_once(i, args, delays(0.0, args.startup_delay))
+                for i in tqdm(range(args.runs), desc='runs')]
+    else:
+        rclpy.init()
+        counter = FusedCounter()
+        try:
+            runs = [run_once(i, args, counter) for i in tqdm(range(args.runs), desc='runs')]
+        finally:
+            counter.destroy_node()
+            rclpy.shutdown()
     summary = summarize(runs, args)
     (args.out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     print(f"machine: {summary['machine']}; {summary['sizes']}, cameras {args.rate} Hz")
@@ -205,8 +291,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{ {n: round(s, 3) for n, s in r['exit_s'].items()} }, "
               f"problems after the signal {sum(map(len, r['problems'].values()))} "
               f"(before: {sum(map(len, r['problems_before_signal'].values()))}), "
-              f"left running {r['left_running']}")
-    print(f"{summary['clean_runs']} of {summary['runs']} runs clean; seconds from SIGINT to "
+              f"left running {r['left_running']}"
+              + (f", partial files {r['partial_files']}, signal {r['delay_s']} s after "
+                 f"the export began, last line before it: {r['phase']!r}"
+                 if args.startup else ''))
+    print(f"{summary['clean_runs']} of {summary['runs']} runs clean ({summary['case']}); "
+          f"seconds from {summary['signals']} to "
           f"exit: median {summary['exit_s_median']}, max {summary['exit_s_max']}")
     return 0 if summary['clean_runs'] == summary['runs'] else 1
 

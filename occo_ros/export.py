@@ -32,6 +32,7 @@ H x W exceed the FP16 range at 1080p).
 from __future__ import annotations
 
 import argparse
+import atexit
 from collections.abc import Callable
 import contextlib
 import hashlib
@@ -40,6 +41,7 @@ import json
 import logging
 import os
 from pathlib import Path
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -410,6 +412,48 @@ def export_onnx(
     return out_path
 
 
+def export_in_subprocess(model_path: Path, out_path: Path, input_size: tuple[int, int] | None,
+                         opset: int, log: Callable[[str], None] = _LOG.info) -> Path:
+    """:func:`export_onnx` (verified) in a child process, ``occo-export``, then the result
+    written atomically to ``out_path``: a signal ends the caller within moments, whereas
+    torch's exporter holds the interpreter in C++ for seconds at a time (a node's start-up,
+    node_main). The child, and its temporary folder (also its TMPDIR), do not outlive this
+    process: an exit kills the child and removes the folder (atexit)."""
+    with tempfile.TemporaryDirectory(prefix='occo_export_') as folder, removed_at_exit(folder):
+        raw = Path(folder) / 'model.onnx'
+        size = ['--dynamic'] if input_size is None else \
+            ['--height', str(input_size[0]), '--width', str(input_size[1])]
+        child = subprocess.Popen(
+            [sys.executable, '-m', 'occo_ros.export', '--model', str(model_path), '--out',
+             str(raw), '--opset', str(opset), *size], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, TMPDIR=folder))
+        _CHILDREN.add(child)
+        try:
+            lines = [line.strip() for line in child.communicate()[0].splitlines()
+                     if line.strip()]
+        finally:
+            _CHILDREN.discard(child)
+        if child.returncode != 0:
+            last = lines[-1] if lines else f'exit status {child.returncode}'
+            raise ExportError(last.split('occo-export: ', 1)[-1])
+        for line in lines:
+            log(line)
+        return atomic_write_bytes(out_path, raw.read_bytes())
+
+
+#: Export processes running for this process; killed at its exit.
+_CHILDREN: set[subprocess.Popen] = set()
+
+
+@atexit.register
+def _kill_children() -> None:
+    for child in list(_CHILDREN):
+        with contextlib.suppress(OSError):
+            child.kill()
+            child.wait()
+
+
 def export_recipe_sha256() -> str:
     """sha256 of what shapes an export besides the weights: model.py, export.py, torch.
 
@@ -495,7 +539,7 @@ def cached_onnx(
         log(f'cached ONNX {path.name} not used: {problem}')
     if can_export:
         log(f'exporting {model_path.name} to ONNX ({shape}, opset {opset})')
-        export_onnx(model_path, path, input_size, opset, verify=True, log=log)
+        export_in_subprocess(model_path, path, input_size, opset, log=log)
         write_artifact(path, None, key)
         return path
     shipped = shipped_onnx(model_path, sha) if opset == DEFAULT_OPSET else None

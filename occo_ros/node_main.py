@@ -9,6 +9,10 @@ error after the context is shut down is the normal end of the node, not a failur
 ends without the interpreter's slow module teardown, so a node is gone well within the 2 s a
 launch gives it.
 
+Interrupting start-up. The node is created (export, engine build, warm-up) in a worker
+thread while the main thread waits for it, so Ctrl-C or SIGTERM during start-up ends the
+process at once with exit code 0, and a temporary the worker was writing is removed.
+
 Starting. Whatever keeps the node from being created (a bad parameter, refused by rclpy or by
 the node; a model that cannot be loaded) is one FATAL line saying what is wrong and what to
 do, and exit code 1; the traceback is logged at DEBUG only (``--ros-args --log-level debug``).
@@ -22,6 +26,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import NoReturn
 
@@ -61,7 +66,9 @@ def _spin_node(create: Callable[[], Node], name: str, args: list[str] | None,
     context = rclpy.get_default_context()
     node = None
     try:
-        node = create()
+        node = _create_interruptibly(create, context)
+        if node is None:    # Ctrl-C or SIGTERM during start-up
+            return 0
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -78,6 +85,35 @@ def _spin_node(create: Callable[[], Node], name: str, args: list[str] | None,
     finally:
         _close(node)
     return 0
+
+
+def _create_interruptibly(create: Callable[[], Node], context: Context) -> Node | None:
+    """``create()`` in a worker thread while this (main) thread waits for it: an export,
+    engine build or warm-up runs for seconds to minutes in code that neither sees
+    KeyboardInterrupt nor checks the context (SIGTERM only shuts the context down), so the
+    main thread watches both and gives up on the worker (None) at once; the process then
+    ends without waiting for it, and the temporaries it was writing are removed at exit
+    (:mod:`occo_ros.atomic_file`). The worker's exception is raised here."""
+    done = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome['node'] = create()
+        except BaseException as exc:  # handed to the main thread
+            outcome['error'] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name='node start-up', daemon=True).start()
+    while not done.wait(0.05):
+        if not context.ok():
+            return None
+    if not context.ok():
+        return None
+    if 'error' in outcome:
+        raise outcome['error']
+    return outcome['node']
 
 
 def startup_error_message(exc: Exception,
