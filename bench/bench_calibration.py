@@ -111,6 +111,54 @@ def edges_cases(cases: int, load: list, residual: np.ndarray | None,
     return [row[1] for row in rows]
 
 
+#: Capture-range levels: (shift px, rotation deg, scale) of the truth's offset from the start
+#: (directions and signs seeded), the last two beyond the coarse search's limits.
+LEVELS = ((0, 0, 0.0), (8, 1, 0.01), (17, 3, 0.04), (30, 4, 0.05), (42, 5, 0.06),
+          (70, 6, 0.08), (100, 8, 0.10))
+
+
+def capture_bench(pair_count: int) -> None:
+    """Mean corner error against the offset of the start, per level of :data:`LEVELS`."""
+    pairs = find_pairs(EVAL / 'ir', EVAL / 'vi').pairs
+    chosen = [pairs[round(i * (len(pairs) - 1) / (pair_count - 1))] for i in range(pair_count)]
+    cross = [(p.stem, read_gray(p.ir_path), read_rgb(p.vi_path)) for p in chosen]
+    mono = [(s, cv2.cvtColor(vi, cv2.COLOR_RGB2GRAY), vi) for s, _, vi in cross]
+    start = about_center(SIZE, 0.8)
+    rng = np.random.default_rng(20)
+    print(f'\nedges capture range, {pair_count} MSRS pairs 640x480, start = the nominal 80 % '
+          'homography; truth = start offset by the level (+ perspective up to 2e-5):')
+    print('| offset: shift px, rotation deg, scale | start corner error px | one modality, '
+          'affine: vs truth px | one modality, --perspective: vs truth px | cross-modal: vs '
+          'its result started at the truth px | cross-modal: vs truth px | s per pair |')
+    print('|---|---|---|---|---|---|---|')
+    for shift, degrees, scale in LEVELS:
+        angle = rng.uniform(0, 2 * np.pi)
+        truth = about_center(SIZE, 0.8 * (1 + scale * rng.choice([-1, 1])),
+                             degrees * rng.choice([-1, 1]),
+                             (shift * np.cos(angle), shift * np.sin(angle)),
+                             tuple(rng.uniform(-2e-5, 2e-5, 2)))
+        cells, begin = [], time.perf_counter()
+        for load, init, perspective in ((mono, start, False), (mono, start, True),
+                                        (cross, start, False), (cross, truth, False)):
+            warped = [(s, cv2.warpPerspective(ir, truth, SIZE, flags=cv2.WARP_INVERSE_MAP
+                                              | cv2.INTER_LINEAR), vi) for s, ir, vi in load]
+            try:
+                cells.append(calibrate.refine_edges(warped, init, perspective=perspective).h_px)
+            except calibrate.CalibrationFailed as exc:
+                cells.append(str(exc).split(':')[0])
+        seconds = (time.perf_counter() - begin) / (4 * pair_count)
+
+        def cell(h, reference) -> str:
+            if isinstance(h, str):
+                return f'refused ({h})'
+            return f'{calibrate.corner_error(h, reference, SIZE):.2f}'
+        own = truth if isinstance(cells[3], str) else cells[3]
+        print(f'| {shift}, {degrees}, {scale:.0%} | '
+              f'{calibrate.corner_error(start, truth, SIZE):.1f} | {cell(cells[0], truth)} | '
+              f'{cell(cells[1], truth)} | {cell(cells[2], own)} | {cell(cells[2], truth)} | '
+              f'{seconds:.2f} |')
+
+
 def target_bench(runs: int) -> np.ndarray:
     """Prints the table; returns the last run's homography (for the parallax table)."""
     depth = 4.0
@@ -162,8 +210,15 @@ def main() -> None:
     parser.add_argument('--cases', type=int, default=10, help='edges: known homographies')
     parser.add_argument('--runs', type=int, default=5, help='target: runs')
     parser.add_argument('--skip-edges', action='store_true', help='no edges benchmark')
+    parser.add_argument('--capture-only', action='store_true',
+                        help='only the capture-range table of edges')
+    parser.add_argument('--capture-pairs', type=int, default=6,
+                        help='capture range: MSRS pairs (default 6)')
     args = parser.parse_args()
     print(f'machine: {cpu_description()}; OpenCV {cv2.__version__}')
+    capture_bench(args.capture_pairs)
+    if args.capture_only:
+        return
     if not args.skip_edges:
         edges_bench(args.cases)
     parallax_bench(target_bench(args.runs))

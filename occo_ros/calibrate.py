@@ -30,6 +30,13 @@ import numpy as np
 #: is returned at the original resolution).
 EDGE_WORK_WIDTH = 640
 _EDGE_TRUNCATE_PX = 10.0
+#: The coarse search of `edges` (at the work resolution): its shift, rotation and scale
+#: limits about the start.
+SEARCH_SHIFT_PX = 48.0
+SEARCH_DEGREES = 6.0
+SEARCH_SCALE = 0.08
+_SEARCH_WIDTH = 160
+_MAX_DRIFT_PX = 12.0
 
 
 class CalibrationFailed(RuntimeError):
@@ -306,6 +313,113 @@ def _ecc_pyramid(thermal: np.ndarray, rgb: np.ndarray, h_px: np.ndarray, levels:
     return h / h[2, 2], float(correlation)
 
 
+def _about_centre(size: tuple[int, int], scale: float, degrees: float) -> np.ndarray:
+    """Scale and rotate about the centre of an image of ``size`` (OpenCV pixels)."""
+    centre = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])
+    a = np.radians(degrees)
+    m = np.array([[scale * np.cos(a), -scale * np.sin(a), 0.0],
+                  [scale * np.sin(a), scale * np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    m[:2, 2] = centre - m[:2, :2] @ centre
+    return m
+
+
+def _inner_box(h: np.ndarray, thermal_size: tuple[int, int], size: tuple[int, int],
+               inset: int) -> tuple[int, int, int, int] | None:
+    """Integer box (x0, y0, x1, y1) inside both the image of ``size`` and the thermal field of
+    view mapped by ``h``, ``inset`` px from their borders; None when nothing is left."""
+    tl, tr, br, bl = transform(h, image_corners(thermal_size))
+    x0 = int(np.ceil(max(tl[0], bl[0], 0.0))) + inset
+    y0 = int(np.ceil(max(tl[1], tr[1], 0.0))) + inset
+    x1 = int(np.floor(min(tr[0], br[0], size[0] - 1.0))) - inset
+    y1 = int(np.floor(min(bl[1], br[1], size[1] - 1.0))) - inset
+    return (x0, y0, x1, y1) if x1 - x0 >= 16 and y1 - y0 >= 16 else None
+
+
+@dataclass
+class CoarseSearch:
+    """Where the coarse search put the thermal image (work resolution) and how sure it is."""
+
+    h_work: np.ndarray
+    scale: float
+    degrees: float
+    shift_px: tuple[float, float]
+    at_limit: str
+    agreeing: int
+    pairs: int
+
+
+def _coarse_search(pairs: list[tuple[str, np.ndarray, np.ndarray]],
+                   start: np.ndarray) -> CoarseSearch:
+    """Exhaustive search of the residual similarity (scale, rotation about the centre, shift)
+    at ~160 px wide that maximises the normalised correlation of edge maps summed over the
+    pairs (:data:`SEARCH_SHIFT_PX`, :data:`SEARCH_DEGREES`, :data:`SEARCH_SCALE`); the
+    capture range of ECC alone is a few pixels, this brings the start inside it."""
+    thermal_size, size = _size(pairs[0][1]), _size(pairs[0][2])
+    factor = _SEARCH_WIDTH / size[0]
+    coarse = (_SEARCH_WIDTH, max(16, round(size[1] * factor)))
+    t_coarse = (max(16, round(thermal_size[0] * factor)),
+                max(16, round(thermal_size[1] * factor)))
+    down, t_down = scale_matrix(size, coarse), scale_matrix(thermal_size, t_coarse)
+    start_coarse = down @ start @ np.linalg.inv(t_down)
+    margin = int(np.ceil(SEARCH_SHIFT_PX * factor))
+    slack = int(np.ceil(max(coarse) / 2 * (SEARCH_SCALE + np.radians(SEARCH_DEGREES))))
+    box = _inner_box(start_coarse, t_coarse, coarse, slack)
+    if box is None:
+        raise CalibrationFailed('the start leaves too little overlap between the thermal '
+                                'field of view and the RGB image to search in')
+    x0, y0, x1, y1 = box
+    maps = []
+    for _, thermal, rgb in pairs:
+        rgb_edges = gradient_magnitude(cv2.resize(rgb, coarse, interpolation=cv2.INTER_AREA))
+        region = cv2.copyMakeBorder(rgb_edges, margin, margin, margin, margin,
+                                    cv2.BORDER_CONSTANT, value=0.0)
+        maps.append((gradient_magnitude(cv2.resize(thermal, t_coarse,
+                                                   interpolation=cv2.INTER_AREA)),
+                     region[y0:y1 + 2 * margin, x0:x1 + 2 * margin]))
+    scales = 1.0 + np.linspace(-SEARCH_SCALE, SEARCH_SCALE, 2 * round(SEARCH_SCALE / 0.02) + 1)
+    angles = np.linspace(-SEARCH_DEGREES, SEARCH_DEGREES, 2 * round(SEARCH_DEGREES) + 1)
+    best_total = (-np.inf, 0, 0, (0, 0))
+    best_pair = [(-np.inf, 0, 0, (0, 0))] * len(maps)
+    for i, scale in enumerate(scales):
+        for j, degrees in enumerate(angles):
+            similarity = _about_centre(coarse, scale, degrees)
+            warp = np.linalg.inv(similarity) @ start_coarse
+            total = 0.0
+            for k, (thermal_edges, region) in enumerate(maps):
+                moved = cv2.warpPerspective(thermal_edges, warp, coarse, flags=cv2.INTER_LINEAR)
+                score = cv2.matchTemplate(region, moved[y0:y1, x0:x1], cv2.TM_CCOEFF_NORMED)
+                score = np.nan_to_num(score, nan=-1.0)
+                peak = np.unravel_index(int(np.argmax(score)), score.shape)
+                if score[peak] > best_pair[k][0]:
+                    best_pair[k] = (float(score[peak]), i, j, peak)
+                total = total + score
+            peak = np.unravel_index(int(np.argmax(total)), total.shape)
+            if total[peak] > best_total[0]:
+                best_total = (float(total[peak]), i, j, peak)
+
+    def homography(i: int, j: int, peak: tuple[int, int]) -> np.ndarray:
+        # RGB coarse px -> pre-warped coarse px: W(q) = S (q - shift)
+        shift = np.array([[1.0, 0.0, margin - peak[1]], [0.0, 1.0, margin - peak[0]],
+                          [0.0, 0.0, 1.0]])
+        w = _about_centre(coarse, scales[i], angles[j]) @ shift
+        h = np.linalg.inv(down) @ np.linalg.inv(w) @ down @ start
+        return h / h[2, 2]
+
+    _, i, j, peak = best_total
+    h_work = homography(i, j, peak)
+    limits = [what for what, hit in (
+        (f'shift {SEARCH_SHIFT_PX:g} px', margin in (abs(peak[0] - margin),
+                                                     abs(peak[1] - margin))),
+        (f'rotation {SEARCH_DEGREES:g} deg', j in (0, len(angles) - 1)),
+        (f'scale {SEARCH_SCALE:.0%}', i in (0, len(scales) - 1))) if hit]
+    tolerance = 2.5 / factor   # coarse pixels apart
+    agreeing = sum(corner_error(homography(*p[1:]), h_work, thermal_size) <= tolerance
+                   for p in best_pair)
+    return CoarseSearch(h_work, float(scales[i]), float(angles[j]),
+                        ((margin - peak[1]) / factor, (margin - peak[0]) / factor),
+                        ', '.join(limits), int(agreeing), len(maps))
+
+
 def edge_distance(thermal: np.ndarray, rgb: np.ndarray, h_px: np.ndarray) -> float:
     """Mean distance (RGB pixels, each truncated at 10) from the strongest edges of the
     thermal image, mapped by ``h_px``, to the nearest strong RGB edge."""
@@ -357,10 +471,18 @@ def refine_edges(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
         small.append((name, cv2.resize(to_gray_float(thermal), t_work,
                                        interpolation=cv2.INTER_AREA),
                       cv2.resize(to_gray_float(rgb), r_work, interpolation=cv2.INTER_AREA)))
-    combined_work = init_work
+    if not small:
+        raise CalibrationFailed('no pair has the size of the first pair')
+    search = _coarse_search(small, init_work)
+    if progress:
+        progress(f'coarse search: scale {search.scale:.3f}, rotation {search.degrees:+.1f} '
+                 f'deg, shift ({search.shift_px[0]:+.0f}, {search.shift_px[1]:+.0f}) px; '
+                 f'{search.agreeing} of {search.pairs} pairs agree')
+    combined_work = search.h_work
     for _ in range(rounds):
         combined_work, estimates, keep, failed = _edges_round(
             small, combined_work, levels, iterations, perspective, progress)
+    _check_capture(search, combined_work, keep, t_work)
     results += failed
     h_px = np.linalg.inv(to_work) @ combined_work @ from_work
     h_px /= h_px[2, 2]
@@ -376,9 +498,29 @@ def refine_edges(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
                    'correlation': correlation}))
     order = [p[0] for p in pairs]
     results.sort(key=lambda r: order.index(r.name))
-    return MethodResult(h_px, results, 'edge distance: mean distance of the mapped strong '
-                        'thermal edges from the nearest strong RGB edge (truncated at 10), '
-                        'RGB pixels; not 0 when aligned, compare error_before_px')
+    return MethodResult(h_px, results, 'edge distance, not a registration accuracy: mean '
+                        'distance of the mapped strong thermal edges from the nearest strong '
+                        'RGB edge (truncated at 10), RGB pixels; not 0 when aligned, compare '
+                        'error_before_px')
+
+
+def _check_capture(search: CoarseSearch, combined: np.ndarray, keep: np.ndarray,
+                   thermal_size: tuple[int, int]) -> None:
+    """Refuse a result that the edges cannot vouch for (see :func:`refine_edges`)."""
+    hint = ('start closer: --init a points or target calibration (the capture range of '
+            'edges is stated in occo-calibrate --help)')
+    if search.at_limit:
+        raise CalibrationFailed(f'the best coarse alignment lies at the limit of the search '
+                                f'({search.at_limit} from the start): the start is probably '
+                                f'further off than edges can capture; {hint}')
+    if len(keep) >= 2 and 2 * int(np.sum(keep)) < len(keep):
+        raise CalibrationFailed(f'the pairs disagree after refinement (only {int(np.sum(keep))} '
+                                f'of {len(keep)} agree); {hint}')
+    drift = corner_error(combined, search.h_work, thermal_size)
+    if drift > _MAX_DRIFT_PX:
+        raise CalibrationFailed(f'the refinement moved {drift:.1f} px away from the coarse '
+                                f'alignment (more than {_MAX_DRIFT_PX:g}): it did not converge '
+                                f'to it; {hint}')
 
 
 def _edges_round(pairs: list[tuple[str, np.ndarray, np.ndarray]], start: np.ndarray,

@@ -294,7 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
                         'per row x rows of the grid, e.g. 9x6')
     method.add_argument('--init', type=Path, default=None,
                         help='edges: start from this calibration file (e.g. a points or '
-                        'target calibration); default: the identity (same field of view)')
+                        'target calibration); default: the identity (same field of view). '
+                        'Capture range of edges: the truth within '
+                        f'{calibrate.SEARCH_SHIFT_PX:g} px shift, {calibrate.SEARCH_DEGREES:g} '
+                        f'deg rotation and {calibrate.SEARCH_SCALE * 100:g} %% scale of the start (at '
+                        f'{calibrate.EDGE_WORK_WIDTH} px wide; bench/bench_calibration.py); a '
+                        'result at those limits, or one the pairs disagree on, is refused '
+                        '(exit 1, nothing written)')
     method.add_argument('--perspective', action='store_true',
                         help='edges: also refine the perspective terms (default: an affine '
                         'correction of the start, which keeps its perspective)')
@@ -356,10 +362,11 @@ def calibrate_inputs(args: argparse.Namespace, inputs: Inputs,
         method=args.method, thermal_size=thermal_size, rgb_size=rgb_size,
         homography_px=result.h_px, crop=tuple(crop), output_size=tuple(args.output_size),
         error_px=result.error_px, error_kind=result.error_kind,
-        pairs=[dict(name=p.name, error_px=p.error_px, **({'note': p.note} if p.note else {}),
-                    **p.extra) for p in result.pairs],
         thermal_camera=inputs.thermal_camera, rgb_camera=inputs.rgb_camera,
         working_distance_m=args.working_distance)
+    calibration.pairs = [{'name': p.name, calibration.error_key: p.error_px,
+                          **({'note': p.note} if p.note else {}), **p.extra}
+                         for p in result.pairs]
     calibration.registration(calibration.output_size)  # the node must accept it
     return calibration, start, result, pairs
 
@@ -399,12 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     save_calibration(args.output, calibration)
     pairs_iter = pairs if args.no_progress else tqdm(pairs, desc='report images')
     write_report(folder, pairs_iter, start, calibration.homography_px, result)
+    what = 'edge distance' if calibration.error_key == 'edge_distance_px' else 'error'
     for pair in result.pairs:
-        log(f'pair {pair.name}: error {pair.error_px:.3f} px' + (
+        log(f'pair {pair.name}: {what} {pair.error_px:.3f} px' + (
             f' (before {pair.extra["error_before_px"]:.3f} px)'
             if 'error_before_px' in pair.extra else '') + (f'; {pair.note}' if pair.note
                                                            else ''))
-    log(f'{args.method}: mean error {calibration.error_px:.3f} px ({result.error_kind}); '
+    log(f'{args.method}: mean {what} {calibration.error_px:.3f} px ({result.error_kind}); '
         f'wrote {args.output} and {folder}/ in {time.perf_counter() - begin:.1f} s')
     return EXIT_OK
 

@@ -13,10 +13,11 @@ A YAML mapping (format ``occo_ros_calibration``, version 1)::
                                    # registration.pixel_to_normalized_homography)
     crop: [x, y, w, h]             # fusion frame in normalised RGB coordinates
     output_size: [640, 512]        # the size the crop was chosen for
-    error_px: 0.42                 # mean error over the pairs, RGB pixels
-    error_kind: ...                # what error_px measures (reprojection or edge distance)
+    error_px: 0.42                 # points/target: mean reprojection error, RGB pixels
+    edge_distance_px: 2.1          # edges instead: mean edge distance, NOT an accuracy
+    error_kind: ...                # what that number measures
     working_distance_m: null       # the depth the homography is exact for (see README)
-    pairs: [{name: ..., error_px: ...}, ...]
+    pairs: [{name: ..., error_px: ...}, ...]   # edge_distance_px for edges
     thermal_camera: {k: [9], d: [...], distortion_model: plumb_bob}   # optional
     rgb_camera: {k: [9], d: [...], distortion_model: plumb_bob}       # optional
 
@@ -77,11 +78,18 @@ class Calibration:
         return pixel_to_normalized_homography(self.homography_px, self.thermal_size,
                                               self.rgb_size, 'homography_px')
 
+    @property
+    def error_key(self) -> str:
+        """The name of ``error_px`` in the file: an edges calibration's number is the
+        distance between the two images' edges (never 0 across modalities), not a
+        registration accuracy, so it is not called an error there."""
+        return 'edge_distance_px' if self.method == 'edges' else 'error_px'
+
     def registration(self, output_size: tuple[int, int], name: str = '') -> Registration:
         """The Registration this calibration describes, producing ``output_size`` images."""
         source = {'calibration': name or f'{self.method} calibration',
                   'calibration_method': self.method,
-                  'calibration_error_px': f'{self.error_px:.3f}'}
+                  f'calibration_{self.error_key}': f'{self.error_px:.3f}'}
         return Registration(self.homography, self.crop, output_size=output_size,
                             thermal_camera=self.thermal_camera, rgb_camera=self.rgb_camera,
                             source=source)
@@ -95,7 +103,7 @@ class Calibration:
             'homography_px': [[float(v) for v in row] for row in self.homography_px],
             'homography': [float(v) for v in self.homography.ravel()],
             'crop': [float(v) for v in self.crop], 'output_size': list(self.output_size),
-            'error_px': float(self.error_px), 'error_kind': self.error_kind,
+            self.error_key: float(self.error_px), 'error_kind': self.error_kind,
             'working_distance_m': self.working_distance_m,
             'pairs': [{k: (float(v) if isinstance(v, (float, np.floating)) else v)
                        for k, v in pair.items()} for pair in self.pairs]}
@@ -151,7 +159,7 @@ def load_calibration(path: str | Path) -> Calibration:
             homography_px=np.asarray(data['homography_px'], dtype=np.float64),
             crop=tuple(float(v) for v in data.get('crop', FULL_CROP)),
             output_size=_size(data.get('output_size', [640, 512]), 'output_size'),
-            error_px=float(data.get('error_px', float('nan'))),
+            error_px=float(data.get('edge_distance_px', data.get('error_px', float('nan')))),
             error_kind=str(data.get('error_kind', '')), pairs=list(data.get('pairs') or []),
             working_distance_m=data.get('working_distance_m'), date=str(data.get('date', '')),
             **cameras)
