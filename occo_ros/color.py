@@ -66,7 +66,9 @@ OUTPUT_ORDERS = ('rgb', 'bgr')
 #: compose_rgb's colour modes, see the module docstring; the first is the default.
 COLOR_MODES = ('preserve_saturation', 'keep_chroma')
 #: Visible luma (8-bit) below which chroma counts as noise: its gain is damped (docstring).
-DARK_LUMA = 8
+#: Dark MSRS night frames carry a green sensor cast there (HSV saturation ~0.5 at luma ~11):
+#: at 8 or 16, people the infrared lights up turned green (issue 21 contact sheets).
+DARK_LUMA = 24
 
 
 def _delta(dtype: np.dtype) -> float:

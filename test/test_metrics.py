@@ -247,6 +247,8 @@ def test_color_stats_of_the_visible_image_itself():
     assert stats['sat_fused_sum'] == pytest.approx(stats['sat_vi_sum'])
     summary = metrics.color_summary([stats, stats])
     assert summary['sat_ratio'] == pytest.approx(1.0)
+    assert summary['sat_ratio_lit'] == pytest.approx(1.0)
+    assert 0.0 < summary['lit_share'] < 1.0      # visible luma 10..60 around DARK_LUMA
     assert summary['hue_shift_deg'] == 0.0
     assert summary['colorfulness_fused'] == summary['colorfulness_vi'] > 0
 

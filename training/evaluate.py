@@ -57,6 +57,7 @@ import numpy as np
 from tqdm import tqdm
 
 from occo_ros.codec import DecodedImage
+from occo_ros.color import DARK_LUMA
 from occo_ros.engines import EngineError, EngineSpec, FusionEngine, create_engine
 from occo_ros.fuse_folder import image_pair_pipeline
 from occo_ros.image_pairs import (
@@ -374,7 +375,9 @@ def color_lines(result: EvalResult) -> list[str]:
     return ['', f"Colour of {result.methods[0]} (the frame step's colour image, "
             f'{len(result.color)} pairs): on the {pixels:.0f} pixels the infrared lifts (IR > '
             f'visible luma + {IR_LIFT}), HSV saturation visible {c["sat_vi"]:.3f}, fused '
-            f'{c["sat_fused"]:.3f}, ratio **{c["sat_ratio"]:.3f}**, mean hue shift '
+            f'{c["sat_fused"]:.3f}, ratio **{c["sat_ratio"]:.3f}** (on the '
+            f'{100 * c["lit_share"]:.0f} % of them with visible luma >= {DARK_LUMA}, where '
+            f'chroma is not noise: **{c["sat_ratio_lit"]:.3f}**), mean hue shift '
             f'**{c["hue_shift_deg"]:.2f}°**; colourfulness (Hasler-Suesstrunk, mean over '
             f'images) visible {c["colorfulness_vi"]:.2f}, fused {c["colorfulness_fused"]:.2f}.']
 

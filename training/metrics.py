@@ -482,8 +482,10 @@ IR_LIFT = 60
 #: Hue is compared only where the visible pixel has one: max - min channel of at least this
 #: (8-bit counts); below it the hue is quantisation noise.
 HUE_MIN_RANGE = 10
-#: Per-image sums of color_stats, pooled over a set by color_summary.
-COLOR_SUMS = ('lifted_px', 'sat_vi_sum', 'sat_fused_sum', 'hue_px', 'hue_shift_sum')
+#: Per-image sums of color_stats, pooled over a set by color_summary ('lit': only lifted
+#: pixels whose visible luma is at least occo_ros.color.DARK_LUMA, where chroma is signal).
+COLOR_SUMS = ('lifted_px', 'sat_vi_sum', 'sat_fused_sum', 'hue_px', 'hue_shift_sum',
+              'lit_px', 'sat_vi_lit_sum', 'sat_fused_lit_sum')
 
 
 def colorfulness(rgb: np.ndarray) -> float:
@@ -503,10 +505,11 @@ def color_stats(ir: np.ndarray, vi_rgb: np.ndarray, fused_rgb: np.ndarray) -> di
     of them with a visible hue (HUE_MIN_RANGE); plus both images' colourfulness. Sums (see
     COLOR_SUMS) so that a set is pooled over pixels by color_summary.
     """
-    from occo_ros.color import LUMA_WEIGHTS  # the one BT.601 definition
+    from occo_ros.color import DARK_LUMA, LUMA_WEIGHTS  # the one BT.601 definition
 
-    luma = np.asarray(vi_rgb, np.float32) @ LUMA_WEIGHTS.astype(np.float32)
-    lifted = ir.astype(np.float32) > np.round(luma) + IR_LIFT
+    luma = np.round(np.asarray(vi_rgb, np.float32) @ LUMA_WEIGHTS.astype(np.float32))
+    lifted = ir.astype(np.float32) > luma + IR_LIFT
+    lit = luma[lifted] >= DARK_LUMA
     vi_hsv = cv2.cvtColor(vi_rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)[lifted]
     fused_hsv = cv2.cvtColor(fused_rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)[lifted]
     spread = vi_rgb.max(axis=2).astype(np.int16) - vi_rgb.min(axis=2)
@@ -517,19 +520,27 @@ def color_stats(ir: np.ndarray, vi_rgb: np.ndarray, fused_rgb: np.ndarray) -> di
             'sat_vi_sum': float(vi_hsv[:, 1].sum(dtype=np.float64)),
             'sat_fused_sum': float(fused_hsv[:, 1].sum(dtype=np.float64)),
             'hue_px': float(hued.sum()), 'hue_shift_sum': float(shift.sum()),
+            'lit_px': float(lit.sum()),
+            'sat_vi_lit_sum': float(vi_hsv[lit, 1].sum(dtype=np.float64)),
+            'sat_fused_lit_sum': float(fused_hsv[lit, 1].sum(dtype=np.float64)),
             'colorfulness_vi': colorfulness(vi_rgb), 'colorfulness_fused': colorfulness(fused_rgb)}
 
 
 def color_summary(stats: list[dict[str, float]]) -> dict[str, float]:
     """Pool color_stats of a set: lifted pixels pooled over images (saturation of the visible
-    and the fused image there, their ratio, mean hue shift in degrees), colourfulness as the
-    mean over images. NaN where no pixel qualifies."""
+    and the fused image there, their ratio, the same ratio on the lifted pixels with a visible
+    luma of at least DARK_LUMA, mean hue shift in degrees), colourfulness as the mean over
+    images. NaN where no pixel qualifies."""
     sums = {key: sum(s[key] for s in stats) for key in COLOR_SUMS}
     pixels = sums['lifted_px']
     sat_vi = sums['sat_vi_sum'] / pixels if pixels else float('nan')
     sat_fused = sums['sat_fused_sum'] / pixels if pixels else float('nan')
+    lit_ratio = (sums['sat_fused_lit_sum'] / sums['sat_vi_lit_sum']
+                 if sums['sat_vi_lit_sum'] else float('nan'))
     return {'lifted_px': pixels, 'sat_vi': sat_vi, 'sat_fused': sat_fused,
             'sat_ratio': sat_fused / sat_vi if pixels and sat_vi else float('nan'),
+            'lit_share': sums['lit_px'] / pixels if pixels else float('nan'),
+            'sat_ratio_lit': lit_ratio,
             'hue_shift_deg': (sums['hue_shift_sum'] / sums['hue_px'] if sums['hue_px']
                               else float('nan')),
             'colorfulness_vi': float(np.mean([s['colorfulness_vi'] for s in stats])),
