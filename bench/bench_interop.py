@@ -154,7 +154,9 @@ def run(args: argparse.Namespace) -> dict:
             'node_dropped_stale': int(last.get('dropped_stale', 0)),
             'node_dropped_busy': int(last.get('dropped_busy', 0)),
             'inference_ms_p50': float(last.get('inference_ms_p50', 'nan')),
-            'input_qos': {k: last.get(f'{k}_qos') for k in ('thermal', 'rgb')},
+            # over the run: auto follows the camera, and goes back once it has left
+            'input_qos_seen': sorted({kv.value for s in statuses for kv in s.values
+                                      if kv.key in ('thermal_qos', 'rgb_qos')}),
             'status_names': sorted({s.name for s in statuses}),
             'last_status': statuses[-1].message if statuses else None}
 

@@ -222,6 +222,7 @@ class FusionWiring:
             msg_type, topic, callback, make_qos(reliability, self.params.input_depth),
             event_callbacks=events)
         self._subscriptions_in[stream] = (subscription, reliability)
+        self._incompatible_qos.pop(stream, None)     # an event of the old one is history
 
     def _check_graph(self) -> None:
         """input_reliability auto: follow the publishers' reliability as they come and go."""
@@ -241,8 +242,8 @@ class FusionWiring:
         policy = qos_policy_name_from_kind(event.last_policy_kind)
         self._incompatible_qos[stream] = (
             event.total_count,
-            f'a publisher on {topic} offers a {policy} that this {reliability} subscription '
-            f'does not accept (incompatible-QoS event, {event.total_count} so far)')
+            f'a publisher on {topic} and this {reliability} subscription disagree on '
+            f'{policy} (incompatible-QoS event, {event.total_count} so far)')
 
     def _unsubscribe(self) -> None:
         for subscription, _ in getattr(self, '_subscriptions_in', {}).values():

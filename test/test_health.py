@@ -146,13 +146,13 @@ def test_a_camera_on_the_graph_that_delivers_nothing_is_named_with_its_likely_ca
     clock.now += 30.0        # nobody publishes: the cameras may not be up, keep waiting
     assert health.status()[:2] == (WARN, 'waiting for the first message from thermal and '
                                    'rgb camera')
-    health.set_graph('thermal', 1, 'a publisher offers a RELIABILITY_QOS_POLICY that this '
-                     'reliable subscription does not accept')
+    health.set_graph('thermal', 1, 'a publisher on /thermal/image_raw and this reliable '
+                     'subscription disagree on RELIABILITY')
     health.set_graph('rgb', 1)
     status = health.status()
     assert status.level == WARN and status.log == 'warning'
     assert 'no data from thermal and rgb camera' in status.message
-    assert 'thermal: QoS mismatch, a publisher offers a RELIABILITY' in status.message
+    assert 'thermal: QoS mismatch, a publisher on /thermal/image_raw' in status.message
     assert 'rgb: 1 publisher(s) on the topic but no message arrives' in status.message
     assert 'FASTDDS_BUILTIN_TRANSPORTS' in status.message
     assert health.status().log is None          # logged on changes only
