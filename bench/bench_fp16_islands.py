@@ -9,9 +9,11 @@ Inputs are prepared as the node does: BT.601 luma / 255, 8-bit thermal / 255.
         [--root ../shared/data/eval/msrs] [--pairs 4]
 
 ONNX Runtime's CPU provider runs float16 nodes without a float16 kernel in float32 between
-Casts (its InsertCastTransformer), so every tensor between nodes is rounded to float16 but
-arithmetic inside a node is float32: this measures the graph's types, not a GPU's fp16
-kernels (TensorRT accumulates convolutions in fp32 too). Prints a Markdown table, the machine
+Casts (its InsertCastTransformer; microsoft/onnxruntime#16778), so tensors between nodes are
+rounded to float16 but arithmetic inside a node is float32, and a node squeezed between two
+such nodes may run in float32 without the casts (onnxruntime PR #8018): this measures the
+graph's types, a lower bound of what a GPU's fp16 kernels give (TensorRT accumulates
+convolutions in fp32 too), not a TensorRT engine. Prints a Markdown table, the machine
 and the time taken: 45 s of CPU, 3 minutes on 2 cores shared at load 15.
 """
 
