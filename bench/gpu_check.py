@@ -348,7 +348,7 @@ class Check:
                 self.sync()
                 compile_s = round(time.monotonic() - started, 1)
                 timings = self.modes(lambda c=compiled, a=vis, b=ir: c(a, b))
-            out[size_name(size)] = {'compile_s': compile_s, 'compiled': timings['run'],
+            out[size_name(size)] = {'compiled': {**timings['run'], 'compile_s': compile_s},
                                     **{k: v for k, v in timings.items() if k != 'run'}}
         return out
 
@@ -534,7 +534,8 @@ def markdown(results: dict) -> str:
             continue
         for path, value in timing_rows(name, section):
             note = ', '.join(f'{k} {v}' for k, v in value.items()
-                             if k in ('precision_used', 'load_s', 'cache', 'fp32_layers'))
+                             if k in ('precision_used', 'load_s', 'cache', 'fp32_layers',
+                                      'compile_s'))
             lines.append(f'| {path} | {value["median_ms"]} | {value["p99_ms"]} | {note} |')
         extras = {k: v for k, v in section.items()
                   if k not in ('section_s', 'threads') and not timing_rows('', v)}
