@@ -2,8 +2,8 @@
 
 Three processes, none sharing DDS settings with another:
 
-* a camera: ``bench_interop.py camera``, started with a clean environment (PATH, HOME,
-  ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE only), publishing thermal mono16 640x512 and
+* a camera: ``bench_interop.py camera``, started with a clean environment (PATH, HOME and
+  ROS_DOMAIN_ID only), publishing thermal mono16 640x512 and
   RGB bgr8 1280x720 pairs at --rate Hz with --camera-reliability (a REP-2003 camera driver:
   reliable);
 * the fusion node, started with the clean environment plus exactly what the launch file
@@ -40,7 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 THERMAL_SIZE = (640, 512)
 RGB_SIZE = (1280, 720)
 #: The only variables a clean process gets: enough to run this venv's python on one domain.
-CLEAN_VARIABLES = ('PATH', 'HOME', 'ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE')
+#: Not ROS_AUTOMATIC_DISCOVERY_RANGE: with LOCALHOST, a LARGE_DATA participant and a default
+#: one still talked here (91 of 150 pairs), with the default range (a robot's) not at all.
+CLEAN_VARIABLES = ('PATH', 'HOME', 'ROS_DOMAIN_ID')
 
 
 def clean_env() -> dict[str, str]:
@@ -129,8 +131,16 @@ def run(args: argparse.Namespace) -> dict:
         while cam.poll() is None:
             rclpy.spin_once(observer, timeout_sec=0.1)
         sent = json.loads(cam.stdout.read().strip().splitlines()[-1])['sent']
-        settle = time.monotonic() + 3 * args.diagnostics_wait
-        while time.monotonic() < settle:      # the last fused images and diagnostics
+        # The last fused images and diagnostics: until the node's count of fused images has
+        # arrived here (a loaded CPU may still be fusing the last pair), at most 60 s.
+        start, end = time.monotonic(), time.monotonic() + 60
+
+        def settled() -> bool:
+            if not statuses or time.monotonic() - start < 3 * args.diagnostics_wait:
+                return False
+            fused = int({kv.key: kv.value for kv in statuses[-1].values}['fused'])
+            return fused >= 1 and len(received) >= fused
+        while time.monotonic() < end and not settled():
             rclpy.spin_once(observer, timeout_sec=0.1)
     finally:
         if cam is not None and cam.poll() is None:
@@ -148,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
             'sent': sent, 'node_paired': paired, 'node_fused': fused,
             'received': len(received),
             'camera_to_node': round(paired / max(sent, 1), 4),
-            'node_to_subscriber': round(len(received) / max(fused, 1), 4),
+            'node_to_subscriber': round(len(received) / fused, 4) if fused else None,
             'end_to_end': round(len(received) / max(sent, 1), 4),
             # pairs the node received but did not fuse: CPU, not transport
             'node_dropped_stale': int(last.get('dropped_stale', 0)),
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = run(args)
     print(json.dumps(result), flush=True)
-    transport = min(result['camera_to_node'], result['node_to_subscriber'])
+    transport = min(result['camera_to_node'], result['node_to_subscriber'] or 0.0)
     return 0 if min(transport, result['end_to_end']) >= args.min_ratio else 1
 
 

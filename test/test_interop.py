@@ -32,8 +32,10 @@ BENCH = REPO / 'bench' / 'bench_interop.py'
 
 
 def clean_env() -> dict[str, str]:
-    """What bench_interop gives its camera: PATH, HOME and the test's domain only."""
-    names = ('PATH', 'HOME', 'ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE')
+    """What bench_interop gives its camera: PATH, HOME and the test's domain only (the
+    default discovery range, as on a robot: with LOCALHOST a one-sided LARGE_DATA still
+    talked)."""
+    names = ('PATH', 'HOME', 'ROS_DOMAIN_ID')
     return {k: os.environ[k] for k in names if k in os.environ}
 
 
@@ -52,7 +54,8 @@ def test_a_camera_and_a_viewer_in_plain_environments_talk_to_the_launched_node(t
     report = f'{numbers}\n{log.read_text()}'
     assert numbers['sent'] >= 45, report
     assert numbers['camera_to_node'] >= 0.95, report
-    assert numbers['node_to_subscriber'] >= 0.95, report
+    # every image the node fused (a loaded CPU fuses few: that is not the transport's doing)
+    assert numbers['node_fused'] >= 1 and numbers['node_to_subscriber'] >= 0.95, report
     assert numbers['input_qos_seen'] == ['reliable'], report
     assert numbers['status_names'] == ['/occo_fusion: fusion'], report
 
