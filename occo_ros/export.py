@@ -430,7 +430,7 @@ def export_in_subprocess(model_path: Path, out_path: Path, input_size: tuple[int
             env=dict(os.environ, TMPDIR=folder))
         _CHILDREN.add(child)
         try:
-            lines = [line.strip() for line in child.communicate()[0].splitlines()
+            lines = [line.strip() for line in child.communicate()[1].splitlines()
                      if line.strip()]
         finally:
             _CHILDREN.discard(child)
