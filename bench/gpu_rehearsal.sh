@@ -57,7 +57,7 @@ offline=(env -u XDG_CACHE_HOME HOME="$work/home" PYTHON="$venv/bin/python" DEVIC
     --compile-backend eager > "$work/gpu_check.txt" 2>&1 \
     || fail "gpu_check.sh exit $? (see $work/gpu_check.txt)"
 "${offline[@]}" env OUT="$work/out_train" TRAIN_MINUTES=0.2 SLACK_S=1500 EVAL_LIMIT=1 bash bench/gpu_train.sh \
-    --max-steps 1 --crop 64 --batch-size 4 --workers 1 --epochs 1 > "$work/gpu_train.txt" 2>&1 \
+    --max-steps 1 --crop 64 --batch-size 4 --workers 1 --epochs 1 --val-pairs 1 > "$work/gpu_train.txt" 2>&1 \
     || fail "gpu_train.sh exit $? (see $work/gpu_train.txt)"
 grep -q '"error"' "$work/out_check/gpu_check.json" \
     && fail "a gpu_check section failed (see $work/out_check/gpu_check.json)"

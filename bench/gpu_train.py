@@ -77,7 +77,7 @@ def train_command(args: argparse.Namespace, pack: Path, hed: Path, tag: str,
     return [args.python, '-m', 'training.train',
             '--train-roots', *(str(data / name) for name in SETS),
             '--mask-roots', *(str(pack / 'masks' / name) for name in SETS),
-            '--eval-root', str(data / 'msrs'), '--val-pairs', '8',
+            '--eval-root', str(data / 'msrs'), '--val-pairs', str(args.val_pairs),
             '--loss', 'full', '--vgg-weights', str(hed), *options,
             '--crop', str(args.crop), '--batch-size', str(args.batch_size), '--lr', '1e-4',
             '--lr-schedule', 'constant', '--epochs', str(args.epochs),
@@ -176,16 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--batch-size', type=int, default=12)
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
                         help='data loader / occo-eval workers per process')
+    parser.add_argument('--val-pairs', type=int, default=8,
+                        help='training pairs scored after each epoch to keep the best model '
+                        '(default 8)')
     parser.add_argument('--eval-limit', type=int, default=40,
                         help='pairs per eval set (default 40 = all, as the optimum table)')
     parser.add_argument('--eval-timeout', type=float, default=150.0)
     parser.add_argument('--plan', action='store_true',
                         help='check the pack and the options, print the commands, stop')
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.epochs < 1 or args.eval_limit < 1:
-        parser.error('--minutes must be > 0, --epochs and --eval-limit >= 1')
-    args.scratch = args.scratch or Path(tempfile.mkdtemp(prefix='occo_gpu_train_'))
-    args.scratch.mkdir(parents=True, exist_ok=True)
+    if args.minutes <= 0 or min(args.epochs, args.eval_limit, args.val_pairs) < 1:
+        parser.error('--minutes must be > 0, --epochs, --val-pairs and --eval-limit >= 1')
+    if args.scratch is None:
+        args.scratch = (Path(tempfile.gettempdir()) / 'occo_gpu_train_SCRATCH' if args.plan
+                        else Path(tempfile.mkdtemp(prefix='occo_gpu_train_')))
     summary = Summary(args.out)
     started = time.monotonic()
     hed = args.scratch / 'vgg16_hed.pt'
@@ -204,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({'train': commands, 'outputs': GPU_TRAIN_OUTPUTS}, indent=1))
         return 0
 
+    args.scratch.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     started = time.monotonic()
     logs = {tag: (args.scratch / f'train_{tag}.log').open('w', encoding='utf-8')
