@@ -227,7 +227,7 @@ class FusionPipeline:
         (:func:`camera_info_problem`) beside RGB images of ``image_size`` (W, H)."""
         problem = camera_info_problem(info, image_size)
         if problem:
-            raise ValueError(problem)
+            raise CameraInfoError(*problem)
         k, p = self.registration.adapt_camera_matrices(
             np.asarray(info.k, np.float64).reshape(3, 3),
             np.asarray(info.p, np.float64).reshape(3, 4), (info.width, info.height))
@@ -298,27 +298,40 @@ class FusionPipeline:
 MAX_DISTORTION = 14
 
 
-def camera_info_problem(info: Any, image_size: tuple[int, int] | None = None) -> str | None:
-    """Why an RGB camera_info cannot describe the fused image, or None: K (9), R (9) and P
-    (12) finite, at most MAX_DISTORTION finite coefficients in D, and a size that is the RGB
-    image's ``image_size`` (W, H) or the same aspect scaled (e.g. 640x360 beside 1280x720:
-    a calibration at another resolution; each side within one pixel of the scaled image)."""
+class CameraInfoError(ValueError):
+    """A camera_info that cannot describe the fused image; ``reason`` (the log throttling's
+    kind): 'distortion', 'matrix' or 'size'."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def camera_info_problem(info: Any, image_size: tuple[int, int] | None = None,
+                        ) -> tuple[str, str] | None:
+    """(reason, message) when an RGB camera_info cannot describe the fused image (reasons
+    as :class:`CameraInfoError`), else None. Required: K (9), R (9) and P (12) finite, at
+    most MAX_DISTORTION finite coefficients in D, and a size that is the RGB image's
+    ``image_size`` (W, H) or the same aspect scaled (e.g. 640x360 beside 1280x720: a
+    calibration at another resolution; the height within one pixel, or one scale step, of
+    the scaled image's)."""
     if len(info.d) > MAX_DISTORTION:
-        return f'camera_info has {len(info.d)} distortion coefficients, at most {MAX_DISTORTION}'
+        return 'distortion', (f'camera_info has {len(info.d)} distortion coefficients, at '
+                              f'most {MAX_DISTORTION}')
     for name, count in (('k', 9), ('r', 9), ('p', 12), ('d', len(info.d))):
         values = np.asarray(getattr(info, name), np.float64).ravel()
         if values.size != count or not np.isfinite(values).all():
-            return f'camera_info {name.upper()} must be {count} finite numbers, got ' \
-                   f'{values.tolist()}'
+            return 'matrix', (f'camera_info {name.upper()} must be {count} finite numbers, '
+                              f'got {values.tolist()}')
     width, height = int(info.width), int(info.height)
     if width <= 0 or height <= 0:
-        return f'camera_info size {width}x{height} is not an image size'
+        return 'size', f'camera_info size {width}x{height} is not an image size'
     if image_size is not None and (width, height) != tuple(image_size):
         scale = image_size[0] / width
         if abs(height * scale - image_size[1]) > max(1.0, scale):
-            return (f'camera_info describes {width}x{height} images, the RGB images are '
-                    f'{image_size[0]}x{image_size[1]} (another aspect, so not a rescaled '
-                    'calibration)')
+            return 'size', (f'camera_info describes {width}x{height} images, the RGB images '
+                            f'are {image_size[0]}x{image_size[1]} (another aspect, so not a '
+                            'rescaled calibration)')
     return None
 
 

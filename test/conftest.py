@@ -36,7 +36,7 @@ CI = os.environ.get('CI', '').strip().lower() in ('1', 'true', 'yes')
 #: rclpy itself, which is marked ``ros`` too).
 ROS_MODULES = frozenset({
     'test_demo', 'test_fusion_lifecycle_node', 'test_fusion_node', 'test_interop',
-    'test_launch_config', 'test_node_hardening', 'test_shutdown'})
+    'test_launch_config', 'test_node_hardening', 'test_published_health', 'test_shutdown'})
 #: ROS-free modules of quick unit tests: the core that ``make test-fast`` runs.
 CORE_MODULES = frozenset({
     'test_arrival', 'test_atomic_file', 'test_auto_crop', 'test_baselines', 'test_codec',

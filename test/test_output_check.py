@@ -39,15 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # -- small real ONNX models -----------------------------------------------------------------
-def onnx_model(path: Path, nodes: list, extra: list | None = None) -> Path:
+def onnx_model(path: Path, nodes: list) -> Path:
     """An FIFN-shaped graph (inputs visible_y, infrared, output fused_y; dynamic N, H, W)
-    whose body is ``nodes``; ``extra`` initialisers."""
+    whose body is ``nodes`` (constants zero, half, one, hundred)."""
     dims = ['batch', 1, 'height', 'width']
     inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
               for name in ('visible_y', 'infrared')]
     output = helper.make_tensor_value_info('fused_y', TensorProto.FLOAT, None)
-    constants = [helper.make_tensor('half', TensorProto.FLOAT, [], [0.5]),
-                 helper.make_tensor('one', TensorProto.FLOAT, [], [1.0])] + (extra or [])
+    constants = [helper.make_tensor(name, TensorProto.FLOAT, [], [value]) for name, value in
+                 (('zero', 0.0), ('half', 0.5), ('one', 1.0), ('hundred', 100.0))]
     graph = helper.make_graph(nodes, 'bad_fifn', inputs, [output], constants)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
     model.ir_version = 8
@@ -61,22 +61,30 @@ def mean_body(out: str = 'fused_y') -> list:
             helper.make_node('Mul', ['sum', 'half'], [out])]
 
 
+def wide(body: list) -> list:
+    """``body`` plus 'wide': whether the input is wider than 100 px (the deployment sizes,
+    not the 64x64 dry run at load)."""
+    index = helper.make_tensor('width_index', TensorProto.INT64, [], [3])
+    return body + [helper.make_node('Shape', ['infrared'], ['shape']),
+                   helper.make_node('Constant', [], ['width_index'], value=index),
+                   helper.make_node('Gather', ['shape', 'width_index'], ['width']),
+                   helper.make_node('Cast', ['width'], ['width_f'], to=TensorProto.FLOAT),
+                   helper.make_node('Greater', ['width_f', 'hundred'], ['wide'])]
+
+
 def nan_on_real_frames(path: Path) -> Path:
-    """Fuses, except when the thermal input reaches 1.0 (every normalised real frame, not the
-    dry run's ramps): then (x / 0) * 0 = NaN, like an fp16 engine overflowing on real data."""
-    return onnx_model(path, mean_body('mean') + [
-        helper.make_node('ReduceMax', ['infrared'], ['peak'], keepdims=1),
-        helper.make_node('Sub', ['peak', 'one'], ['gap']),
+    """Fuses on the small dry run at load, NaN ((x / 0) * 0) at deployment sizes: an fp16
+    engine overflowing on real frames looks like this."""
+    return onnx_model(path, wide(mean_body('mean')) + [
+        helper.make_node('Where', ['wide', 'zero', 'one'], ['gap']),
         helper.make_node('Div', ['mean', 'gap'], ['blown']),
         helper.make_node('Mul', ['blown', 'gap'], ['fused_y'])])
 
 
 def visible_on_real_frames(path: Path) -> Path:
-    """Fuses, except when the thermal input reaches 1.0: then it passes the visible Y on."""
-    return onnx_model(path, mean_body('mean') + [
-        helper.make_node('ReduceMax', ['infrared'], ['peak'], keepdims=1),
-        helper.make_node('Equal', ['peak', 'one'], ['saturated']),
-        helper.make_node('Where', ['saturated', 'visible_y', 'mean'], ['fused_y'])])
+    """Fuses on the small dry run at load, passes the visible Y on at deployment sizes."""
+    return onnx_model(path, wide(mean_body('mean')) + [
+        helper.make_node('Where', ['wide', 'visible_y', 'mean'], ['fused_y'])])
 
 
 def two_channels(path: Path) -> Path:
