@@ -66,7 +66,8 @@ def camera(duration: float, rate: float, reliability: str) -> None:
     node = rclpy.create_node('interop_camera')
     policy = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
               else ReliabilityPolicy.BEST_EFFORT)
-    pubs = [node.create_publisher(Image, topic, QoSProfile(depth=5, reliability=policy))
+    # depth 10: rclcpp's default (SystemDefaults) history, what a camera driver gets
+    pubs = [node.create_publisher(Image, topic, QoSProfile(depth=10, reliability=policy))
             for topic in ('thermal/image_raw', 'rgb/image_raw')]
     rng = np.random.default_rng(0)
     thermal = array_to_image_fields(rng.integers(7000, 11000, THERMAL_SIZE[::-1],
