@@ -400,7 +400,8 @@ def test_fused_jpeg_is_encoded_only_while_someone_subscribes(ros, checkpoint, tm
                       'max_age:=30.0')
     peer = Peer()
     try:
-        peer.wait_for_node(tmp_path / 'node.log')
+        assert peer.spin_until(lambda: peer.count_subscribers('rgb/image_raw') > 0, 240), \
+            (tmp_path / 'node.log').read_text()
         thermal, rgb = camera_images(np.random.default_rng(4))
         assert peer.publish_pairs_until(lambda: len(peer.fused) >= 3, 120, thermal, rgb)
         fused_before = len(peer.fused)
