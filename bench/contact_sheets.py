@@ -27,16 +27,16 @@ from occo_ros.resources import default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO.parent / 'shared' / 'data' / 'eval'
-TILE_HEIGHT = 200
+TILE_HEIGHT = 140
 LABEL_HEIGHT = 22
-LABELS = ('IR', 'visible', 'fused before (keep_chroma)', 'fused after (preserve_saturation)')
+LABELS = ('IR', 'visible', 'before: keep_chroma', 'after: preserve_saturation')
 
 
 def tile(bgr: np.ndarray, label: str) -> np.ndarray:
     width = round(bgr.shape[1] * TILE_HEIGHT / bgr.shape[0])
     image = cv2.resize(bgr, (width, TILE_HEIGHT), interpolation=cv2.INTER_AREA)
     strip = np.zeros((LABEL_HEIGHT, width, 3), np.uint8)
-    cv2.putText(strip, label, (4, LABEL_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+    cv2.putText(strip, label, (4, LABEL_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                 (255, 255, 255), 1, cv2.LINE_AA)
     return np.vstack([strip, image])
 
