@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from occo_ros.codec import DecodedImage, array_to_image_fields
+from occo_ros.color import compose_rgb
 from occo_ros.engines import EngineSpec
 from occo_ros.engines.base import EngineError
 from occo_ros.params import PARAMS, FusionSettings, make_params
@@ -198,3 +199,23 @@ def test_real_pairs_fuse_the_same_as_messages_and_as_arrays(engine, shared_data)
         b = by_array.fuse(ir, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 'rgb')
         assert a.ok
         np.testing.assert_array_equal(a.pixels, b.in_encoding('bgr8'))
+
+
+def test_the_color_mode_setting_decides_the_composition(engine, pair):
+    # issue 21: FusionSettings.color_mode reaches compose; the network output is the same
+    thermal, rgb = pair
+    frames = {mode: FusionPipeline.from_params(small_params(color_mode=mode), engine)
+              .fuse(thermal, rgb, 'rgb') for mode in ('preserve_saturation', 'keep_chroma')}
+    np.testing.assert_array_equal(frames['keep_chroma'].fused_y,
+                                  frames['preserve_saturation'].fused_y)
+    assert not np.array_equal(frames['keep_chroma'].rgb, frames['preserve_saturation'].rgb)
+    pipeline = FusionPipeline.from_params(small_params(), engine)
+    assert pipeline.color_mode == 'preserve_saturation'
+    prepared = pipeline.preprocess(thermal, rgb, 'rgb')
+    y_out = cv2.resize(pipeline.infer(prepared), pipeline.output_size,
+                       interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(frames['preserve_saturation'].rgb,
+                                  compose_rgb(y_out, prepared.chroma))
+    with pytest.raises(ValueError, match='colour mode'):
+        FusionPipeline(engine, pipeline.registration, pipeline.normalizer, (64, 48), (80, 64),
+                       color_mode='hsv')
