@@ -297,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'target calibration); default: the identity (same field of view). '
                         'Capture range of edges: the truth within '
                         f'{calibrate.SEARCH_SHIFT_PX:g} px shift, {calibrate.SEARCH_DEGREES:g} '
-                        f'deg rotation and {calibrate.SEARCH_SCALE * 100:g} %% scale of the start (at '
-                        f'{calibrate.EDGE_WORK_WIDTH} px wide; bench/bench_calibration.py); a '
+                        f'deg rotation and {calibrate.SEARCH_SCALE * 100:g} %% scale of the '
+                        f'start (at {calibrate.EDGE_WORK_WIDTH} px wide; '
+                        'bench/bench_calibration.py); a '
                         'result at those limits, or one the pairs disagree on, is refused '
                         '(exit 1, nothing written)')
     method.add_argument('--perspective', action='store_true',

@@ -598,7 +598,11 @@ class _Builder(Strict):
         monitor = _peek(config, 'progress_monitor')
         if monitor is not None:
             monitor.phase_start('Building engine', None, 2)
-            monitor.step_complete('Building engine', 0)
+            if not monitor.step_complete('Building engine', 0):
+                # IProgressMonitor: False from step_complete cancels the build; phase_finish
+                # may come before all steps were reported, and no plan is returned.
+                monitor.phase_finish('Building engine')
+                return self._fail('Build cancelled by the progress monitor.')
         if int8:
             if dynamic and config._calibration_profile is None:
                 return self._fail('Calibration profile must be provided when calibrating a '

@@ -355,6 +355,38 @@ def test_cli_target_on_a_folder_writes_yaml_and_report(tmp_path, capsys):
     assert 'overlaps the input' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('inside', [True, False], ids=['inside', 'outside'])
+def test_cli_edges_refuses_outside_its_capture_range_and_labels_the_edge_distance(
+        eval_pairs, tmp_path, capsys, inside):
+    """Inside the capture range the file is written, its number called an edge distance (not
+    error_px, which reads as an accuracy); outside it (90 px, 8 deg off the identity start
+    of a same-field-of-view rig) nothing is written and the reason is one line."""
+    truth = about_center(SIZE, 1.0, *((2.0, (15.0, -10.0)) if inside else (8.0, (90.0, -60.0))))
+    inputs = write_folder(tmp_path / 'in', as_thermal_camera(eval_pairs[:3], truth))
+    out = tmp_path / 'rig.yaml'
+    code = calibrate_main(['edges', str(inputs), '-o', str(out), '--no-progress'])
+    err = capsys.readouterr().err
+    if not inside:
+        assert code == 1 and not out.exists(), err
+        assert 'limit of the search' in err and '--init' in err
+        return
+    assert code == 0, err
+    data = yaml.safe_load(out.read_text())
+    assert 'error_px' not in data and data['edge_distance_px'] > 0
+    assert data['error_kind'].startswith('edge distance, not a registration accuracy')
+    assert all('edge_distance_px' in pair and 'error_px' not in pair for pair in data['pairs'])
+    assert 'mean edge distance' in err
+    calibration = load_calibration(out)
+    assert calibrate.corner_error(calibration.homography_px, truth, SIZE) < 8.0
+    assert 'calibration_edge_distance_px' in calibration.registration((640, 512)).source
+    # a file written before the rename (error_px) still loads, and reads as an edge distance
+    data['error_px'] = data.pop('edge_distance_px')
+    out.write_text(yaml.safe_dump(data))
+    old = load_calibration(out)
+    assert old.error_px == pytest.approx(calibration.error_px)
+    assert 'calibration_edge_distance_px' in old.registration((640, 512)).source
+
+
 def test_cli_points_file_and_errors(tmp_path, capsys):
     thermal, rgb = target_pair(4.0)
     inputs = write_folder(tmp_path / 'in', [('a', (thermal // 256).astype(np.uint8), rgb)])

@@ -589,3 +589,18 @@ def test_fp16_islands_keeps_the_fp32_regions_and_the_io_contract():
         fp16_islands(fp32)
     with pytest.raises(EngineError, match='already holds float16'):
         fp16_islands(half)
+
+
+@pytest.mark.parametrize('version', ['10.3', '11.1'])
+def test_a_build_is_cancelled_through_the_progress_monitor(monkeypatch, tmp_path, version):
+    """Issue 20: at exit (a node ended by a signal during start-up) the builds under way are
+    cancelled: step_complete answers False, TensorRT returns no plan, nothing is cached."""
+    installed = Fake(monkeypatch, version)
+    cancel = threading.Event()
+    monkeypatch.setattr(tensorrt_build, '_CANCEL', cancel)
+    tensorrt_build.cancel_builds()
+    assert cancel.is_set()
+    with pytest.raises(EngineError, match='build cancelled'):
+        build(tmp_path, 'fp32')
+    assert [p for p in (tmp_path / 'cache').rglob('*') if p.is_file()] == []
+    installed.check()

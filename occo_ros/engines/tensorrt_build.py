@@ -21,6 +21,7 @@ interpolation, /255; thermal normalised with the node's thermal parameters (Engi
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Iterator
 import contextlib
 import hashlib
@@ -59,6 +60,16 @@ PROGRESS_INTERVAL_S = 10.0
 #: Calibration pairs used for INT8 when a folder holds more (entropy calibration saturates).
 MAX_CALIBRATION_PAIRS = 64
 PRECISIONS = ('fp32', 'fp16', 'int8')
+#: Set by :func:`cancel_builds` (at exit: a node ended by a signal during start-up).
+_CANCEL = threading.Event()
+
+
+@atexit.register
+def cancel_builds() -> None:
+    """Stop the TensorRT builds under way at their next step (TensorRT >= 10: the progress
+    monitor's step_complete answers False; build_serialized_network then returns None, so no
+    engine is cached); 8.x builds run to their end."""
+    _CANCEL.set()
 
 
 #: Version of the build recipe (flags, FP32 pinning, profiles, calibration preparation), part
@@ -214,7 +225,7 @@ def _build_progress(trt: types.ModuleType, config: object, log: Callable[[str], 
                         f'elapsed {now - started:.0f} s')
 
             def step_complete(self, phase_name: str, step: int) -> bool:
-                return True  # never cancel
+                return not _CANCEL.is_set()   # False cancels the build
 
             def phase_finish(self, phase_name: str) -> None:
                 pass
@@ -467,6 +478,8 @@ def build_plan(
             raise EngineError(f'INT8 calibration failed after {calibrator.count} pairs: '
                               f'{type(calibrator.error).__name__}: {calibrator.error}'
                               ) from calibrator.error
+        if plan is None and _CANCEL.is_set():
+            raise EngineError('TensorRT engine build cancelled (the process is ending)')
         if plan is None:
             raise EngineError(
                 f'TensorRT failed to build an engine from {onnx_path} ({used})'
