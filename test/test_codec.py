@@ -19,6 +19,7 @@ from occo_ros.codec import (
     check_image,
     decode_compressed,
     decode_image,
+    jpeg_fields,
 )
 
 # encoding -> (dtype, channels, order), written out here independently of the module
@@ -470,3 +471,22 @@ def test_image_check_of_any_fields_raises_only_its_own_error(height, width, step
     except ImageDecodeError:
         return
     decode_image(msg)        # what passes the arrival check decodes
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'mono8'])
+def test_jpeg_fields_decode_back_to_the_image_in_its_channel_order(encoding):
+    """fused/image/compressed: what the node publishes decodes (occo_ros's own decoder, as
+    compressed_image_transport's format string says) to the same picture."""
+    y, x = np.mgrid[0:64, 0:80]
+    rgb = np.stack([x * 3, y * 3, (x + y) * 2], axis=-1).astype(np.uint8)
+    pixels = {'rgb8': rgb, 'bgr8': rgb[..., ::-1], 'mono8': rgb[..., 0]}[encoding]
+    fields = jpeg_fields(np.ascontiguousarray(pixels), encoding, 90)
+    packed = 'mono8' if encoding == 'mono8' else 'bgr8'
+    assert fields['format'] == f'{encoding}; jpeg compressed {packed}'
+    decoded = decode_compressed(fields['format'], fields['data'])
+    back = decoded.array if decoded.order != 'bgr' else decoded.array[..., ::-1]
+    expected = rgb[..., 0] if encoding == 'mono8' else rgb
+    assert back.shape == expected.shape
+    assert np.abs(back.astype(int) - expected).mean() < 3
+    with pytest.raises(ValueError, match='mono16'):
+        jpeg_fields(np.zeros((4, 4), np.uint16), 'mono16', 80)
