@@ -231,12 +231,16 @@ def run_startup_once(index: int, args: argparse.Namespace, delay: float) -> dict
             result['exit_s'] = {'fusion_node': time.monotonic() - signalled}
         except subprocess.TimeoutExpired:
             result['exit_s'] = {}
+        # a child of the node (the export process) must not outlive it
+        time.sleep(0.2)
+        result['group_left'] = group_alive(proc.pid)
     finally:
         if group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     result['exit_codes'] = {'fusion_node': proc.returncode}
-    result['left_running'] = [] if result['exit_s'] else ['fusion_node']
+    result['left_running'] = ([] if result['exit_s'] else ['fusion_node']) + \
+        (['a process of its group'] if result.get('group_left') else [])
     text = log.read_bytes()
     result['problems'] = {'fusion_node': problems_in(text[offset:].decode(errors='replace'))}
     result['problems_before_signal'] = {
