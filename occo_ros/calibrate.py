@@ -9,12 +9,16 @@ them first when the cameras have lens distortion), plus a per-pair error in RGB 
 * :func:`calibrate_target`: the inner corners of a checkerboard (or circle centres of a
   circle grid) found in both modalities, thermal inverted when the pattern is only found so
   (a heated board shows hot squares bright where the visible image is dark), fitted as above.
-* :func:`refine_edges`: maximises the enhanced correlation coefficient (ECC, OpenCV) between
-  the gradient magnitudes of the RGB image and the warped thermal image, coarse to fine, per
-  pair; the per-pair results are combined robustly (per-corner median, outliers dropped).
-  Error = :func:`edge_distance`, the mean distance from warped thermal edges to the nearest
-  RGB edge: not zero when aligned (the modalities do not share every edge), but smaller is
-  better; compare before and after.
+* :func:`refine_edges`: an exhaustive coarse search over scale, rotation and shift of the
+  start (its capture range, :data:`SEARCH_SHIFT_PX` etc.), then maximises the enhanced
+  correlation coefficient (ECC, OpenCV) between the gradient magnitudes of the RGB image and
+  the warped thermal image, coarse to fine, per pair; the per-pair results are combined
+  robustly (per-corner median, outliers dropped). A result it cannot vouch for (at a limit
+  of the search, pairs disagreeing, ECC drifting off the coarse alignment) is refused with
+  CalibrationFailed. Its number is :func:`edge_distance`, the mean distance from warped
+  thermal edges to the nearest RGB edge: not a registration accuracy and not zero when
+  aligned (the modalities do not share every edge), but smaller is better; compare before
+  and after.
 """
 
 from __future__ import annotations
@@ -453,7 +457,8 @@ def refine_edges(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
     the thermal image's corners, after dropping clear divergences (more than 3 px and 3x the
     median distance from it, at the work resolution); ``rounds`` > 1 repeats this from the
     combined estimate (less dependence on the start). Pairs whose ECC fails are reported and
-    skipped."""
+    skipped. Before ECC, :func:`_coarse_search` brings the start within ECC's reach; outside
+    the search's range, or when the pairs disagree, CalibrationFailed says why."""
     if not pairs:
         raise CalibrationFailed('no image pairs to calibrate from')
     thermal_size, rgb_size = _size(pairs[0][1]), _size(pairs[0][2])
