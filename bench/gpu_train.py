@@ -136,9 +136,10 @@ def epochs_done(run_dir: Path) -> dict:
     import torch
 
     try:
-        state = torch.load(run_dir / 'last.pt', map_location='cpu', weights_only=False)
-    except (OSError, RuntimeError) as exc:
-        return {'error': f'no last.pt ({exc})'}
+        state = torch.load(run_dir / 'last.pt', map_location='cpu',
+                           weights_only=False)['training']
+    except (OSError, RuntimeError, KeyError) as exc:
+        return {'error': f'no usable last.pt ({type(exc).__name__}: {exc})'}
     return {'steps': state['step'], 'full_epochs': state['epoch'],
             'batches_into_next_epoch': state['batch_in_epoch']}
 
