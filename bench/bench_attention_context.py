@@ -1,6 +1,6 @@
 """Does FIFN's attention transfer across token counts? Logit scale vs input size, measured.
 
-FIFN's efficient attention (occo_ros.model.attention_context) takes a softmax of
+FIFN's efficient attention (occo_ros.model.network.attention_context) takes a softmax of
 K V^T / sqrt(d), where K V^T sums over all N tokens of a level: for features with a
 consistent sign its logits grow in proportion to N, so the softmax "temperature" depends on
 the input size. Training on 256 px crops and running on 640x480 frames (4.7x the tokens)
@@ -32,8 +32,8 @@ from machine import cpu_description  # bench/machine.py (run as python bench/...
 import numpy as np
 import torch
 
-from occo_ros.checkpoint import load_checkpoint
-import occo_ros.model as model_module
+from occo_ros.model.checkpoint import load_checkpoint
+import occo_ros.model.network as model_module
 from occo_training.data import to_tensor
 from occo_training.train import load_eval_pairs, validate
 
@@ -42,7 +42,7 @@ TRAIN_MSRS = REPO.parent / 'shared' / 'data' / 'train' / 'msrs'
 
 
 class ContextProbe:
-    """Stands in for occo_ros.model.attention_context: scales the keys (so the logits) by
+    """Stands in for occo_ros.model.network.attention_context: scales the keys (so the logits) by
     `scale`, records logit and softmax statistics per call, then calls the original."""
 
     def __init__(self) -> None:

@@ -11,8 +11,8 @@ printed with the table because a shared machine skews absolute numbers.
 export of another occo_ros version to measure a change of the network code:
 
     git worktree add /tmp/occo_old OLD_COMMIT
-    (cd /tmp/occo_old && PYTHONPATH=. /path/to/.venv/bin/python -m occo_ros.export \
-        --dynamic --out /tmp/old.onnx)
+    (cd /tmp/occo_old && PYTHONPATH=. /path/to/.venv/bin/python -m occo_ros.cli.export \
+        --dynamic --out /tmp/old.onnx)   # occo_ros.export before 0.2.0
     .venv/bin/python bench/bench_backends.py --also-onnx /tmp/old.onnx
 
 Output: a markdown table (median and p90 in ms per size and backend) on stdout, optionally
@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from occo_ros.engines import EngineSpec, create_engine
-from occo_ros.resources import DEFAULT_MODEL, default_model_path
+from occo_ros.util.resources import DEFAULT_MODEL, default_model_path
 
 SIZES = ((256, 320), (512, 640))  # (H, W)
 BACKENDS = ('onnxruntime', 'torch')
@@ -44,8 +44,8 @@ def random_checkpoint(width: float, folder: Path) -> Path:
     """A seeded random FIFN of `width` (latency does not depend on the weights)."""
     import torch
 
-    from occo_ros.checkpoint import save_checkpoint
-    from occo_ros.model import build_fifn
+    from occo_ros.model.checkpoint import save_checkpoint
+    from occo_ros.model.network import build_fifn
 
     torch.manual_seed(0)
     return save_checkpoint(folder / f'random_w{width:g}.pt', build_fifn(width))

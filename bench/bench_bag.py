@@ -1,8 +1,8 @@
 """occo-bag overhead: everything but the network, as a share of the time per fused pair.
 
-Builds a bag of N synthetic pairs (occo_ros.synthetic: thermal mono16 640x512 and RGB bgr8
-1280x720 at 30 Hz, 8 distinct frames reused) and runs occo_ros.bag.fuse_bag on it with the
-node's defaults (output 640x512 rgb8) and a width-0.25 FIFN (models/fifn_w025.pt when it
+Builds a bag of N synthetic pairs (occo_ros.synthetic.scene: thermal mono16 640x512 and RGB bgr8
+1280x720 at 30 Hz, 8 distinct frames reused) and runs occo_ros.offline.bag_fusion.fuse_bag on it
+with the node's defaults (output 640x512 rgb8) and a width-0.25 FIFN (models/fifn_w025.pt when it
 exists, else a randomly initialised one: same cost) at network input 640x512 and 320x256.
 For each it reports the median per-stage times and
 
@@ -35,13 +35,14 @@ import tempfile
 
 from machine import cpu_description  # bench/machine.py (run as python bench/...)
 
-from occo_ros import codec
-from occo_ros.bag import BagTopics, build_params, fuse_bag
-from occo_ros.bag_io import IMAGE, OutputBag, image_message, serialize
+from occo_ros.core import codec
 from occo_ros.engines import BACKENDS, EngineSpec
+from occo_ros.io.bags import IMAGE, OutputBag, image_message, serialize
+from occo_ros.offline.bag_fusion import BagTopics, fuse_bag
+from occo_ros.params import build_params
 from occo_ros.pipeline import create_pipeline
-from occo_ros.resources import default_model_path
-from occo_ros.synthetic import SceneConfig, SyntheticScene
+from occo_ros.synthetic.scene import SceneConfig, SyntheticScene
+from occo_ros.util.resources import default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = default_model_path()
@@ -56,8 +57,8 @@ def model_for_bench(scratch: Path) -> tuple[Path, str]:
         return SHIPPED_MODEL, f'shipped {SHIPPED_MODEL.name}'
     import torch
 
-    from occo_ros.checkpoint import save_checkpoint
-    from occo_ros.model import build_fifn
+    from occo_ros.model.checkpoint import save_checkpoint
+    from occo_ros.model.network import build_fifn
     torch.manual_seed(0)
     path = save_checkpoint(scratch / 'fifn_w025_random.pt', build_fifn(0.25).eval())
     return path, 'random-init width-0.25 FIFN (shipped model not found; same cost)'

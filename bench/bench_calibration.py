@@ -17,7 +17,7 @@
    dataset misregistration), per-pair affine (the default) and full homography: what the
    method's mechanics reach when the images truly agree.
 2. target (<= 0.5 px mean reprojection error on the synthetic target): checkerboard 9x6
-   rendered through the synthetic rig (occo_ros.synthetic_targets), 3 pairs per run at 4 m.
+   rendered through the synthetic rig (occo_ros.synthetic.targets), 3 pairs per run at 4 m.
 3. parallax: calibrated on the target at 4 m, the residual of target corners at other depths
    (detected in both images) next to the pinhole prediction f * baseline * |1/Z - 1/Z0|.
 Seconds per pair are wall time on this machine (medians).
@@ -33,9 +33,10 @@ import cv2
 from machine import cpu_description  # bench/machine.py (run as python bench/...)
 import numpy as np
 
-from occo_ros import calibrate
-from occo_ros.image_pairs import find_pairs, read_gray, read_rgb
-from occo_ros.synthetic_targets import (
+from occo_ros.calibration import edges
+from occo_ros.calibration import methods as calibrate
+from occo_ros.io.image_pairs import find_pairs, read_gray, read_rgb
+from occo_ros.synthetic.targets import (
     RGB_CAMERA,
     THERMAL_CAMERA,
     about_center,
@@ -54,8 +55,8 @@ def edges_bench(cases: int) -> None:
     load = [(p.stem, read_gray(p.ir_path), read_rgb(p.vi_path)) for p in chosen]
 
     def estimate(chosen_pairs):
-        return calibrate.refine_edges([(p.stem, read_gray(p.ir_path), read_rgb(p.vi_path))
-                                       for p in chosen_pairs]).h_px
+        return edges.refine_edges([(p.stem, read_gray(p.ir_path), read_rgb(p.vi_path))
+                                   for p in chosen_pairs]).h_px
 
     residual = estimate(others)
     print(f'MSRS residual IR->visible registration (edges on the {len(others)} other eval '
@@ -95,7 +96,7 @@ def edges_cases(cases: int, load: list, residual: np.ndarray | None,
         warped = [(s, cv2.warpPerspective(ir, truth, SIZE, flags=cv2.WARP_INVERSE_MAP
                                           | cv2.INTER_LINEAR), vi) for s, ir, vi in load]
         begin = time.perf_counter()
-        result = calibrate.refine_edges(warped, start, perspective=perspective)
+        result = edges.refine_edges(warped, start, perspective=perspective)
         seconds = (time.perf_counter() - begin) / len(warped)
         rows.append((calibrate.corner_error(start, truth, SIZE),
                      calibrate.corner_error(result.h_px, truth, SIZE),
@@ -143,7 +144,7 @@ def capture_bench(pair_count: int) -> None:
             warped = [(s, cv2.warpPerspective(ir, truth, SIZE, flags=cv2.WARP_INVERSE_MAP
                                               | cv2.INTER_LINEAR), vi) for s, ir, vi in load]
             try:
-                cells.append(calibrate.refine_edges(warped, init, perspective=perspective).h_px)
+                cells.append(edges.refine_edges(warped, init, perspective=perspective).h_px)
             except calibrate.CalibrationFailed as exc:
                 cells.append(str(exc).split(':')[0])
         seconds = (time.perf_counter() - begin) / (4 * pair_count)

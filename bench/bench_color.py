@@ -1,4 +1,4 @@
-"""Cost of the colour step (occo_ros.color.compose_rgb) at 640x512, each color_mode.
+"""Cost of the colour step (occo_ros.core.color.compose_rgb) at 640x512, each color_mode.
 
 The fused luma is pixel-wise max(IR, visible) of an MSRS night pair resized to 640x512 (the
 values do not change the work); the visible YCbCr is luma_chroma's. Prints per call the
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from bench.machine import cpu_description
-from occo_ros.color import COLOR_MODES, compose_rgb, luma_chroma
+from occo_ros.core.color import COLOR_MODES, compose_rgb, luma_chroma
 
 REPO = Path(__file__).resolve().parents[1]
 PAIR = REPO.parent / 'shared' / 'data' / 'eval' / 'msrs'

@@ -20,7 +20,7 @@ import time
 import cv2
 import numpy as np
 
-from occo_ros.codec import jpeg_fields
+from occo_ros.core.codec import jpeg_fields
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO.parent / 'shared' / 'data' / 'eval' / 'msrs' / 'vi'

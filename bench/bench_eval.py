@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from occo_ros.resources import default_model_path
+from occo_ros.util.resources import default_model_path
 from training.evaluate import main as occo_eval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +41,8 @@ def model_for_bench(scratch: Path) -> tuple[Path, str]:
         return SHIPPED_MODEL, f'shipped model {SHIPPED_MODEL}'
     import torch
 
-    from occo_ros.checkpoint import save_checkpoint
-    from occo_ros.model import build_fifn
+    from occo_ros.model.checkpoint import save_checkpoint
+    from occo_ros.model.network import build_fifn
     torch.manual_seed(0)
     path = save_checkpoint(scratch / 'fifn_w025_random.pt', build_fifn(0.25))
     return path, f'RANDOM-INIT width-0.25 FIFN ({SHIPPED_MODEL} not found; scores meaningless)'

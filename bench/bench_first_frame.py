@@ -30,13 +30,13 @@ from machine import cpu_description  # bench/machine.py (run as python bench/...
 
 def child(backend: str, warm_up: bool, frames: int) -> dict:
     """One node start: returns per-frame inference and frame-step times (ms)."""
-    from occo_ros.allocator import tune_allocator
-    from occo_ros.codec import array_to_image_fields
+    from occo_ros.core.codec import array_to_image_fields
+    from occo_ros.core.pairing import Pair
     from occo_ros.engines import EngineSpec
-    from occo_ros.pairing import Pair
     from occo_ros.params import PARAMS, make_params
     from occo_ros.pipeline import create_pipeline
-    from occo_ros.synthetic import SceneConfig, SyntheticScene
+    from occo_ros.synthetic.scene import SceneConfig, SyntheticScene
+    from occo_ros.util.allocator import tune_allocator
     from occo_ros.worker import FusionWorker
 
     tune_allocator()

@@ -1,4 +1,4 @@
-"""How far is the fp16 ONNX with FP32 islands (occo_ros.fp16_islands, what TensorRT >= 11
+"""How far is the fp16 ONNX with FP32 islands (occo_ros.model.fp16_islands, what TensorRT >= 11
 builds fp16 engines from) from the fp32 export? ONNX Runtime on the CPU, real pairs.
 
 For each size (480x640, the MSRS frame, and 1080x1920, the same pairs resized with area /
@@ -30,8 +30,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from occo_ros.color import luma_chroma
-from occo_ros.fp16_islands import fp16_islands
+from occo_ros.core.color import luma_chroma
+from occo_ros.model.fp16_islands import fp16_islands
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ((480, 640), (1080, 1920))

@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from occo_ros.model import FIFN
+from occo_ros.model.network import FIFN
 from occo_training.data import CropDataset, load_pairs
 from occo_training.losses import OCCOLoss, region_masks
 from occo_training.vgg import build_loss_extractors

@@ -60,7 +60,7 @@ def camera(duration: float, rate: float, reliability: str) -> None:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from occo_ros.codec import array_to_image_fields
+    from occo_ros.core.codec import array_to_image_fields
 
     rclpy.init()
     node = rclpy.create_node('interop_camera')
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from occo_ros.launch_config import ARGUMENTS, node_environment
+    from occo_ros.ros.launch_config import ARGUMENTS, node_environment
 
     launch_defaults = {a.name: a.default for a in ARGUMENTS}
     robot = dict(v.split('=', 1) for v in args.robot_env)
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
     node_env.update(v.split('=', 1) for v in args.node_env)
     log = open(args.log, 'w') if args.log else subprocess.DEVNULL
     node = subprocess.Popen(
-        [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '--params-file',
+        [sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args', '--params-file',
          str(REPO / 'config' / 'fusion.yaml'), '-p', f'backend:={args.backend}'],
         env=node_env, stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()

@@ -26,14 +26,14 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from occo_ros.allocator import tune_allocator
-from occo_ros.codec import array_to_image_fields, decode_image
+from occo_ros.core.codec import array_to_image_fields, decode_image
+from occo_ros.core.pairing import ApproximateTimePairer
+from occo_ros.core.registration import CameraModel, Registration, pixel_to_normalized_homography
+from occo_ros.core.thermal import ThermalNormalizer
 from occo_ros.engines.base import EngineInfo, FusionEngine
-from occo_ros.pairing import ApproximateTimePairer
 from occo_ros.pipeline import FusionPipeline
-from occo_ros.registration import CameraModel, Registration, pixel_to_normalized_homography
-from occo_ros.synthetic import SceneConfig, SyntheticScene
-from occo_ros.thermal import ThermalNormalizer
+from occo_ros.synthetic.scene import SceneConfig, SyntheticScene
+from occo_ros.util.allocator import tune_allocator
 
 
 class PassThroughEngine(FusionEngine):

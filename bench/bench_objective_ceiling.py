@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from occo_ros.checkpoint import load_checkpoint
-from occo_ros.image_pairs import bt601_luma, find_pairs, read_gray, read_rgb
+from occo_ros.io.image_pairs import bt601_luma, find_pairs, read_gray, read_rgb
+from occo_ros.model.checkpoint import load_checkpoint
 from occo_training.baselines import BASELINES
 from occo_training.data import to_tensor, to_uint8
 from occo_training.evaluate import QUALITY_BAR, metrics_won

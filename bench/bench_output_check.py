@@ -5,7 +5,7 @@ Runs the shipped model (ONNX Runtime, CPU) through the node's frame step
 
 * the 80 real eval pairs (../shared/data/eval/msrs and roadscene, 40 each), network and
   output 640x512, automatic crop;
-* ``--frames`` synthetic night-street pairs (occo_ros.synthetic: thermal mono16 320x256,
+* ``--frames`` synthetic night-street pairs (occo_ros.synthetic.scene: thermal mono16 320x256,
   RGB 640x360, 0.1 s apart), network and output 160x128 so 2,000 frames fit in a few
   minutes (the check sees the network output, whatever its size),
 
@@ -27,13 +27,13 @@ import sys
 import time
 
 from bench.machine import cpu_description
-from occo_ros import codec
+from occo_ros.core import codec
 from occo_ros.engines import EngineSpec
-from occo_ros.image_pairs import find_pairs, read_gray, read_rgb
-from occo_ros.model_contract import output_problem
+from occo_ros.io.image_pairs import find_pairs, read_gray, read_rgb
+from occo_ros.model.contract import output_problem
 from occo_ros.params import PARAMS, FusionSettings, check_params
 from occo_ros.pipeline import BAD_OUTPUT, create_pipeline
-from occo_ros.synthetic import SceneConfig, SyntheticScene
+from occo_ros.synthetic.scene import SceneConfig, SyntheticScene
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO.parent / 'shared' / 'data' / 'eval'

@@ -42,8 +42,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from tqdm import tqdm
 
-from occo_ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY
-from occo_ros.resources import shipped_file
+from occo_ros.ros.launch_config import SYNTHETIC_CROP, SYNTHETIC_HOMOGRAPHY
+from occo_ros.util.resources import shipped_file
 
 NODES = ('synthetic_cameras', 'fusion_node')
 
@@ -100,10 +100,10 @@ def node_commands(args: argparse.Namespace) -> dict[str, list[str]]:
     """The two nodes as ``ros2 launch ... synthetic:=true`` starts them (same parameters)."""
     python = [sys.executable, '-m']
     return {
-        'synthetic_cameras': python + ['occo_ros.synthetic_cameras', '--ros-args',
+        'synthetic_cameras': python + ['occo_ros.ros.synthetic_cameras', '--ros-args',
                                        '-p', f'thermal_rate:={args.rate}',
                                        '-p', f'rgb_rate:={args.rate}'],
-        'fusion_node': python + ['occo_ros.fusion_node', '--ros-args',
+        'fusion_node': python + ['occo_ros.ros.fusion_node', '--ros-args',
                                  '--params-file', str(shipped_file('config', 'fusion.yaml')),
                                  '-p', f'crop:={SYNTHETIC_CROP}',
                                  '-p', f'homography:={SYNTHETIC_HOMOGRAPHY}',
@@ -189,7 +189,7 @@ def run_once(index: int, args: argparse.Namespace, counter: FusedCounter) -> dic
 def partial_files(cache: Path, tmp: Path) -> list[str]:
     """What an interrupted start-up must not leave: temporaries in the cache or the node's
     TMPDIR, and cached artifacts that do not validate (no or a wrong sidecar)."""
-    from occo_ros.artifact_cache import read_sidecar
+    from occo_ros.model.artifact_cache import read_sidecar
 
     found = [str(p) for p in tmp.glob('occo_*')]
     for path in sorted(cache.rglob('*')) if cache.is_dir() else []:
@@ -208,7 +208,7 @@ def run_startup_once(index: int, args: argparse.Namespace, delay: float) -> dict
     for path in (cache, tmp):
         path.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED='1', TMPDIR=str(tmp))
-    cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args',
+    cmd = [sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args',
            '-p', 'backend:=onnxruntime', '-p', f'engine_cache_dir:={cache}',
            '-p', f"model_path:={shipped_file('models', 'fifn_w025.pt')}"]
     log = folder / 'fusion_node.log'

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from occo_ros.model import FIFN
+from occo_ros.model.network import FIFN
 from occo_training.losses import OCCOLoss
 from occo_training.vgg import build_loss_extractors
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import sys
 from types import SimpleNamespace
 
-from occo_ros.image_pairs import images_by_stem, read_gray, read_rgb
+from occo_ros.io.image_pairs import images_by_stem, read_gray, read_rgb
 from occo_training.evaluate import write_grid
 
 

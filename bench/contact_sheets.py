@@ -18,12 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from occo_ros.codec import DecodedImage
-from occo_ros.color import COLOR_MODES
+from occo_ros.core.codec import DecodedImage
+from occo_ros.core.color import COLOR_MODES
 from occo_ros.engines import EngineSpec, create_engine
-from occo_ros.fuse_folder import image_pair_pipeline
-from occo_ros.image_pairs import images_by_stem, read_gray, read_rgb
-from occo_ros.resources import default_model_path
+from occo_ros.io.image_pairs import images_by_stem, read_gray, read_rgb
+from occo_ros.pipeline import image_pair_pipeline
+from occo_ros.util.resources import default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO.parent / 'shared' / 'data' / 'eval'

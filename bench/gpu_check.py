@@ -214,8 +214,8 @@ class Check:
         """A seeded random FIFN checkpoint of `width` (saved once)."""
         self.need_torch()
         if width not in self.checkpoints:
-            from occo_ros.checkpoint import save_checkpoint
-            from occo_ros.model import build_fifn
+            from occo_ros.model.checkpoint import save_checkpoint
+            from occo_ros.model.network import build_fifn
 
             self.torch.manual_seed(0)
             self.checkpoints[width] = save_checkpoint(
@@ -227,8 +227,8 @@ class Check:
         return {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
 
     def module(self, path: Path, precision: str):
-        from occo_ros.checkpoint import load_checkpoint
-        from occo_ros.model import InferenceFIFN
+        from occo_ros.model.checkpoint import load_checkpoint
+        from occo_ros.model.network import InferenceFIFN
 
         self.need_torch()
         fifn, _ = load_checkpoint(path)
@@ -422,7 +422,7 @@ class Check:
         """Width 1.0, fp16, at 480x640: build, model time (infer incl. copies), pinned
         FP32 layers (recorded in the engine's sidecar, not in the engine info)."""
         self.need_tensorrt()
-        from occo_ros.artifact_cache import read_sidecar
+        from occo_ros.model.artifact_cache import read_sidecar
 
         checkpoint = self.checkpoint(1.0 if not self.args.quick else 0.25)
         size = self.sizes[0]

@@ -75,7 +75,7 @@ def _pack_image(source: Path, target: Path, codec: str) -> None:
     """Write one image as `codec`: 'copy' (the file as it is), 'png' or 'jpg' (its luma)."""
     import cv2
 
-    from occo_ros.image_pairs import read_gray
+    from occo_ros.io.image_pairs import read_gray
 
     target.parent.mkdir(parents=True, exist_ok=True)
     if codec == 'copy':
@@ -89,7 +89,7 @@ def _pack_image(source: Path, target: Path, codec: str) -> None:
 
 def pack_data(data: Path, masks: Path, out: Path, pairs: int | None) -> dict:
     """Images and masks into out/data and out/masks; returns the MANIFEST 'data' record."""
-    from occo_ros.image_pairs import find_pairs
+    from occo_ros.io.image_pairs import find_pairs
 
     jobs, record = [], {}
     for split in ('train', 'eval'):

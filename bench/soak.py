@@ -1,6 +1,6 @@
 """Soak and oversized-burst benchmark of the fusion node over DDS (issue 11).
 
-Starts the node as its own process (``python -m occo_ros.fusion_node``, the shipped model
+Starts the node as its own process (``python -m occo_ros.ros.fusion_node``, the shipped model
 unless --model), as on a robot, and talks to it over DDS from this process:
 
 1. warm-up: 20 pairs;
@@ -50,7 +50,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from tqdm import tqdm
 
-from occo_ros.codec import array_to_image_fields
+from occo_ros.core.codec import array_to_image_fields
 
 REPO = Path(__file__).resolve().parents[1]
 # Localhost discovery, as the tests; the default transports with reliable on both sides.
@@ -124,7 +124,7 @@ def start_node(log: Path, model: str, backend: str, input_size: tuple[int, int],
                *params: str) -> subprocess.Popen:
     """The node process with the shipped parameter file, reliable inputs and ``params``
     ('name:=value') on top."""
-    cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args',
+    cmd = [sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args',
            '--params-file', str(REPO / 'config' / 'fusion.yaml'),
            '-p', 'input_reliability:=reliable', '-p', f'backend:={backend}',
            '-p', f'input_width:={input_size[0]}', '-p', f'input_height:={input_size[1]}']

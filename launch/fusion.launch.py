@@ -6,7 +6,7 @@
         rgb_topic:=/camera/color/image_raw record:=true bag_path:=/data/run1
 
 The decisions (arguments, parameter overrides, remappings, which optional tools must be
-installed, the RViz config, the record command) are in occo_ros/launch_config.py, which the
+installed, the RViz config, the record command) are in occo_ros/ros/launch_config.py, which the
 tests check; this file only looks things up on the machine and turns them into actions.
 Everything is looked up in launch_setup before the first action is created, so a launch that
 cannot start starts nothing (no orphaned nodes).
@@ -37,7 +37,8 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
-from occo_ros.launch_config import (
+from occo_ros.params import NODE_NAME
+from occo_ros.ros.launch_config import (
     ARGUMENTS,
     RECORDER_SIGTERM_TIMEOUT_S,
     camera_remappings,
@@ -48,7 +49,6 @@ from occo_ros.launch_config import (
     record_command,
     rviz_config,
 )
-from occo_ros.params import NODE_NAME
 
 
 def installed(package: str) -> bool:

@@ -26,15 +26,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from occo_ros import codec
-from occo_ros.calibration_file import registration_from_params
-from occo_ros.color import COLOR_MODES, check_color_mode, compose_rgb, luma_chroma
+from occo_ros.calibration.file import registration_from_params
+from occo_ros.core import codec
+from occo_ros.core.color import COLOR_MODES, check_color_mode, compose_rgb, luma_chroma
+from occo_ros.core.registration import Registration
+from occo_ros.core.thermal import ThermalNormalizer, normalize_thermal
 from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import FusionEngine
-from occo_ros.model_contract import output_problem
+from occo_ros.model.contract import output_problem
 from occo_ros.params import FusionSettings
-from occo_ros.registration import Registration
-from occo_ros.thermal import ThermalNormalizer, normalize_thermal
 
 OUTPUT_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
 
@@ -87,7 +87,7 @@ REASONS = (BAD_THERMAL, BAD_RGB, BAD_CAMERA_INFO, BAD_PAIR, ENGINE_ERROR, BAD_OU
 _STREAM = {BAD_THERMAL: 'thermal', BAD_RGB: 'rgb', BAD_CAMERA_INFO: 'camera_info',
            BAD_PAIR: 'pair', ENGINE_ERROR: 'engine', BAD_OUTPUT: 'engine'}
 #: What :meth:`FusionPipeline.fuse_frame` accepts as an image: a sensor_msgs/Image or
-#: CompressedImage (rclpy's, rosbags', or any object with their fields; see occo_ros.codec),
+#: CompressedImage (rclpy's, rosbags', or any object with their fields; see occo_ros.core.codec),
 #: a decoded :class:`codec.DecodedImage` (array + channel order), or a 2-D array (gray).
 ImageInput = Any
 
@@ -166,7 +166,7 @@ class FusionPipeline:
                  normalizer: ThermalNormalizer, input_size: tuple[int, int],
                  output_size: tuple[int, int], color_mode: str = COLOR_MODES[0]) -> None:
         """``input_size`` (network) and ``output_size`` (fused image) are (width, height);
-        ``color_mode``: how compose recombines colour (occo_ros.color.COLOR_MODES)."""
+        ``color_mode``: how compose recombines colour (occo_ros.core.color.COLOR_MODES)."""
         check_color_mode(color_mode)
         self.color_mode = color_mode
         self.engine = engine
@@ -383,3 +383,14 @@ def create_pipeline(settings: FusionSettings, engine: EngineSpec,
                          f'resize to {size}: build both from the same parameter values')
     registration = registration_from_params(settings)  # a bad calibration file fails fast
     return FusionPipeline.from_params(settings, create_engine(engine, logger), registration)
+
+
+def image_pair_pipeline(engine: FusionEngine, size: tuple[int, int],
+                        network_size: tuple[int, int] | None = None) -> FusionPipeline:
+    """The frame step's pipeline for a registered 8-bit image pair of ``size`` (width,
+    height): no warp or crop, infrared scaled /255 exactly as in training (fixed range
+    0..255), the network at ``network_size`` (default: the pair's own size). Shared with
+    occo-eval, so both score and write what the node would make of the pair."""
+    return FusionPipeline(engine, Registration(output_size=size),
+                          ThermalNormalizer('fixed', lo=0.0, hi=255.0), network_size or size,
+                          size)

@@ -5,7 +5,7 @@ callbacks and get fused frames back through a publish callback, so all of its lo
 unit tests without DDS. Ownership, which is the point of this module:
 
 * the subscription side (:meth:`FusionWorker.add`, :meth:`FusionWorker.set_camera_info`) only
-  checks (occo_ros.arrival: no decoding; a refused message is counted once, by its reason,
+  checks (occo_ros.core.arrival: no decoding; a refused message is counted once, by its reason,
   and never paired), stamps, pairs and puts the pair into a one-slot mailbox
   (:class:`stats.LatestSlot`): a slow network drops pairs (``dropped_busy``) instead of
   building a backlog;
@@ -29,9 +29,10 @@ import threading
 import time
 from typing import Any
 
-from occo_ros.arrival import check_arrival
-from occo_ros.health import Health, Status
-from occo_ros.pairing import ApproximateTimePairer, Pair
+from occo_ros.core.health import Health, Status
+from occo_ros.core.pairing import Pair
+from occo_ros.core.stats import LatestSlot, RateMeter, RollingStats, ThrottledLog
+from occo_ros.core.stream import StreamStep
 from occo_ros.params import SPECS, THERMAL_PARAMS, FusionSettings
 from occo_ros.pipeline import (
     BAD_CAMERA_INFO,
@@ -43,7 +44,6 @@ from occo_ros.pipeline import (
     FusionPipeline,
     thermal_normalizer,
 )
-from occo_ros.stats import LatestSlot, RateMeter, RollingStats, ThrottledLog
 
 #: Per-frame stages, timed for every fused pair (ms): the pipeline's and the publish callback.
 STAGES = ('decode', 'preprocess', 'inference', 'compose', 'publish')
@@ -55,7 +55,7 @@ WAITS = ('arrival', 'queue')
 LATENCIES = WAITS + STAGES + ('end_to_end', 'pair_dt')
 #: Counters of :meth:`FusionWorker.snapshot`: 'errors' = pairs decoded but not published
 #: (bad_pair, engine_error, bad_output or a failing publish callback); 'bad_stamp' =
-#: messages refused on arrival for a zero or far-future stamp (occo_ros.arrival).
+#: messages refused on arrival for a zero or far-future stamp (occo_ros.core.arrival).
 COUNTS = ('fused', 'dropped_stale', 'dropped_busy') + REASONS + ('bad_stamp', 'errors')
 
 
@@ -86,7 +86,7 @@ class FusionWorker:
     ``topics`` names the input topics for log messages ('thermal', 'rgb', 'camera_info').
     ``clock_ns`` is the clock the camera stamps are compared with (the node's, so simulated
     time works). ``log`` is any logger with ``info``, ``warning`` and ``error`` (logging or
-    rclpy). ``input_timeout`` is the node's health timeout (occo_ros.health.Health).
+    rclpy). ``input_timeout`` is the node's health timeout (occo_ros.core.health.Health).
     """
 
     def __init__(self, pipeline: FusionPipeline, params: FusionSettings,
@@ -103,7 +103,7 @@ class FusionWorker:
         self._log = log or logging.getLogger(__name__)
         self._throttled = ThrottledLog(self._log)
         self._lock = threading.Lock()
-        self._pairer = ApproximateTimePairer(params.slop, params.queue_size)
+        self._stream = StreamStep(params)
         self._counts = dict.fromkeys(COUNTS, 0)
         self._last_seen: dict[str, float | None] = {'thermal': None, 'rgb': None}
         self.health = Health(input_timeout)
@@ -130,7 +130,7 @@ class FusionWorker:
         if self._thread is not None:
             raise RuntimeError('the worker is already running')
         with self._lock:
-            self._pairer = ApproximateTimePairer(self._params.slop, self._params.queue_size)
+            self._stream = StreamStep(self._params)
             self._paired_seen = 0
         self._slot = LatestSlot()
         self._running = True
@@ -153,7 +153,7 @@ class FusionWorker:
     # -- subscription side: microseconds, never blocks on the network -------------------------
     def add(self, stream: str, stamp_ns: int, msg: Any) -> None:
         """A 'thermal' or 'rgb' message stamped ``stamp_ns``; pairs go to the worker. A
-        message failing the arrival checks (occo_ros.arrival) is counted, logged and
+        message failing the arrival checks (occo_ros.core.arrival) is counted, logged and
         dropped here, before pairing."""
         self.rates[stream].tick()
         self.health.received(stream)
@@ -161,15 +161,13 @@ class FusionWorker:
         with self._lock:
             self._last_seen[stream] = time.monotonic()
             params = self._params
-        refusal = check_arrival(stream, msg, stamp_ns, now_ns, params)
+            refusal, pair = self._stream.add(stream, stamp_ns, msg, now_ns)
         if refusal is not None:
             key = f'{refusal.counter}:{refusal.kind}'
             self._count(refusal.counter)
             self.health.problem(key, self._describe(stream, refusal.message))
             self._throttled.error(key, self._describe(stream, refusal.message))
             return
-        with self._lock:
-            pair = self._pairer.add(stream, stamp_ns, msg)
         if pair is None:
             return
         self.latency['pair_dt'].add(pair.dt * 1e3)
@@ -189,7 +187,7 @@ class FusionWorker:
         normalisation take effect from the next pair; the others are start-up only."""
         with self._lock:
             old, self._params = self._params, params
-            self._pairer.slop = params.slop
+            self._stream.reconfigure(params)
             if any(getattr(old, f) != getattr(params, f) for f in THERMAL_PARAMS):
                 self._renormalize = True
 
@@ -266,10 +264,10 @@ class FusionWorker:
 
     # -- diagnostics -------------------------------------------------------------------------
     def health_status(self) -> Status:
-        """The health (occo_ros.health) for one diagnostics tick; when nothing is fused and no
+        """The health (occo_ros.core.health) for one diagnostics tick; when nothing is fused and no
         problem was recorded, the cause is guessed from the pairing since the last tick."""
         with self._lock:
-            paired, slop = self._pairer.counts.paired, self._params.slop
+            paired, slop = self._stream.counts.paired, self._params.slop
             new_pairs, self._paired_seen = paired > self._paired_seen, paired
         if new_pairs:
             cause = 'pairs form but none was fused yet (inference slower than input_timeout?)'
@@ -282,7 +280,7 @@ class FusionWorker:
         now = time.monotonic()
         with self._lock:
             counts = dict(self._counts)
-            c = self._pairer.counts
+            c = self._stream.counts
             counts.update(paired=c.paired, unpaired_thermal=c.unpaired_thermal,
                           unpaired_rgb=c.unpaired_rgb, time_jumps=c.time_jumps)
             ages = {s: None if t is None else now - t for s, t in self._last_seen.items()}

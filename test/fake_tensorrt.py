@@ -771,7 +771,7 @@ def read_only_folder(monkeypatch, folder) -> None:
     from pathlib import Path
     import tempfile
 
-    from occo_ros import atomic_file
+    from occo_ros.util import atomic_file
 
     root = Path(folder).resolve()
 

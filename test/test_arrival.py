@@ -1,4 +1,4 @@
-"""Arrival checks of camera messages before pairing (occo_ros.arrival), no ROS needed."""
+"""Arrival checks of camera messages before pairing (occo_ros.core.arrival), no ROS needed."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from occo_ros.arrival import check_arrival
-from occo_ros.codec import array_to_image_fields
+from occo_ros.core.arrival import check_arrival
+from occo_ros.core.codec import array_to_image_fields
 from occo_ros.params import PARAMS, make_params
 
 PARAMS_DEFAULT = make_params({spec.name: spec.default for spec in PARAMS})

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from occo_ros.atomic_file import atomic_write, atomic_write_bytes
+from occo_ros.util.atomic_file import atomic_write, atomic_write_bytes
 
 
 def test_written_file_has_umask_permissions_not_private_temp_ones(tmp_path):

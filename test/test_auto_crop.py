@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from occo_ros.calibration_file import registration_from_params
+from occo_ros.calibration.file import registration_from_params
+from occo_ros.core.registration import Registration, aspect_crop
 from occo_ros.params import PARAMS, SPECS, make_params
 from occo_ros.pipeline import FusionPipeline
-from occo_ros.registration import Registration, aspect_crop
 
 DEFAULTS = {spec.name: spec.default for spec in PARAMS}
 

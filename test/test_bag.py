@@ -1,4 +1,4 @@
-"""Tests of occo-bag (occo_ros.bag, occo_ros.bag_io): offline bag-to-bag fusion without ROS.
+"""Tests of occo-bag (occo_ros.cli.bag, occo_ros.io.bags): offline bag-to-bag fusion without ROS.
 
 Input bags are written here with rosbags' own Writer and Kilted type store (as a recorder
 would) and outputs are read back with rosbags' Reader and with the official mcap readers. The
@@ -27,24 +27,17 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 import torch
 import yaml
 
-from occo_ros import codec
-from occo_ros.bag import (
-    BagTopics,
-    build_params,
-    build_parser,
-    camera_info_beside,
-    fuse_bag,
-    load_params_file,
-    main,
-)
-from occo_ros.bag_io import BagError, InputBag, OutputBag
-from occo_ros.checkpoint import save_checkpoint
+from occo_ros.cli.bag import build_parser, main
+from occo_ros.core import codec
+from occo_ros.core.pairing import ApproximateTimePairer
 from occo_ros.engines import EngineError, EngineSpec
-from occo_ros.model import build_fifn
-from occo_ros.pairing import ApproximateTimePairer
-from occo_ros.params import FusionSettings
+from occo_ros.io.bags import BagError, InputBag, OutputBag
+from occo_ros.model.checkpoint import save_checkpoint
+from occo_ros.model.network import build_fifn
+from occo_ros.offline.bag_fusion import BagTopics, camera_info_beside, fuse_bag
+from occo_ros.params import FusionSettings, build_params, load_params_file
 from occo_ros.pipeline import FusionPipeline, create_pipeline
-from occo_ros.synthetic import SceneConfig, SyntheticScene
+from occo_ros.synthetic.scene import SceneConfig, SyntheticScene
 
 REPO = Path(__file__).resolve().parents[1]
 THERMAL, RGB, RGB_INFO = '/thermal/image_raw', '/rgb/image_raw', '/rgb/camera_info'
@@ -55,7 +48,7 @@ STORE = get_typestore(Stores.ROS2_KILTED)
 MS = 1_000_000
 
 
-# -- building and reading bags (independently of occo_ros.bag_io) ----------------------------
+# -- building and reading bags (independently of occo_ros.io.bags) ----------------------------
 def header(stamp: int, frame_id: str):
     t = STORE.types
     return t['std_msgs/msg/Header'](
@@ -261,7 +254,7 @@ def test_compressed_rgb_from_sqlite3_via_python_m(tmp_path, model, msrs_pairs):
                          jpeg(cv2.cvtColor(vi, cv2.COLOR_RGB2BGR), stamp + MS, 'rgb')))
     write_bag(tmp_path / 'in', messages, StoragePlugin.SQLITE3)
     proc = subprocess.run(
-        [sys.executable, '-m', 'occo_ros.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
+        [sys.executable, '-m', 'occo_ros.cli.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
          '--thermal-topic', THERMAL, '--rgb-topic', COMPRESSED, '--storage', 'sqlite3',
          '--output-width', '160', '--output-height', '120', '--output-encoding', 'bgr8',
          *model_args(model)], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -584,7 +577,7 @@ def test_sigterm_mid_run_leaves_no_output(tmp_path, model):
     scene = SyntheticScene(SceneConfig(thermal_size=(80, 64), rgb_size=(80, 64)))
     write_bag(tmp_path / 'in', synthetic_messages(1500, rng, scene, distinct=2))
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'occo_ros.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
+        [sys.executable, '-m', 'occo_ros.cli.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
          '--thermal-topic', THERMAL, '--rgb-topic', RGB, *model_args(model)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90

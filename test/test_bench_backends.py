@@ -7,9 +7,9 @@ import sys
 
 import torch
 
-from occo_ros.checkpoint import save_checkpoint
-from occo_ros.export import export_onnx
-from occo_ros.model import build_fifn
+from occo_ros.model.checkpoint import save_checkpoint
+from occo_ros.model.network import build_fifn
+from occo_ros.model.onnx_export import export_onnx
 
 SCRIPT = Path(__file__).resolve().parents[1] / 'bench' / 'bench_backends.py'
 

@@ -1,9 +1,9 @@
-"""Thermal -> RGB calibration: methods (occo_ros.calibrate), the calibration file, lens
+"""Thermal -> RGB calibration: methods (occo_ros.calibration.methods), the calibration file, lens
 undistortion in Registration, occo-calibrate on folders and bags, occo-bag with the file.
 
 Truths come from outside the code under test: known homographies applied to real eval pairs
 with cv2.warpPerspective, and a checkerboard rendered through two pinhole cameras
-(occo_ros.synthetic_targets: exact plane homographies from K, R and the camera centres).
+(occo_ros.synthetic.targets: exact plane homographies from K, R and the camera centres).
 """
 
 from __future__ import annotations
@@ -19,10 +19,21 @@ import rclpy
 import test_fusion_node
 import yaml
 
-from occo_ros import calibrate
-from occo_ros.bag import build_params
-from occo_ros.bag import main as bag_main
-from occo_ros.bag_io import (
+from occo_ros.calibration import edges
+from occo_ros.calibration import methods as calibrate
+from occo_ros.calibration.file import (
+    Calibration,
+    CalibrationError,
+    load_calibration,
+    registration_from_params,
+    save_calibration,
+)
+from occo_ros.cli.bag import main as bag_main
+from occo_ros.cli.calibrate import main as calibrate_main
+from occo_ros.cli.calibrate import pick_points
+from occo_ros.core.codec import array_to_image_fields
+from occo_ros.core.registration import CameraModel, Registration, pixel_to_normalized_homography
+from occo_ros.io.bags import (
     CAMERA_INFO,
     IMAGE,
     InputBag,
@@ -31,19 +42,9 @@ from occo_ros.bag_io import (
     image_message,
     serialize,
 )
-from occo_ros.calibrate_cli import main as calibrate_main
-from occo_ros.calibrate_cli import pick_points
-from occo_ros.calibration_file import (
-    Calibration,
-    CalibrationError,
-    load_calibration,
-    registration_from_params,
-    save_calibration,
-)
-from occo_ros.codec import array_to_image_fields
-from occo_ros.image_pairs import read_gray, read_rgb
-from occo_ros.registration import CameraModel, Registration, pixel_to_normalized_homography
-from occo_ros.synthetic_targets import (
+from occo_ros.io.image_pairs import read_gray, read_rgb
+from occo_ros.params import build_params
+from occo_ros.synthetic.targets import (
     RGB_CAMERA,
     THERMAL_CAMERA,
     about_center,
@@ -86,7 +87,7 @@ def as_thermal_camera(pairs, truth):
 def test_edges_recover_a_known_homography_on_real_pairs(eval_pairs, name):
     truth = TRUTHS[name]
     pairs = as_thermal_camera(eval_pairs, truth)
-    result = calibrate.refine_edges(pairs, START, perspective=name == 'perspective')
+    result = edges.refine_edges(pairs, START, perspective=name == 'perspective')
     before = calibrate.corner_error(START, truth, SIZE)
     after = calibrate.corner_error(result.h_px, truth, SIZE)
     # MSRS's own registration is off by a few pixels at the corners (~1 % scale, measured
@@ -101,7 +102,7 @@ def test_edges_fail_clearly_without_common_structure():
     flat = [('noise', rng.integers(0, 255, (120, 160), np.uint8),
              np.zeros((120, 160, 3), np.uint8))]
     with pytest.raises(calibrate.CalibrationFailed, match='failed on every pair'):
-        calibrate.refine_edges(flat)
+        edges.refine_edges(flat)
 
 
 def test_target_in_both_modalities_gives_the_rig_homography():
@@ -468,7 +469,7 @@ checkpoint = test_fusion_node.checkpoint   # its random-weights model fixture
 
 def test_node_with_a_bad_calibration_file_stops_with_one_line(tmp_path):
     path = edited(tmp_path, lambda d: d.update(homography_px=[[1, 2, 3], [2, 4, 6], [0, 0, 1]]))
-    run = subprocess.run([sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
+    run = subprocess.run([sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args', '-p',
                           f'calibration_file:={path}'], capture_output=True, text=True,
                          timeout=300)
     output = (run.stdout + run.stderr).strip()

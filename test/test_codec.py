@@ -1,4 +1,4 @@
-"""sensor_msgs/Image and CompressedImage <-> numpy (occo_ros.codec), no ROS needed."""
+"""sensor_msgs/Image and CompressedImage <-> numpy (occo_ros.core.codec), no ROS needed."""
 
 import array
 import types
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from occo_ros.codec import (
+from occo_ros.core.codec import (
     ENCODINGS,
     RGB_ENCODINGS,
     THERMAL_ENCODINGS,

@@ -1,10 +1,10 @@
-"""BT.601 colour conversion of OCCO_METHOD.md section 1 (occo_ros.color)."""
+"""BT.601 colour conversion of OCCO_METHOD.md section 1 (occo_ros.core.color)."""
 
 import cv2
 import numpy as np
 import pytest
 
-from occo_ros.color import (
+from occo_ros.core.color import (
     COLOR_MODES,
     DARK_LUMA,
     compose_rgb,

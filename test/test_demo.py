@@ -10,8 +10,8 @@ import sys
 import cv2
 import torch
 
-from occo_ros.checkpoint import save_checkpoint
-from occo_ros.model import build_fifn
+from occo_ros.model.checkpoint import save_checkpoint
+from occo_ros.model.network import build_fifn
 
 
 def test_demo_writes_snapshots_and_summary(tmp_path):
@@ -19,7 +19,7 @@ def test_demo_writes_snapshots_and_summary(tmp_path):
     model = save_checkpoint(tmp_path / 'random_w025.pt', build_fifn(0.25).eval())
     out = tmp_path / 'demo'
     proc = subprocess.run(
-        [sys.executable, '-m', 'occo_ros.demo', '--duration', '4', '--out', str(out),
+        [sys.executable, '-m', 'occo_ros.ros.demo', '--duration', '4', '--out', str(out),
          '--model', str(model), '--snapshots', '1', '--thermal-rate', '10', '--rgb-rate', '10'],
         capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr

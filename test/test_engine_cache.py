@@ -1,4 +1,4 @@
-"""Engine cache policy (occo_ros/engines/engine_cache.py, occo_ros/artifact_cache.py), the
+"""Engine cache policy (occo_ros/engines/tensorrt/cache.py, occo_ros/model/artifact_cache.py), the
 IO contract and the TensorRT helpers that need no TensorRT.
 
 TensorRT cannot be installed here (no GPU, no wheel for this machine), so the cache policy
@@ -17,10 +17,11 @@ import sys
 import numpy as np
 import pytest
 
-from occo_ros import artifact_cache
-from occo_ros.atomic_file import atomic_write_bytes
-from occo_ros.engines import engine_cache, tensorrt_build, tensorrt_common, tensorrt_engine
-from occo_ros.engines.engine_cache import (
+from occo_ros.engines.tensorrt import build as tensorrt_build
+from occo_ros.engines.tensorrt import cache as engine_cache
+from occo_ros.engines.tensorrt import common as tensorrt_common
+from occo_ros.engines.tensorrt import engine as tensorrt_engine
+from occo_ros.engines.tensorrt.cache import (
     BuiltPlan,
     EngineKey,
     decide,
@@ -28,7 +29,9 @@ from occo_ros.engines.engine_cache import (
     resolve_engine,
     sidecar_path,
 )
-from occo_ros.model_contract import EngineError, TensorSpec, io_problems
+from occo_ros.model import artifact_cache
+from occo_ros.model.contract import EngineError, TensorSpec, io_problems
+from occo_ros.util.atomic_file import atomic_write_bytes
 
 
 def make_key(**changes) -> EngineKey:
@@ -236,7 +239,7 @@ def test_missing_tensorrt_is_a_clear_engine_error(monkeypatch):
 
 def test_fixed_input_size_of_an_engine():
     assert tensorrt_build.__name__ and GOOD_IO
-    from occo_ros.engines.tensorrt_runtime import fixed_input_size
+    from occo_ros.engines.tensorrt.runtime import fixed_input_size
 
     assert fixed_input_size(GOOD_IO, 'x.engine') == (256, 320)
     dynamic = [spec(s.name, s.is_input, (-1, 1, -1, -1)) for s in GOOD_IO]

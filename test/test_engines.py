@@ -13,15 +13,15 @@ import onnx
 import pytest
 import torch
 
-from occo_ros import build_engine
-from occo_ros.artifact_cache import sidecar_path, write_artifact
-from occo_ros.checkpoint import save_checkpoint
+from occo_ros.cli import build_engine
 from occo_ros.engines import BACKENDS, EngineSpec, create_engine
 from occo_ros.engines.base import EngineError
 from occo_ros.engines.onnx_engine import OnnxRuntimeEngine, select_providers
 from occo_ros.engines.torch_engine import TorchEngine
-from occo_ros.export import cached_onnx
-from occo_ros.model import build_fifn
+from occo_ros.model.artifact_cache import sidecar_path, write_artifact
+from occo_ros.model.checkpoint import save_checkpoint
+from occo_ros.model.network import build_fifn
+from occo_ros.model.onnx_cache import cached_onnx
 
 TOLERANCE = 1e-4
 SHARED_EVAL = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'eval'
@@ -181,8 +181,8 @@ def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tm
 
 def test_without_pytorch_only_a_shipped_export_serves(checkpoint, tmp_path, monkeypatch):
     """Seam: torch cannot be uninstalled here, so export.torch_installed reports it missing."""
-    import occo_ros.export as export
-    from occo_ros.resources import default_model_path
+    import occo_ros.model.onnx_export as export
+    from occo_ros.util.resources import default_model_path
 
     monkeypatch.setattr(export, 'torch_installed', lambda: False)
     message = 'PyTorch is not installed, and exporting fifn_test.pt to ONNX needs it'
@@ -319,12 +319,12 @@ def test_auto_picks_onnxruntime_on_this_cpu_and_says_why(checkpoint, cache, torc
 def test_auto_falls_back_when_a_backend_breaks_unexpectedly(checkpoint, cache, monkeypatch):
     """Seam: a library failing in a way we did not anticipate (simulated by replacing the
     ONNX Runtime creator); auto must log it and fall back instead of stopping the node."""
-    import occo_ros.engines as engines
+    from occo_ros.engines import factory
 
     def broken(*args):
         raise RuntimeError('CUDA driver version is insufficient')
 
-    monkeypatch.setitem(engines._CREATORS, 'onnxruntime', broken)
+    monkeypatch.setitem(factory._CREATORS, 'onnxruntime', broken)
     log = Log()
     engine = make('auto', checkpoint, log, device='cpu', input_size=(64, 80),
                   cache_dir=str(cache))

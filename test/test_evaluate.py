@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from occo_ros.color import compose_rgb, luma_chroma
+from occo_ros.core.color import compose_rgb, luma_chroma
 from occo_ros.engines import EngineSpec
 from occo_ros.engines.base import EngineInfo, FusionEngine
-from occo_ros.image_pairs import (
+from occo_ros.io.image_pairs import (
     ImageReadError,
     find_pairs,
     find_pairs_in_roots,
@@ -285,8 +285,8 @@ def test_model_scores_are_reproduced_from_its_written_images(tmp_path, capsys):
     if not hasattr(engines, 'create_engine'):
         pytest.skip('occo_ros.engines.create_engine is not available in this checkout')
     torch = pytest.importorskip('torch')
-    from occo_ros.checkpoint import save_checkpoint
-    from occo_ros.model import build_fifn
+    from occo_ros.model.checkpoint import save_checkpoint
+    from occo_ros.model.network import build_fifn
     torch.manual_seed(0)
     model = save_checkpoint(tmp_path / 'tiny.pt', build_fifn(0.25))
     ir, vi = make_set(tmp_path, stems=('p1', 'p2'))

@@ -1,4 +1,5 @@
-"""ONNX export (occo_ros/export.py): numerics vs PyTorch on real pairs, both opsets shipped,
+"""ONNX export (occo_ros/model/onnx_export.py): numerics vs PyTorch on real pairs, both opsets
+shipped,
 graph contract and metadata, the FP32 attention-context region, TensorRT operator support.
 
 Real pairs come from ../shared/data/eval (msrs, roadscene), cropped to modest sizes to keep
@@ -17,11 +18,17 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from occo_ros.artifact_cache import sha256_file
-from occo_ros.checkpoint import save_checkpoint
-from occo_ros.export import ExportError, export_onnx, main, pin_attention_context, read_metadata
-from occo_ros.model import InferenceFIFN, build_fifn
-from occo_ros.model_contract import FP32_REGION_PATTERN
+from occo_ros.cli.export import main
+from occo_ros.model.artifact_cache import sha256_file
+from occo_ros.model.checkpoint import save_checkpoint
+from occo_ros.model.contract import FP32_REGION_PATTERN
+from occo_ros.model.network import InferenceFIFN, build_fifn
+from occo_ros.model.onnx_export import (
+    ExportError,
+    export_onnx,
+    pin_attention_context,
+    read_metadata,
+)
 
 TOLERANCE = 1e-4
 
@@ -104,7 +111,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def torch_reference(checkpoint: Path):
     """The checkpoint's InferenceFIFN in PyTorch as a numpy function."""
-    from occo_ros.checkpoint import load_checkpoint
+    from occo_ros.model.checkpoint import load_checkpoint
 
     module = InferenceFIFN(load_checkpoint(checkpoint)[0])
 
@@ -249,7 +256,7 @@ def test_shipped_onnx_is_the_current_export_of_the_shipped_checkpoint(dynamic17,
     """models/fifn_w025_pixel.onnx serves robots without PyTorch (export.cached_onnx)."""
     from collections import Counter
 
-    from occo_ros.resources import default_model_path
+    from occo_ros.util.resources import default_model_path
 
     checkpoint = default_model_path()
     shipped = checkpoint.with_suffix('.onnx')

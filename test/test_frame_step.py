@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from occo_ros.codec import DecodedImage, array_to_image_fields
-from occo_ros.color import compose_rgb
+from occo_ros.core.codec import DecodedImage, array_to_image_fields
+from occo_ros.core.color import compose_rgb
 from occo_ros.engines import EngineSpec
 from occo_ros.engines.base import EngineError
 from occo_ros.params import PARAMS, FusionSettings, make_params

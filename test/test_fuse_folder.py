@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from occo_ros.checkpoint import save_checkpoint
+from occo_ros.cli.fuse import main, parse_args
+from occo_ros.core.registration import Registration
+from occo_ros.core.thermal import ThermalNormalizer
 from occo_ros.engines import EngineSpec, create_engine
-from occo_ros.fuse_folder import main, parse_args
-from occo_ros.image_pairs import read_gray, read_rgb
-from occo_ros.model import build_fifn
+from occo_ros.io.image_pairs import read_gray, read_rgb
+from occo_ros.model.checkpoint import save_checkpoint
+from occo_ros.model.network import build_fifn
 from occo_ros.pipeline import FusionPipeline
-from occo_ros.registration import Registration
-from occo_ros.thermal import ThermalNormalizer
 
 
 @pytest.fixture(scope='module')

@@ -1,6 +1,6 @@
 """The managed fusion node over real DDS, driven through its lifecycle services.
 
-The node runs as its own process (python -m occo_ros.fusion_lifecycle_node); this test calls
+The node runs as its own process (python -m occo_ros.ros.fusion_lifecycle_node); this test calls
 ``occo_fusion/change_state`` and ``occo_fusion/get_state`` (lifecycle_msgs, as `ros2
 lifecycle set` does) and checks after each transition what the ROS graph and the topics
 show: no subscriptions before activate, fused images while active, none after deactivate,
@@ -23,7 +23,7 @@ from test_fusion_node import Peer, camera_images, start_node, stop_node
 # the node tests' fixtures: a random-weight checkpoint and an initialised rclpy
 checkpoint, ros = node_tests.checkpoint, node_tests.ros
 
-CODE = 'import sys; from occo_ros.fusion_lifecycle_node import main; sys.exit(main())'
+CODE = 'import sys; from occo_ros.ros.fusion_lifecycle_node import main; sys.exit(main())'
 
 
 class Lifecycle:

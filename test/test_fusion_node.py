@@ -1,6 +1,6 @@
 """The fusion node over real DDS: a separate node process, real-size images, real messages.
 
-The node runs as its own process (python -m occo_ros.fusion_node), as on a robot; this test
+The node runs as its own process (python -m occo_ros.ros.fusion_node), as on a robot; this test
 process publishes thermal mono16 640x512 and RGB bgr8 1280x720 and subscribes to the outputs.
 The model is a randomly initialised width-0.25 FIFN checkpoint (the mechanics, not the
 quality, are under test), so the test does not depend on the shipped weights.
@@ -28,9 +28,9 @@ from std_msgs.msg import Header
 import torch
 import yaml
 
-from occo_ros.checkpoint import save_checkpoint
-from occo_ros.codec import array_to_image_fields, decode_image
-from occo_ros.model import build_fifn
+from occo_ros.core.codec import array_to_image_fields, decode_image
+from occo_ros.model.checkpoint import save_checkpoint
+from occo_ros.model.network import build_fifn
 from occo_ros.worker import STAGES, WAITS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,10 +54,10 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def start_node(log: Path, *params: str, code: str | None = None) -> subprocess.Popen:
     """The node as its own process with the shipped YAML and `params`; `code` (python -c)
-    replaces `python -m occo_ros.fusion_node` where a test must prepare the process first."""
+    replaces `python -m occo_ros.ros.fusion_node` where a test must prepare the process first."""
     # Reliable inputs: Fast DDS drops most full-size best-effort images between processes on
     # this machine (measured, see README "QoS"), and these tests count every frame.
-    start = ['-c', code] if code else ['-m', 'occo_ros.fusion_node']
+    start = ['-c', code] if code else ['-m', 'occo_ros.ros.fusion_node']
     cmd = [sys.executable, *start, '--ros-args',
            '--params-file', str(REPO / 'config' / 'fusion.yaml'),
            '-p', 'input_reliability:=reliable']
@@ -264,7 +264,7 @@ def test_node_serves_the_shipped_model_without_pytorch(ros, tmp_path):
     """
     log = tmp_path / 'node.log'
     code = ("import sys; sys.modules['torch'] = None; "
-            'from occo_ros.fusion_node import main; sys.exit(main())')
+            'from occo_ros.ros.fusion_node import main; sys.exit(main())')
     proc = start_node(log, f'engine_cache_dir:={tmp_path / "cache"}', 'max_age:=30.0',
                       'diagnostics_period:=0.5', code=code)
     peer = Peer()
@@ -483,7 +483,7 @@ def test_node_and_occo_bag_fuse_the_same_real_pairs_bit_for_bit(ros, checkpoint,
                          image(bgr, 'bgr8', stamp, 'f')))
     write_bag(tmp_path / 'in', messages)
     run = subprocess.run(
-        [sys.executable, '-m', 'occo_ros.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
+        [sys.executable, '-m', 'occo_ros.cli.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
          '--thermal-topic', '/thermal/image_raw', '--rgb-topic', '/rgb/image_raw',
          '--params-file', str(REPO / 'config' / 'fusion.yaml'), '--no-progress', *bag_flags],
         capture_output=True, text=True, timeout=600)
@@ -501,7 +501,7 @@ def test_missing_or_corrupt_weights_fail_at_start_with_the_path(tmp_path, conten
     if content is not None:
         path.write_bytes(content)
     proc = subprocess.run(
-        [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
+        [sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args', '-p',
          f'model_path:={path}', '-p', 'backend:=torch'],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0

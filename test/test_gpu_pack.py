@@ -42,7 +42,7 @@ def gpu_pack():
 @pytest.fixture(scope='module')
 def packed(gpu_pack, shared_data, tmp_path_factory):
     """One pair per set, masks drawn here, a random VGG16 in the converted-HED format."""
-    from occo_ros.image_pairs import find_pairs
+    from occo_ros.io.image_pairs import find_pairs
     from training.vgg import HED_VGG16_KIND, conv_shapes
 
     tmp_path = tmp_path_factory.mktemp('gpu_pack')

@@ -1,8 +1,8 @@
-"""The node's health state machine (occo_ros.health) on a hand-driven clock (no ROS)."""
+"""The node's health state machine (occo_ros.core.health) on a hand-driven clock (no ROS)."""
 
 from __future__ import annotations
 
-from occo_ros.health import ERROR, OK, WARN, Health
+from occo_ros.core.health import ERROR, OK, WARN, Health
 
 
 class Clock:

@@ -18,7 +18,7 @@ from test_train import base_args, make_data
 import torch
 import torch.nn.functional as F
 
-from occo_ros.image_pairs import read_rgb
+from occo_ros.io.image_pairs import read_rgb
 from training import hed, train
 from training.vgg import (
     CAFFE_MEAN_RGB,

@@ -25,7 +25,7 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from occo_ros.codec import array_to_image_fields
+from occo_ros.core.codec import array_to_image_fields
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / 'bench' / 'bench_interop.py'
@@ -61,7 +61,7 @@ def test_a_camera_and_a_viewer_in_plain_environments_talk_to_the_launched_node(t
 
 
 def start_node(log: Path, namespace: str, *params: str) -> subprocess.Popen:
-    cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-r',
+    cmd = [sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args', '-r',
            f'__ns:={namespace}', '--params-file', str(REPO / 'config' / 'fusion.yaml'),
            '-p', 'backend:=torch']
     for p in params:

@@ -22,8 +22,9 @@ import types
 import pytest
 import yaml
 
-from occo_ros import launch_config
-from occo_ros.launch_config import (
+from occo_ros.params import NODE_NAME, PARAMS, SPECS
+from occo_ros.ros import launch_config
+from occo_ros.ros.launch_config import (
     ARGUMENTS,
     BOOL,
     camera_info_topic,
@@ -31,7 +32,6 @@ from occo_ros.launch_config import (
     recorded_topics,
     resolve,
 )
-from occo_ros.params import NODE_NAME, PARAMS, SPECS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def test_recorded_topics_and_command():
 
 
 def test_synthetic_geometry_matches_the_scene():
-    from occo_ros.synthetic import SceneConfig, SyntheticScene
+    from occo_ros.synthetic.scene import SceneConfig, SyntheticScene
     scene = SyntheticScene(SceneConfig(people=0, vehicles=0))
     assert launch_config.SYNTHETIC_CROP == pytest.approx(list(scene.thermal_crop))
     assert launch_config.SYNTHETIC_HOMOGRAPHY == pytest.approx(

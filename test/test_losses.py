@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from occo_ros.model import FIFN
+from occo_ros.model.network import FIFN
 from training import losses
 from training.vgg import (
     LUMA_WEIGHTS,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from occo_ros.image_pairs import read_gray
+from occo_ros.io.image_pairs import read_gray
 from training import masks
 
 

@@ -1,18 +1,19 @@
-"""Tests of the FIFN network (occo_ros.model) and its checkpoints (occo_ros.checkpoint)."""
+"""Tests of the FIFN network (occo_ros.model.network) and its checkpoints
+(occo_ros.model.checkpoint)."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from occo_ros import checkpoint
-from occo_ros.checkpoint import (
+from occo_ros.model import checkpoint
+from occo_ros.model.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
 )
-from occo_ros.model import (
+from occo_ros.model.network import (
     FIFB,
     FIFN,
     InferenceFIFN,
@@ -220,7 +221,7 @@ def test_model_runs_under_autocast_close_to_fp32(quarter):
 
 def test_half_model_keeps_context_in_float32(quarter, monkeypatch):
     seen = []
-    import occo_ros.model as model_module
+    import occo_ros.model.network as model_module
 
     def spy(keys, values):
         ctx = attention_context(keys, values)
@@ -262,7 +263,7 @@ def test_pad_to_match_reflects_with_floor_half_on_top_left():
     torch.testing.assert_close(wide[..., 0], x[..., 1])
 
 
-# Checkpoints (occo_ros.checkpoint): kept beside the model tests they round-trip.
+# Checkpoints (occo_ros.model.checkpoint): kept beside the model tests they round-trip.
 
 @pytest.fixture()
 def saved(tmp_path) -> tuple[Path, FIFN]:

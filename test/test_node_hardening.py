@@ -31,7 +31,7 @@ from std_msgs.msg import Header
 import test_fusion_node
 from test_fusion_node import Peer, camera_images, start_node, stop_node
 
-from occo_ros.codec import array_to_image_fields
+from occo_ros.core.codec import array_to_image_fields
 from occo_ros.params import PARAMS
 
 #: parameter sets sent to one running node (issue 11: >= 500)
@@ -63,7 +63,7 @@ def ros():
     ('homography:=[1.0]', ['homography needs 9 numbers, got 1']),
 ])
 def test_a_bad_start_up_parameter_is_one_line_and_a_non_zero_exit(param, words):
-    run = subprocess.run([sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
+    run = subprocess.run([sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args', '-p',
                           param], capture_output=True, text=True, timeout=300)
     output = (run.stdout + run.stderr).strip()
     assert run.returncode == 1, output
@@ -78,7 +78,7 @@ def test_a_bad_start_up_parameter_is_one_line_and_a_non_zero_exit(param, words):
 def test_a_bad_model_under_backend_auto_is_one_line_with_the_reason_first(tmp_path):
     model = tmp_path / 'weights.pt'
     model.write_bytes(b'not a checkpoint at all')
-    run = subprocess.run([sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
+    run = subprocess.run([sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args', '-p',
                           f'model_path:={model}', '-p', 'backend:=auto', '-p',
                           f'engine_cache_dir:={tmp_path / "cache"}'],
                          capture_output=True, text=True, timeout=300)
@@ -93,7 +93,7 @@ def test_a_bad_model_under_backend_auto_is_one_line_with_the_reason_first(tmp_pa
 
 
 def test_the_start_up_traceback_is_there_at_log_level_debug():
-    run = subprocess.run([sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args', '-p',
+    run = subprocess.run([sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args', '-p',
                           'queue_size:=0', '--log-level', 'debug'],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 1

@@ -24,16 +24,18 @@ from onnx import TensorProto, helper
 import pytest
 import yaml
 
-from occo_ros import bag, codec, fuse_folder
-from occo_ros.atomic_file import atomic_write_bytes
-from occo_ros.bag_io import BagError, InputBag, OutputBag
-from occo_ros.calibration_file import CalibrationError, registration_from_params
+from occo_ros.calibration.file import CalibrationError, registration_from_params
+from occo_ros.cli import bag
+from occo_ros.cli import fuse as fuse_folder
+from occo_ros.core import codec
+from occo_ros.core.registration import Registration
+from occo_ros.core.stats import ChangeLog
+from occo_ros.core.thermal import ThermalNormalizer
 from occo_ros.engines import EngineError, EngineSpec, create_engine
+from occo_ros.io.bags import BagError, InputBag, OutputBag
 from occo_ros.params import SPECS, FusionSettings, check_params
 from occo_ros.pipeline import FusionPipeline
-from occo_ros.registration import Registration
-from occo_ros.stats import ChangeLog
-from occo_ros.thermal import ThermalNormalizer
+from occo_ros.util.atomic_file import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -257,7 +259,7 @@ def test_occo_fuse_skips_a_decompression_bomb_in_one_line(tmp_path, capsys):
 # -- no debris from killed runs --------------------------------------------------------------
 KILLED_BAG = """
 import os, signal, sys
-from occo_ros.bag_io import OutputBag
+from occo_ros.io.bags import OutputBag
 out = OutputBag(sys.argv[1])
 (out.temp_dir / 'partial.bin').write_bytes(b'x' * 100000)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -283,7 +285,7 @@ def test_occo_bag_removes_what_a_killed_run_left(tmp_path, capsys):
 
 KILLED_WRITE = """
 import os, signal, sys
-from occo_ros.atomic_file import atomic_write
+from occo_ros.util.atomic_file import atomic_write
 def write(stream):
     stream.write(b'half of it')
     stream.flush()
@@ -316,7 +318,8 @@ def test_a_bag_missing_its_storage_file_names_it(tmp_path):
 def test_a_raw_pickle_checkpoint_is_refused_without_torch_warnings(tmp_path):
     path = tmp_path / 'raw.pt'
     path.write_bytes(pickle.dumps({'weights': [1, 2]}, protocol=4))
-    run = subprocess.run([sys.executable, '-c', 'import sys\nfrom occo_ros.checkpoint import '
+    run = subprocess.run([sys.executable, '-c',
+                          'import sys\nfrom occo_ros.model.checkpoint import '
                           'load_checkpoint\ntry:\n    load_checkpoint(sys.argv[1])\nexcept '
                           'Exception as exc:\n    print(exc)', str(path)],
                          capture_output=True, text=True, timeout=120)

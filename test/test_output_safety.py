@@ -1,4 +1,4 @@
-"""occo_ros.output_safety: the one output rule of every tool, tried against real folders,
+"""occo_ros.util.output_safety: the one output rule of every tool, tried against real folders,
 symbolic and hard links. The tools' own tests (test_fuse_folder, test_bag, test_train,
 test_export) run the same rule through their command lines."""
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from occo_ros.output_safety import (
+from occo_ros.util.output_safety import (
     MANIFEST,
     OutputError,
     OutputExistsError,
@@ -101,7 +101,7 @@ def snapshot(folder):
 
 def test_occo_export_never_replaces_the_checkpoint_a_folder_or_an_unasked_file(
         tmp_path, capsys):
-    from occo_ros.export import main
+    from occo_ros.cli.export import main
 
     model = tmp_path / 'model.pt'
     model.write_bytes(b'weights')              # refused before the checkpoint is ever read
@@ -166,7 +166,7 @@ def test_occo_train_needs_resume_or_overwrite_and_replaces_only_its_own_run(
     assert snapshot(data) == inputs
 
 
-@pytest.mark.parametrize('tool', ['occo_ros.fuse_folder', 'occo_ros.bag', 'occo_ros.export',
+@pytest.mark.parametrize('tool', ['occo_ros.cli.fuse', 'occo_ros.cli.bag', 'occo_ros.cli.export',
                                   'training.train', 'training.evaluate'])
 def test_every_tool_documents_overwrite_and_its_exit_status_in_help(tool, capsys):
     import importlib

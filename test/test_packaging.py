@@ -18,7 +18,7 @@ import zipfile
 
 import pytest
 
-from occo_ros.resources import DEFAULT_MODEL
+from occo_ros.util.resources import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'config', 'launch', 'rviz',

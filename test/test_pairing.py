@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from occo_ros.pairing import ApproximateTimePairer
+from occo_ros.core.pairing import ApproximateTimePairer
 
 NS = 1_000_000_000
 

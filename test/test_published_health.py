@@ -48,7 +48,7 @@ def state_is(peer: Peer, level: bytes, *words: str):
 
 def fatal_start(tmp_path, *params: str) -> str:
     """The one FATAL line of a node that must refuse to start (and the whole output)."""
-    cmd = [sys.executable, '-m', 'occo_ros.fusion_node', '--ros-args',
+    cmd = [sys.executable, '-m', 'occo_ros.ros.fusion_node', '--ros-args',
            '-p', f'engine_cache_dir:={tmp_path / "cache"}']
     for param in params:
         cmd += ['-p', param]

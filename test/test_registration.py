@@ -1,4 +1,4 @@
-"""Registration of thermal and RGB images into the fusion frame (occo_ros.registration).
+"""Registration of thermal and RGB images into the fusion frame (occo_ros.core.registration).
 
 Expected positions are computed here from the documented conventions (pixel i covers
 [i, i + 1), normalised u = x / W, OpenCV pixel centres at integers), not from the module.
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from occo_ros.registration import Registration, pixel_to_normalized_homography
+from occo_ros.core.registration import Registration, pixel_to_normalized_homography
 
 
 def dot(size, center, sigma=1.5, peak=10000.0, dtype=np.float32, channels=None):

@@ -68,7 +68,7 @@ def test_an_rcl_error_is_a_normal_end_only_after_the_context_is_shut_down():
     import rclpy
     from std_msgs.msg import String
 
-    from occo_ros.node_main import RCLError, ended_by_shutdown
+    from occo_ros.ros.node_main import RCLError, ended_by_shutdown
 
     context = rclpy.context.Context()
     rclpy.init(context=context)

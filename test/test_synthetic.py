@@ -1,4 +1,4 @@
-"""Tests of occo_ros.synthetic: determinism, sizes, thermal/RGB contrast and geometry.
+"""Tests of occo_ros.synthetic.scene: determinism, sizes, thermal/RGB contrast and geometry.
 
 Rendering time is not asserted here (shared CI machines); see the module docstring.
 """
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from occo_ros.synthetic import SceneConfig, SyntheticScene, main
+from occo_ros.synthetic.scene import SceneConfig, SyntheticScene, main
 
 SMALL = {'thermal_size': (160, 128), 'rgb_size': (320, 180)}
 MEDIUM = {'thermal_size': (320, 256), 'rgb_size': (640, 360)}
@@ -244,7 +244,7 @@ def test_background_structures_align_between_cameras() -> None:
 
 def test_registration_with_the_scene_geometry_aligns_the_images() -> None:
     """The crop and homography the node is configured with put both images in register."""
-    from occo_ros.registration import Registration
+    from occo_ros.core.registration import Registration
 
     scene = SyntheticScene(SceneConfig(people=0, vehicles=0, noise=False, **MEDIUM))
     x, y, w, h = scene.thermal_crop

@@ -19,9 +19,11 @@ from fake_tensorrt import VERSIONS, Fake, read_only_folder
 import numpy as np
 import pytest
 
-from occo_ros.engines import EngineSpec, create_engine, tensorrt_build, tensorrt_engine
-from occo_ros.export import read_metadata as onnx_metadata
-from occo_ros.model_contract import FP32_REGION_PATTERN, EngineError
+from occo_ros.engines import EngineSpec, create_engine
+from occo_ros.engines.tensorrt import build as tensorrt_build
+from occo_ros.engines.tensorrt import engine as tensorrt_engine
+from occo_ros.model.contract import FP32_REGION_PATTERN, EngineError
+from occo_ros.model.onnx_export import read_metadata as onnx_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_ONNX = REPO / 'models' / 'fifn_w025_pixel.onnx'   # dynamic H x W, opset 17
@@ -268,7 +270,7 @@ def test_int8_without_fast_int8_builds_fp16(monkeypatch, tmp_path):
 
 
 def test_calibration_inputs_are_prepared_like_the_node(tmp_path):
-    from occo_ros.thermal import ThermalNormalizer, normalize_thermal
+    from occo_ros.core.thermal import ThermalNormalizer, normalize_thermal
 
     data = write_calibration(tmp_path / 'calib', count=1)
     calibration = tensorrt_build.CalibrationSet(data, SIZE, THERMAL)
@@ -377,7 +379,7 @@ def test_auto_falls_back_from_a_failing_tensorrt_with_a_warning(monkeypatch, tmp
 
 
 def test_occo_build_engine_through_the_factory(monkeypatch, tmp_path, capsys):
-    from occo_ros import build_engine
+    from occo_ros.cli import build_engine
 
     fake = Fake(monkeypatch, '8.5')
     out = tmp_path / 'robot' / 'fifn.engine'
@@ -561,7 +563,7 @@ def test_fp16_islands_keeps_the_fp32_regions_and_the_io_contract():
     import onnx
     import onnxruntime as ort
 
-    from occo_ros.fp16_islands import fp16_islands
+    from occo_ros.model.fp16_islands import fp16_islands
 
     fp32 = onnx.load(str(SHIPPED_ONNX))
     half = fp16_islands(fp32)

@@ -1,11 +1,11 @@
-"""Thermal normalisation to [0, 1] (occo_ros.thermal)."""
+"""Thermal normalisation to [0, 1] (occo_ros.core.thermal)."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from occo_ros.thermal import MODES, ThermalNormalizer, normalize_thermal
+from occo_ros.core.thermal import MODES, ThermalNormalizer, normalize_thermal
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from occo_ros.checkpoint import load_checkpoint, save_checkpoint
 from occo_ros.engines.base import EngineError, FusionEngine
 from occo_ros.engines.torch_engine import TorchEngine
-from occo_ros.model import InferenceFIFN, fifn_quarter
+from occo_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from occo_ros.model.network import InferenceFIFN, fifn_quarter
 
 torch.set_num_threads(1)  # the test machine's cores are shared
 

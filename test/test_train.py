@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from occo_ros.checkpoint import load_checkpoint
+from occo_ros.model.checkpoint import load_checkpoint
 from training import train
 from training.config import ConfigError, TrainConfig, build_parser, parse_config
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from occo_ros.image_pairs import read_gray
+from occo_ros.io.image_pairs import read_gray
 from training.data import (
     INPUT_NORMALIZATION,
     CropDataset,

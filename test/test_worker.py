@@ -17,7 +17,7 @@ import pytest
 import test_frame_step
 from test_frame_step import small_params
 
-from occo_ros.codec import array_to_image_fields
+from occo_ros.core.codec import array_to_image_fields
 from occo_ros.engines.base import EngineError
 from occo_ros.pipeline import FusionPipeline
 from occo_ros.worker import COUNTS, LATENCIES, STAGES, FusionWorker

@@ -2,8 +2,8 @@
 
 Input normalisation is the one inference uses (recorded in every checkpoint as
 INPUT_NORMALIZATION): visible = BT.601 luma of the 8-bit RGB image (rounded to 8 bits, as
-`occo_ros.image_pairs.read_gray` and the node's pipeline compute it) / 255; infrared = 8-bit gray
-/ 255 (a 3-channel infrared file becomes its BT.601 luma). No per-image min-max.
+`occo_ros.io.image_pairs.read_gray` and the node's pipeline compute it) / 255; infrared =
+8-bit gray / 255 (a 3-channel infrared file becomes its BT.601 luma). No per-image min-max.
 
 Pairs are held in memory as uint8 (about 4 bytes per pixel per pair with masks). Bad pairs
 are skipped and counted with a message naming the files: unpaired stems, unreadable images,
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from occo_ros.image_pairs import ImageReadError, find_pairs, read_gray
+from occo_ros.io.image_pairs import ImageReadError, find_pairs, read_gray
 
 INPUT_NORMALIZATION = {
     'visible': 'BT.601 luma Y = 0.299R + 0.587G + 0.114B of the 8-bit RGB image, rounded '

@@ -31,7 +31,7 @@ runs in this process; ``--workers N`` moves the metrics to N spawned processes, 
 off only with free cores (e.g. with GPU inference): on the shared 2-core development
 machine (about one core free) 40 MSRS pairs x 5 methods took 109 s with 1 worker and 126 s
 with 2 (75 vs 86 CPU-s).
-The output folder follows the tools' one output rule (occo_ros.output_safety): apart from the
+The output folder follows the tools' one output rule (occo_ros.util.output_safety): apart from the
 inputs, new or empty unless ``--overwrite``, which replaces only what occo-eval wrote there.
 Exit status: 0 done, 1 nothing could be evaluated, 2 bad arguments, an unusable model or a
 refused output folder.
@@ -56,11 +56,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from occo_ros.codec import DecodedImage
-from occo_ros.color import DARK_LUMA
+from occo_ros.core.codec import DecodedImage
+from occo_ros.core.color import DARK_LUMA
 from occo_ros.engines import EngineError, EngineSpec, FusionEngine, create_engine
-from occo_ros.fuse_folder import image_pair_pipeline
-from occo_ros.image_pairs import (
+from occo_ros.io.image_pairs import (
     ImagePair,
     ImageReadError,
     bt601_luma,
@@ -69,8 +68,9 @@ from occo_ros.image_pairs import (
     read_gray,
     read_rgb,
 )
-from occo_ros.output_safety import OutputError, check_folder_output, prepare_output_folder
 from occo_ros.params import DefaultsHelpFormatter
+from occo_ros.pipeline import image_pair_pipeline
+from occo_ros.util.output_safety import OutputError, check_folder_output, prepare_output_folder
 
 from .baselines import BASELINES
 from .data import to_uint8
@@ -279,7 +279,7 @@ def run_evaluation(options: EvalOptions, progress: bool = True) -> EvalResult:
     """Fuse and score every pair; unusable pairs are skipped and listed in ``problems``.
 
     Raises NotADirectoryError / ValueError for bad folders, ModelLoadError for a bad model,
-    OutputError for an output folder the tools' output rule refuses (occo_ros.output_safety).
+    OutputError for an output folder the tools' output rule refuses (occo_ros.util.output_safety).
     """
     scan = find_pairs(options.ir_dir, options.vi_dir)
     prepare_output_folder(options.out_dir, 'occo-eval', EVAL_OUTPUTS, options.overwrite,

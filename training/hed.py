@@ -40,7 +40,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from occo_ros.atomic_file import atomic_write
+from occo_ros.util.atomic_file import atomic_write
 
 from .vgg import CAFFE_MEAN_RGB, HED_VGG16_KIND, VGG_CFGS, VGGFeatures, check_state, conv_shapes
 

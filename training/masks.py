@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from occo_ros.image_pairs import ImageReadError, find_pairs, read_gray, read_rgb
+from occo_ros.io.image_pairs import ImageReadError, find_pairs, read_gray, read_rgb
 
 NOISE_FLOOR = 0.02
 DEFAULT_PROMPTS = 'person. car. bicycle. motorcycle. bus. truck.'

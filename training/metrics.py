@@ -483,7 +483,7 @@ IR_LIFT = 60
 #: (8-bit counts); below it the hue is quantisation noise.
 HUE_MIN_RANGE = 10
 #: Per-image sums of color_stats, pooled over a set by color_summary ('lit': only lifted
-#: pixels whose visible luma is at least occo_ros.color.DARK_LUMA, where chroma is signal).
+#: pixels whose visible luma is at least occo_ros.core.color.DARK_LUMA, where chroma is signal).
 COLOR_SUMS = ('lifted_px', 'sat_vi_sum', 'sat_fused_sum', 'hue_px', 'hue_shift_sum',
               'lit_px', 'sat_vi_lit_sum', 'sat_fused_lit_sum')
 
@@ -505,7 +505,7 @@ def color_stats(ir: np.ndarray, vi_rgb: np.ndarray, fused_rgb: np.ndarray) -> di
     of them with a visible hue (HUE_MIN_RANGE); plus both images' colourfulness. Sums (see
     COLOR_SUMS) so that a set is pooled over pixels by color_summary.
     """
-    from occo_ros.color import DARK_LUMA, LUMA_WEIGHTS  # the one BT.601 definition
+    from occo_ros.core.color import DARK_LUMA, LUMA_WEIGHTS  # the one BT.601 definition
 
     luma = np.round(np.asarray(vi_rgb, np.float32) @ LUMA_WEIGHTS.astype(np.float32))
     lifted = ir.astype(np.float32) > luma + IR_LIFT

@@ -7,10 +7,10 @@ rank 0 alone logs, validates and writes checkpoints.
 
 Files in --out-dir: ``last.pt`` (resumable: weights, optimizer, step, config, RNG-free
 data position), ``best.pt`` (lean, best validation score), ``tb/`` (TensorBoard). All
-checkpoints are written atomically by occo_ros.checkpoint.save_checkpoint and load with
+checkpoints are written atomically by occo_ros.model.checkpoint.save_checkpoint and load with
 torch.load(weights_only=True).
 
-Outputs never destroy data (occo_ros.output_safety): --out-dir and --export-path must be
+Outputs never destroy data (occo_ros.util.output_safety): --out-dir and --export-path must be
 apart from every input; a non-empty --out-dir needs --resume (continue that run) or
 --overwrite (replace only what occo-train wrote there), an existing --export-path needs
 --overwrite (or --resume).
@@ -37,16 +37,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from occo_ros.checkpoint import (
+from occo_ros.io.image_pairs import find_pairs, read_gray
+from occo_ros.model.checkpoint import (
     RESERVED_KEYS,
     CheckpointError,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
 )
-from occo_ros.image_pairs import find_pairs, read_gray
-from occo_ros.model import FIFN
-from occo_ros.output_safety import (
+from occo_ros.model.network import FIFN
+from occo_ros.util.output_safety import (
     OutputError,
     check_file_output,
     check_folder_output,

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from occo_ros import color
+from occo_ros.core import color
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -4,7 +4,7 @@ Input: two float32 arrays of shape (N, 1, H, W) with values in [0, 1], C-contigu
 the visible luminance Y and the registered, normalised infrared image (argument order of
 OCCO_METHOD.md §1: visible first). Output: the fused luminance, float32 (N, 1, H, W),
 already clamped to [0, 1]. The graph contract itself (names, shape rule, EngineError) is
-occo_ros.model_contract, shared with the exporter.
+occo_ros.model.contract, shared with the exporter.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from occo_ros.model_contract import MIN_INPUT_SIZE, EngineError, validate_inputs
+from occo_ros.model.contract import MIN_INPUT_SIZE, EngineError, validate_inputs
 
 __all__ = ['MIN_INPUT_SIZE', 'EngineError', 'EngineInfo', 'FusionEngine', 'validate_inputs']
 

@@ -8,7 +8,7 @@ Optimised-model cache (CPU only): the first session saves ONNX Runtime's optimis
 (layout transforms, fusions) next to the engine cache; later starts load it with
 optimisation off, which cuts session creation several-fold (0.31 s -> 0.07 s for width 0.25
 on a 2-core Xeon). The optimised graph may contain CPU-specific kernels, so its cache key
-(occo_ros.artifact_cache sidecar) holds the source sha256, the onnxruntime version and a
+(occo_ros.model.artifact_cache sidecar) holds the source sha256, the onnxruntime version and a
 CPU signature.
 """
 
@@ -23,9 +23,14 @@ import platform
 
 import numpy as np
 
-from occo_ros.artifact_cache import default_cache_dir, sha256_file, stale_reason, write_artifact
 from occo_ros.engines.base import EngineInfo, FusionEngine
-from occo_ros.model_contract import (
+from occo_ros.model.artifact_cache import (
+    default_cache_dir,
+    sha256_file,
+    stale_reason,
+    write_artifact,
+)
+from occo_ros.model.contract import (
     INPUT_NAMES,
     OUTPUT_NAME,
     EngineError,
@@ -164,7 +169,7 @@ class OnnxRuntimeEngine(FusionEngine):
         if path.suffix not in ('.onnx', '.pt'):
             raise EngineError(
                 f'onnxruntime runs .onnx models or .pt checkpoints, got {path.name}')
-        from occo_ros.export import resolve_onnx
+        from occo_ros.model.onnx_cache import resolve_onnx
 
         return resolve_onnx(path, input_size, self._cache, self._log)
 

@@ -18,7 +18,7 @@ import dataclasses
 import re
 from typing import Any
 
-from occo_ros.model_contract import MIN_INPUT_SIZE, EngineError
+from occo_ros.model.contract import MIN_INPUT_SIZE, EngineError
 from occo_ros.params import SPECS, THERMAL_PARAMS, add_param_option, validate
 
 BACKENDS = SPECS['backend'].choices

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from occo_ros.checkpoint import CheckpointError, load_checkpoint
 from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine, validate_inputs
-from occo_ros.model import InferenceFIFN
+from occo_ros.model.checkpoint import CheckpointError, load_checkpoint
+from occo_ros.model.network import InferenceFIFN
 
 PRECISIONS = ('fp32', 'fp16', 'int8')
 
@@ -46,7 +46,7 @@ class TorchEngine(FusionEngine):
     """FIFN in PyTorch, eval mode, under torch.inference_mode.
 
     Args:
-        model_path: checkpoint written by occo_ros.checkpoint.save_checkpoint.
+        model_path: checkpoint written by occo_ros.model.checkpoint.save_checkpoint.
         device: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'.
         precision: 'fp32', or 'fp16' (CUDA only); 'int8' is refused (use the TensorRT backend).
         num_threads: CPU threads for torch (torch.set_num_threads, which is process-wide);
