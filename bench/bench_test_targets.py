@@ -30,7 +30,7 @@ from machine import cpu_description  # noqa: E402 (bench/ is not a package)
 REPO = Path(__file__).resolve().parents[1]
 #: The pytest arguments of each make target (Makefile: test-fast, test).
 TARGETS = {
-    'fast': ['-m', 'not ros and not slow and not data'],
+    'fast': ['-m', 'not ros and not slow and not data and not bench'],
     'full': [],
 }
 FAST_LIMIT_S = 30.0

@@ -1,17 +1,20 @@
 """Test-wide settings: an isolated DDS domain on localhost, the shared data folder, and the
 cost markers behind ``make test-fast``.
 
-Markers (assigned here, from the module and the fixtures a test uses):
+Markers are declared beside the tests: every test module sets ``pytestmark`` (checked by
+test_markers.py), and single expensive tests carry their own mark:
 
-* ``ros``: talks over DDS (imports rclpy, or runs node processes: :data:`ROS_MODULES`);
-* ``data``: reads the real image pairs in ../shared/data (the ``shared_data`` fixture, or a
-  module in :data:`DATA_MODULES`);
-* ``slow``: anything outside the core: every module not in :data:`CORE_MODULES` (so a new
-  test module is slow until it is listed there) and the tests in :data:`SLOW_TESTS`.
+* ``core``: a ROS-free module of quick unit tests (what ``make test-fast`` runs);
+* ``ros``: talks over DDS (imports rclpy, or runs node processes);
+* ``slow``: outside the fast core (exports, training runs, subprocesses, big images);
+* ``bench``: runs or checks a script in bench/;
+* ``data``: reads the real image pairs in ../shared/data; also given here to every test that
+  uses the ``shared_data`` fixture.
 
-``make test-fast`` runs ``-m 'not ros and not slow and not data'`` (the ROS-free core,
-<= 30 s); ``make test`` runs everything. Under CI (``CI=true``, set by .ci/run) a test that
-would skip because ../shared is missing fails instead: CI must never pass without the data.
+A module that declares none of them is treated as ``slow``, so ``make test-fast`` (``-m 'not
+ros and not slow and not data and not bench'``) never grows by accident; ``make test`` runs
+everything. Under CI (``CI=true``, set by .ci/run) a test that would skip because ../shared is
+missing fails instead: CI must never pass without the data.
 """
 
 from __future__ import annotations
@@ -32,43 +35,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
 CI = os.environ.get('CI', '').strip().lower() in ('1', 'true', 'yes')
 
-#: Modules whose tests run ROS nodes and talk over DDS (besides every module that imports
-#: rclpy itself, which is marked ``ros`` too).
-ROS_MODULES = frozenset({
-    'test_demo', 'test_fusion_lifecycle_node', 'test_fusion_node', 'test_interop',
-    'test_launch_config', 'test_node_hardening', 'test_published_health', 'test_shutdown'})
-#: ROS-free modules of quick unit tests: the core that ``make test-fast`` runs.
-CORE_MODULES = frozenset({
-    'test_arrival', 'test_atomic_file', 'test_auto_crop', 'test_baselines', 'test_codec',
-    'test_color', 'test_contrastive', 'test_engine_cache', 'test_frame_step', 'test_gpu_check',
-    'test_health', 'test_losses', 'test_masks', 'test_metrics', 'test_model',
-    'test_output_safety', 'test_pairing', 'test_params', 'test_registration',
-    'test_robot_imports', 'test_synthetic', 'test_tensorrt_fakes', 'test_thermal',
-    'test_torch_engine', 'test_train_data', 'test_worker'})
-#: Slow tests inside core modules (several seconds each on the 2-core development VM; see
-#: bench/bench_test_targets.py), by module and test-name prefix.
-SLOW_TESTS = {
-    'test_contrastive': ('test_shared_passes_equal_the_literal_terms',),
-    'test_losses': ('test_loss_is_float32_also_under_autocast',
-                    'test_full_loss_reaches_every_fifn_parameter'),
-    'test_masks': ('test_gdino_sam',),
-    'test_model': ('test_save_unwraps_model', 'test_output_shape_and_finite[size5'),
-}
-#: Modules that read ../shared/data themselves instead of through ``shared_data``.
-DATA_MODULES = frozenset({'test_hed'})
+#: The cost markers a test module declares; pytest.ini registers them.
+COST_MARKERS = ('core', 'ros', 'slow', 'bench', 'data')
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.path.stem
-        ros = module in ROS_MODULES or hasattr(getattr(item, 'module', None), 'rclpy')
-        if ros:
-            item.add_marker(pytest.mark.ros)
-        slow_here = SLOW_TESTS.get(module, ())
-        if (module not in CORE_MODULES and not ros
-                or any(item.name.startswith(name) for name in slow_here)):
+        if not any(item.get_closest_marker(name) for name in COST_MARKERS):
             item.add_marker(pytest.mark.slow)
-        if 'shared_data' in getattr(item, 'fixturenames', ()) or module in DATA_MODULES:
+        if 'shared_data' in getattr(item, 'fixturenames', ()):
             item.add_marker(pytest.mark.data)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.core]
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: Which groups each group may import (its own group always). Lowest layers first.

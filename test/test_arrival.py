@@ -14,6 +14,8 @@ from occo_ros.core.arrival import check_arrival
 from occo_ros.core.codec import array_to_image_fields
 from occo_ros.params import PARAMS, make_params
 
+pytestmark = [pytest.mark.core]
+
 PARAMS_DEFAULT = make_params({spec.name: spec.default for spec in PARAMS})
 NOW = 1_700_000_000 * 10**9
 

@@ -7,6 +7,8 @@ import pytest
 
 from occo_ros.util.atomic_file import atomic_write, atomic_write_bytes
 
+pytestmark = [pytest.mark.core]
+
 
 def test_written_file_has_umask_permissions_not_private_temp_ones(tmp_path):
     old = os.umask(0o022)

@@ -18,6 +18,8 @@ from occo_ros.core.registration import Registration, aspect_crop
 from occo_ros.params import PARAMS, SPECS, make_params
 from occo_ros.pipeline import FusionPipeline
 
+pytestmark = [pytest.mark.core]
+
 DEFAULTS = {spec.name: spec.default for spec in PARAMS}
 
 

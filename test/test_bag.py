@@ -39,6 +39,8 @@ from occo_ros.params import FusionSettings, build_params, load_params_file
 from occo_ros.pipeline import FusionPipeline, create_pipeline
 from occo_ros.synthetic.scene import SceneConfig, SyntheticScene
 
+pytestmark = [pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[1]
 THERMAL, RGB, RGB_INFO = '/thermal/image_raw', '/rgb/image_raw', '/rgb/camera_info'
 COMPRESSED = '/rgb/image_raw/compressed'

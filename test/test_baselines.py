@@ -13,6 +13,8 @@ from training.baselines import (
     pyramid_levels,
 )
 
+pytestmark = [pytest.mark.core]
+
 
 def random_image(shape, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)

@@ -5,11 +5,14 @@ from pathlib import Path
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from occo_ros.model.checkpoint import save_checkpoint
 from occo_ros.model.network import build_fifn
 from occo_ros.model.onnx_export import export_onnx
+
+pytestmark = [pytest.mark.bench]
 
 SCRIPT = Path(__file__).resolve().parents[1] / 'bench' / 'bench_backends.py'
 

@@ -53,6 +53,8 @@ from occo_ros.synthetic.targets import (
     target_pair,
 )
 
+pytestmark = [pytest.mark.ros]
+
 SIZE = (640, 480)
 STEMS = ('00143D', '00275D', '00533D', '01401D')
 

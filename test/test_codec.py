@@ -22,6 +22,8 @@ from occo_ros.core.codec import (
     jpeg_fields,
 )
 
+pytestmark = [pytest.mark.core]
+
 # encoding -> (dtype, channels, order), written out here independently of the module
 PLAIN = {
     'mono8': (np.uint8, 1, 'gray'),

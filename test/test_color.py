@@ -14,6 +14,8 @@ from occo_ros.core.color import (
 )
 from occo_ros.params import SPECS
 
+pytestmark = [pytest.mark.core]
+
 
 def spec_forward(rgb, delta):
     """The spec's formulas, written out channel by channel, in float64."""

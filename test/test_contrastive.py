@@ -14,6 +14,8 @@ import torch
 from training import losses
 from training.vgg import build_loss_extractors
 
+pytestmark = [pytest.mark.core]
+
 
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():
@@ -75,6 +77,7 @@ def images_and_masks(empty_crops: tuple[int, ...], empty_shared: tuple[int, ...]
     return visible, infrared, mask_vi, mask_ir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('empty_crops, empty_shared', [
     ((), ()),                   # every region non-empty in every crop
     ((1,), (2,)),               # empty regions among the negatives

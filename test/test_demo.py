@@ -8,10 +8,13 @@ import subprocess
 import sys
 
 import cv2
+import pytest
 import torch
 
 from occo_ros.model.checkpoint import save_checkpoint
 from occo_ros.model.network import build_fifn
+
+pytestmark = [pytest.mark.ros]
 
 
 def test_demo_writes_snapshots_and_summary(tmp_path):

@@ -33,6 +33,8 @@ from occo_ros.model import artifact_cache
 from occo_ros.model.contract import EngineError, TensorSpec, io_problems
 from occo_ros.util.atomic_file import atomic_write_bytes
 
+pytestmark = [pytest.mark.core]
+
 
 def make_key(**changes) -> EngineKey:
     fields = dict(onnx_sha256='ab' * 32, trt_version='8.6.2.3', gpu_name='Orin',

@@ -23,6 +23,8 @@ from occo_ros.model.checkpoint import save_checkpoint
 from occo_ros.model.network import build_fifn
 from occo_ros.model.onnx_cache import cached_onnx
 
+pytestmark = [pytest.mark.slow]
+
 TOLERANCE = 1e-4
 SHARED_EVAL = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'eval'
 

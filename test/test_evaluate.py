@@ -22,6 +22,8 @@ from training.baselines import fuse_average
 from training.evaluate import QUALITY_BAR, fuse_pair, main, metrics_won, parse_args
 from training.metrics import METRICS
 
+pytestmark = [pytest.mark.slow]
+
 
 def write(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

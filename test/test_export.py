@@ -30,6 +30,8 @@ from occo_ros.model.onnx_export import (
     read_metadata,
 )
 
+pytestmark = [pytest.mark.slow]
+
 TOLERANCE = 1e-4
 
 # Operators the TensorRT ONNX parser supports ("Y" rows), kept here with their source:

@@ -28,6 +28,8 @@ from occo_ros.pipeline import (
     create_pipeline,
 )
 
+pytestmark = [pytest.mark.core]
+
 #: the shipped model on CPU, at the network size of small_params
 SMALL_ENGINE = {'backend': 'torch', 'device': 'cpu', 'input_width': 64, 'input_height': 48}
 

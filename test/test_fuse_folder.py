@@ -18,6 +18,8 @@ from occo_ros.model.checkpoint import save_checkpoint
 from occo_ros.model.network import build_fifn
 from occo_ros.pipeline import FusionPipeline
 
+pytestmark = [pytest.mark.slow]
+
 
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):

@@ -20,6 +20,8 @@ import rclpy
 import test_fusion_node as node_tests
 from test_fusion_node import Peer, camera_images, start_node, stop_node
 
+pytestmark = [pytest.mark.ros]
+
 # the node tests' fixtures: a random-weight checkpoint and an initialised rclpy
 checkpoint, ros = node_tests.checkpoint, node_tests.ros
 

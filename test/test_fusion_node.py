@@ -33,6 +33,8 @@ from occo_ros.model.checkpoint import save_checkpoint
 from occo_ros.model.network import build_fifn
 from occo_ros.worker import STAGES, WAITS
 
+pytestmark = [pytest.mark.ros]
+
 REPO = Path(__file__).resolve().parents[1]
 THERMAL_SIZE = (640, 512)
 RGB_SIZE = (1280, 720)

@@ -14,6 +14,8 @@ from pathlib import Path
 from fake_tensorrt import Fake
 import pytest
 
+pytestmark = [pytest.mark.bench]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = [pytest.mark.bench]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from occo_ros.core.health import ERROR, OK, WARN, Health
+
+pytestmark = [pytest.mark.core]
 
 
 class Clock:

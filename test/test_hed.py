@@ -31,6 +31,8 @@ from training.vgg import (
     conv_shapes,
 )
 
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+
 DATA = Path(__file__).parent / 'data' / 'hed'
 WEIGHTS = hed.default_weights_path()
 TOLERANCE = 1e-3          # issue 16: max abs difference of the edge maps

@@ -27,6 +27,8 @@ from sensor_msgs.msg import Image
 
 from occo_ros.core.codec import array_to_image_fields
 
+pytestmark = [pytest.mark.ros]
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / 'bench' / 'bench_interop.py'
 

@@ -33,6 +33,8 @@ from occo_ros.ros.launch_config import (
     resolve,
 )
 
+pytestmark = [pytest.mark.ros]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -16,6 +16,8 @@ from training.vgg import (
     random_vgg19_state,
 )
 
+pytestmark = [pytest.mark.core]
+
 
 @pytest.fixture(scope='module')
 def extractors():
@@ -150,6 +152,7 @@ def test_loss_networks_are_frozen_and_stay_in_eval(extractors):
     assert record['kind'] == 'random'
 
 
+@pytest.mark.slow
 def test_full_loss_reaches_every_fifn_parameter(extractors):
     obj_vgg, bg_vgg, _ = extractors
     torch.manual_seed(0)
@@ -183,6 +186,7 @@ def test_full_loss_needs_masks_and_extractors(extractors):
         losses.OCCOLoss('full', obj_vgg, bg_vgg)(x, x, x)
 
 
+@pytest.mark.slow
 def test_loss_is_float32_also_under_autocast(extractors):
     # Like the model's autocast tests: a bf16 network output under autocast (the GPU
     # training path) must give the float32 loss and gradient, not a bf16 SSIM.

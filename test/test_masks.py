@@ -13,6 +13,8 @@ import pytest
 from occo_ros.io.image_pairs import read_gray
 from training import masks
 
+pytestmark = [pytest.mark.core]
+
 
 def scene(size: tuple[int, int] = (96, 128)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A 'night' pair: a hot person (IR only) and a lit sign (visible and IR).
@@ -213,6 +215,7 @@ def tiny_models(tmp_path_factory):
     return _build_tiny_models(tmp_path_factory.mktemp('hf'))
 
 
+@pytest.mark.slow
 def test_gdino_sam_proposer_runs_offline(tiny_models):
     gdino, sam = tiny_models
     # Thresholds 0 keep every box of the random detector, so the whole path runs.
@@ -227,6 +230,7 @@ def test_gdino_sam_proposer_runs_offline(tiny_models):
     assert len(objects) <= 2 * len(boxes)
 
 
+@pytest.mark.slow
 def test_gdino_sam_cli(tiny_models, tmp_path):
     gdino, sam = tiny_models
     write_scene(tmp_path / 'data', ['a'])
@@ -238,6 +242,7 @@ def test_gdino_sam_cli(tiny_models, tmp_path):
     assert read_gray(out / 'mask_ir' / 'a.png').shape == (96, 128)
 
 
+@pytest.mark.slow
 def test_gdino_sam_missing_folder(tmp_path):
     if importlib.util.find_spec('transformers') is None:
         pytest.skip('transformers is not installed')

@@ -27,6 +27,8 @@ from training.metrics import (
     vif,
 )
 
+pytestmark = [pytest.mark.core]
+
 SIZE = (48, 56)          # >= 41, the smallest size the 4-scale VIF accepts
 
 

@@ -28,6 +28,8 @@ from occo_ros.model.network import (
     scaled_widths,
 )
 
+pytestmark = [pytest.mark.core]
+
 torch.set_num_threads(1)  # the test machine's cores are shared
 
 
@@ -42,7 +44,8 @@ def pair(batch: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 @pytest.mark.parametrize('batch', [1, 2])
-@pytest.mark.parametrize('size', [(8, 8), (9, 13), (31, 47), (15, 8), (256, 320), (480, 640)])
+@pytest.mark.parametrize('size', [(8, 8), (9, 13), (31, 47), (15, 8), (256, 320),
+                                  pytest.param((480, 640), marks=pytest.mark.slow)])
 def test_output_shape_and_finite(quarter, batch, size):
     with torch.inference_mode():
         out = quarter(*pair(batch, *size))
@@ -304,6 +307,7 @@ def test_checkpoint_leaves_no_temporary_files(saved):
     assert [p.name for p in path.parent.iterdir()] == ['fifn.pt']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('wrap', [
     torch.nn.DataParallel, torch.compile, InferenceFIFN,
     lambda m: torch.compile(InferenceFIFN(m))])

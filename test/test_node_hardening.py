@@ -34,6 +34,8 @@ from test_fusion_node import Peer, camera_images, start_node, stop_node
 from occo_ros.core.codec import array_to_image_fields
 from occo_ros.params import PARAMS
 
+pytestmark = [pytest.mark.ros]
+
 #: parameter sets sent to one running node (issue 11: >= 500)
 PARAMETER_SETS = 500
 #: malformed messages sent per input (issue 11: >= 1,000)
@@ -410,6 +412,7 @@ def test_a_precision_the_backend_cannot_run_is_a_warning(ros, checkpoint, tmp_pa
 
 
 # -- the soak benchmark, short -----------------------------------------------------------------
+@pytest.mark.bench
 def test_soak_benchmark_runs_pairs_and_a_burst_through_the_node(tmp_path):
     """bench/soak.py end to end, short: every pair answered, the oversized images counted
     by the node, RSS and latency sampled, the plot written, the node stopped cleanly. (The

@@ -7,9 +7,12 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from training.data import to_tensor
 from training.losses import pixel_loss
+
+pytestmark = [pytest.mark.bench]
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'bench' / 'bench_objective_ceiling.py'

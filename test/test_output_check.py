@@ -37,6 +37,8 @@ from occo_ros.params import SPECS, FusionSettings, check_params
 from occo_ros.pipeline import FusionPipeline
 from occo_ros.util.atomic_file import atomic_write_bytes
 
+pytestmark = [pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -18,6 +18,8 @@ from occo_ros.util.output_safety import (
     prepare_output_folder,
 )
 
+pytestmark = [pytest.mark.core]
+
 
 def test_overlap_is_refused_in_every_direction_through_links(tmp_path):
     data = tmp_path / 'data'

@@ -20,6 +20,8 @@ import pytest
 
 from occo_ros.util.resources import DEFAULT_MODEL
 
+pytestmark = [pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'config', 'launch', 'rviz',
            'models', 'occo_ros', 'training')

@@ -6,6 +6,8 @@ import pytest
 
 from occo_ros.core.pairing import ApproximateTimePairer
 
+pytestmark = [pytest.mark.core]
+
 NS = 1_000_000_000
 
 

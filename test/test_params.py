@@ -30,6 +30,8 @@ from occo_ros.params import (
 )
 from occo_ros.pipeline import thermal_normalizer
 
+pytestmark = [pytest.mark.core]
+
 DEFAULTS = {spec.name: spec.default for spec in PARAMS}
 
 special_floats = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e308,

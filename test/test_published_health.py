@@ -23,6 +23,8 @@ from sensor_msgs.msg import CameraInfo
 from test_fusion_node import RGB_SIZE, Peer, camera_images, start_node, stop_node
 from test_output_check import mean_body, nan_on_real_frames, onnx_model, two_channels
 
+pytestmark = [pytest.mark.ros]
+
 
 @pytest.fixture
 def ros():

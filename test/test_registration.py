@@ -10,6 +10,8 @@ import pytest
 
 from occo_ros.core.registration import Registration, pixel_to_normalized_homography
 
+pytestmark = [pytest.mark.core]
+
 
 def dot(size, center, sigma=1.5, peak=10000.0, dtype=np.float32, channels=None):
     """A Gaussian dot centred at OpenCV pixel coordinates ``center`` in a (W, H) image."""

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.core]
+
 PACKAGE = Path(__file__).resolve().parents[1] / 'occo_ros'
 MODULES = sorted(
     '.'.join(path.relative_to(PACKAGE.parent).with_suffix('').parts)

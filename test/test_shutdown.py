@@ -17,6 +17,8 @@ import sys
 
 import pytest
 
+pytestmark = [pytest.mark.ros, pytest.mark.bench]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from occo_ros.synthetic.scene import SceneConfig, SyntheticScene, main
 
+pytestmark = [pytest.mark.core]
+
 SMALL = {'thermal_size': (160, 128), 'rgb_size': (320, 180)}
 MEDIUM = {'thermal_size': (320, 256), 'rgb_size': (640, 360)}
 

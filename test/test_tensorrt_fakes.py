@@ -25,6 +25,8 @@ from occo_ros.engines.tensorrt import engine as tensorrt_engine
 from occo_ros.model.contract import FP32_REGION_PATTERN, EngineError
 from occo_ros.model.onnx_export import read_metadata as onnx_metadata
 
+pytestmark = [pytest.mark.core]
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_ONNX = REPO / 'models' / 'fifn_w025_pixel.onnx'   # dynamic H x W, opset 17
 SIZE = (64, 80)

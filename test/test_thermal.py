@@ -7,6 +7,8 @@ import pytest
 
 from occo_ros.core.thermal import MODES, ThermalNormalizer, normalize_thermal
 
+pytestmark = [pytest.mark.core]
+
 
 @pytest.fixture(autouse=True)
 def no_numpy_warnings():

@@ -12,6 +12,8 @@ from occo_ros.engines.torch_engine import TorchEngine
 from occo_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from occo_ros.model.network import InferenceFIFN, fifn_quarter
 
+pytestmark = [pytest.mark.core]
+
 torch.set_num_threads(1)  # the test machine's cores are shared
 
 

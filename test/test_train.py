@@ -18,6 +18,8 @@ from occo_ros.model.checkpoint import load_checkpoint
 from training import train
 from training.config import ConfigError, TrainConfig, build_parser, parse_config
 
+pytestmark = [pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -21,6 +21,8 @@ from training.data import (
     to_uint8,
 )
 
+pytestmark = [pytest.mark.core]
+
 
 def write_pair(root: Path, stem: str, size: tuple[int, int] = (40, 48), ext: str = '.png',
                ir_channels: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

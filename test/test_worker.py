@@ -22,6 +22,8 @@ from occo_ros.engines.base import EngineError
 from occo_ros.pipeline import FusionPipeline
 from occo_ros.worker import COUNTS, LATENCIES, STAGES, FusionWorker
 
+pytestmark = [pytest.mark.core]
+
 engine = test_frame_step.engine     # the shipped model, PyTorch on CPU, 64x48 network
 
 BASE_NS = 1_000 * 10**9
