@@ -39,6 +39,7 @@ setup(
             'occo-build-engine = occo_ros.cli.build_engine:main',
             'occo-bag = occo_ros.cli.bag:main',
             'occo-calibrate = occo_ros.cli.calibrate:main',
+            'occo-params = occo_ros.cli.params:main',
             'occo-eval = occo_training.evaluate:main',
             'occo-train = occo_training.train:main',
             'occo-masks = occo_training.masks:main',

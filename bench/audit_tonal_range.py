@@ -92,7 +92,7 @@ def synthetic_pairs(engine, frames: int):
     values = {name: spec.default for name, spec in SPECS.items()}
     values.update(crop=SYNTHETIC_CROP, homography=SYNTHETIC_HOMOGRAPHY)
     settings = FusionSettings.from_values(check_params(values))
-    pipeline = FusionPipeline.from_params(settings, engine)
+    pipeline = FusionPipeline.from_settings(settings, engine)
     scene = SyntheticScene()
     for index in range(frames):
         t = 2.0 * index

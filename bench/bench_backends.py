@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             sources = [(name, name, model) for name in BACKENDS] + [
                 (f'onnxruntime: {path.name}', 'onnxruntime', path) for path in args.also_onnx]
             specs = {label: EngineSpec(backend=backend, model_path=str(path), device='cpu',
-                                       input_size=size, cache_dir=cache,
+                                       input_size=size, engine_cache_dir=cache,
                                        num_threads=args.threads)
                      for label, backend, path in sources}
             engines = {label: create_engine(spec) for label, spec in specs.items()}

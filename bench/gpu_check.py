@@ -379,7 +379,7 @@ class Check:
 
         spec = EngineSpec(backend='tensorrt', model_path=str(model), device='cuda',
                           precision=precision, input_size=size,
-                          cache_dir=str(self.workdir / 'cache'))
+                          engine_cache_dir=str(self.workdir / 'cache'))
         started = time.monotonic()
         engine = create_engine(spec)
         return engine, time.monotonic() - started
@@ -443,7 +443,7 @@ class Check:
 
         return create_engine(EngineSpec(
             backend='onnxruntime', model_path=str(model), device=device, input_size=size,
-            cache_dir=str(self.workdir / 'cache'), num_threads=os.cpu_count() or 1))
+            engine_cache_dir=str(self.workdir / 'cache'), num_threads=os.cpu_count() or 1))
 
     def onnxruntime_cpu(self) -> dict:
         """The CPU reference: ONNX Runtime on every core (shipped dynamic export; the other

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import array
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 import math
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ def _rows(group: str, *specs: ParamSpec) -> tuple[ParamSpec, ...]:
 
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+# The vocabularies of the rows below, named once for every module that checks or offers them.
+RELIABILITIES = ('best_effort', 'reliable')
+BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
+PRECISIONS = ('fp32', 'fp16', 'int8')
+THERMAL_MODES = ('fixed', 'minmax', 'percentile', 'smoothed')
+OUTPUT_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
+COLOR_MODES = ('preserve_saturation', 'keep_chroma')
 
 PARAMS: tuple[ParamSpec, ...] = _rows(
     'node',
@@ -62,12 +70,12 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
               'when every publisher on the topic offers reliable, else best_effort, looked at '
               'again when publishers come and go (full-size images between processes arrive '
               'over the default transports only with reliable on both sides); best_effort '
-              'matches both kinds of camera.', choices=('auto', 'best_effort', 'reliable')),
+              'matches both kinds of camera.', choices=('auto', *RELIABILITIES)),
     ParamSpec('input_depth', 5, 'History depth of the input subscriptions.',
               min_value=1, max_value=100),
     ParamSpec('output_reliability', 'reliable',
               'Reliability of fused/image; reliable serves RViz and ros2 bag record.',
-              choices=('reliable', 'best_effort')),
+              choices=RELIABILITIES),
     ParamSpec('output_depth', 2, 'History depth of the fused/image publisher.',
               min_value=1, max_value=100),
     ParamSpec('jpeg_quality', 80, 'JPEG quality (1-100) of fused/image/compressed, which is '
@@ -90,10 +98,10 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
               '(.engine); empty = the shipped models/fifn_w025_pixel.pt.'),
     ParamSpec('backend', 'auto', 'Inference backend; auto picks TensorRT, then ONNX Runtime '
               'CUDA, PyTorch CUDA, then the faster CPU backend.',
-              choices=('auto', 'torch', 'onnxruntime', 'tensorrt')),
+              choices=BACKENDS),
     ParamSpec('device', 'auto', 'Device for the backend: auto, cpu, cuda or cuda:N.'),
     ParamSpec('precision', 'fp32', 'Network precision (fp16/int8 need a GPU backend).',
-              choices=('fp32', 'fp16', 'int8')),
+              choices=PRECISIONS),
     ParamSpec('engine_cache_dir', '', 'Where exported ONNX models and TensorRT engines are '
               'cached; empty = $OCCO_ROS_CACHE or ~/.cache/occo_ros.'),
     ParamSpec('force_rebuild', False, 'Rebuild the TensorRT engine even if a valid one is '
@@ -129,7 +137,7 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
     # thermal normalisation
     ParamSpec('thermal_mode', 'smoothed', 'Thermal to [0,1]: fixed (thermal_min..max), minmax '
               '(per frame), percentile (per frame), smoothed (percentile range smoothed over '
-              'time, no flicker).', choices=('fixed', 'minmax', 'percentile', 'smoothed'),
+              'time, no flicker).', choices=THERMAL_MODES,
               dynamic=True),
     ParamSpec('thermal_min', 0.0, 'Raw thermal value mapped to 0 in fixed mode.',
               dynamic=True),
@@ -142,13 +150,13 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
               max_value=1.0, dynamic=True),
     # output
     ParamSpec('output_encoding', 'rgb8', 'Encoding of fused/image.',
-              choices=('rgb8', 'bgr8', 'mono8'), dynamic=True),
+              choices=OUTPUT_ENCODINGS, dynamic=True),
     ParamSpec('color_mode', 'preserve_saturation', 'How the fused luma gets the visible '
               'colour: preserve_saturation (chroma scaled with the luma, so hue and '
               'saturation stay the visible ones where the infrared brightens the scene) or '
               'keep_chroma (the visible Cb/Cr unchanged, the behaviour before issue 21: '
               'brightened dark colour turns pastel).',
-              choices=('preserve_saturation', 'keep_chroma')),
+              choices=COLOR_MODES),
     ParamSpec('max_input_pixels', 4096 * 2160, 'Largest width x height accepted on an input '
               '(4K by default); larger images are refused before decoding (compressed ones '
               'from their header).', min_value=1, max_value=1 << 30, dynamic=True),
@@ -163,9 +171,38 @@ PARAMS: tuple[ParamSpec, ...] = _rows(
 )
 
 SPECS = {spec.name: spec for spec in PARAMS}
+#: What a robot user sets: the rows of config/fusion.yaml (docs/PARAMETERS.md lists them all).
+ESSENTIAL_PARAMS = ('thermal_topic', 'rgb_topic', 'rgb_compressed', 'rgb_camera_info_topic',
+                    'calibration_file', 'output_width', 'output_height', 'model_path',
+                    'backend', 'device', 'precision', 'thermal_mode')
+
+
+class ThermalSettings(NamedTuple):
+    """The thermal normalisation rows, as the node's normaliser and the INT8 calibration
+    images use them (fields named like the parameters)."""
+
+    thermal_mode: str
+    thermal_min: float
+    thermal_max: float
+    thermal_percentiles: tuple[float, ...]
+    thermal_smoothing: float
+
+    @classmethod
+    def from_values(cls, values: Any) -> ThermalSettings:
+        """From a mapping of parameter values (missing names: the table default) or an
+        object with these attributes (FusionSettings); lists become tuples."""
+        def get(name: str) -> Any:
+            if isinstance(values, Mapping):
+                value = values.get(name, SPECS[name].default)
+            else:
+                value = getattr(values, name)
+            return tuple(value) if isinstance(value, (list, tuple)) else value
+
+        return cls(*(get(name) for name in cls._fields))
+
+
 #: The thermal normalisation rows (the node's normaliser, INT8 calibration images).
-THERMAL_PARAMS = ('thermal_mode', 'thermal_min', 'thermal_max', 'thermal_percentiles',
-                  'thermal_smoothing')
+THERMAL_PARAMS = ThermalSettings._fields
 
 
 _Record = TypeVar('_Record', bound='_GroupValues')
@@ -220,6 +257,11 @@ class FusionSettings(_GroupValues):
     output_encoding: str
     color_mode: str
     max_input_pixels: int
+
+    @property
+    def thermal(self) -> ThermalSettings:
+        """The thermal normalisation rows."""
+        return ThermalSettings.from_values(self)
 
 
 #: list parameters and their number of elements

@@ -34,9 +34,7 @@ from occo_ros.core.thermal import ThermalNormalizer, normalize_thermal
 from occo_ros.engines import EngineSpec, create_engine
 from occo_ros.engines.base import FusionEngine
 from occo_ros.model.contract import output_problem
-from occo_ros.params import FusionSettings
-
-OUTPUT_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
+from occo_ros.params import OUTPUT_ENCODINGS, FusionSettings
 
 
 def check_encoding(encoding: str) -> None:
@@ -176,14 +174,14 @@ class FusionPipeline:
         self.output_size = output_size
 
     @classmethod
-    def from_params(cls, params: FusionSettings, engine: FusionEngine,
-                    registration: Registration | None = None) -> FusionPipeline:
+    def from_settings(cls, settings: FusionSettings, engine: FusionEngine,
+                      registration: Registration | None = None) -> FusionPipeline:
         """The pipeline the fusion settings describe, around an engine already loaded (and
         the registration they describe, unless given)."""
-        registration = registration or registration_from_params(params)
-        return cls(engine, registration, thermal_normalizer(params),
-                   (params.input_width, params.input_height),
-                   (params.output_width, params.output_height), params.color_mode)
+        registration = registration or registration_from_params(settings)
+        return cls(engine, registration, thermal_normalizer(settings),
+                   (settings.input_width, settings.input_height),
+                   (settings.output_width, settings.output_height), settings.color_mode)
 
     def preprocess(self, thermal: np.ndarray, rgb: np.ndarray,
                    rgb_order: str = 'rgb') -> PreparedPair:
@@ -364,11 +362,9 @@ def _check_rgb(image: codec.DecodedImage) -> None:
             'dtype', f'a visible image needs 8-bit pixels, got {image.array.dtype}')
 
 
-def thermal_normalizer(params: FusionSettings) -> ThermalNormalizer:
+def thermal_normalizer(settings: FusionSettings) -> ThermalNormalizer:
     """The thermal normaliser the parameters describe."""
-    return ThermalNormalizer(params.thermal_mode, lo=params.thermal_min, hi=params.thermal_max,
-                             percentiles=params.thermal_percentiles,
-                             smoothing=params.thermal_smoothing)
+    return ThermalNormalizer(*settings.thermal)
 
 
 def create_pipeline(settings: FusionSettings, engine: EngineSpec,
@@ -382,7 +378,7 @@ def create_pipeline(settings: FusionSettings, engine: EngineSpec,
         raise ValueError(f'the engine is built for {engine.input_size} (H, W), the settings '
                          f'resize to {size}: build both from the same parameter values')
     registration = registration_from_params(settings)  # a bad calibration file fails fast
-    return FusionPipeline.from_params(settings, create_engine(engine, logger), registration)
+    return FusionPipeline.from_settings(settings, create_engine(engine, logger), registration)
 
 
 def image_pair_pipeline(engine: FusionEngine, size: tuple[int, int],

@@ -33,7 +33,7 @@ from occo_ros.core.health import Health, Status
 from occo_ros.core.pairing import Pair
 from occo_ros.core.stats import LatestSlot, RateMeter, RollingStats, ThrottledLog
 from occo_ros.core.stream import StreamStep
-from occo_ros.params import SPECS, THERMAL_PARAMS, FusionSettings
+from occo_ros.params import SPECS, FusionSettings
 from occo_ros.pipeline import (
     BAD_CAMERA_INFO,
     BAD_OUTPUT,
@@ -89,13 +89,13 @@ class FusionWorker:
     rclpy). ``input_timeout`` is the node's health timeout (occo_ros.core.health.Health).
     """
 
-    def __init__(self, pipeline: FusionPipeline, params: FusionSettings,
+    def __init__(self, pipeline: FusionPipeline, settings: FusionSettings,
                  publish: Callable[[Pair, FrameResult], None], *,
                  topics: dict[str, str] | None = None,
                  clock_ns: Callable[[], int] = time.time_ns, log: Any = None,
                  input_timeout: float = SPECS['input_timeout'].default) -> None:
         self.pipeline = pipeline
-        self._params = params
+        self._settings = settings
         self._publish = publish
         self._topics = topics or {'thermal': 'thermal', 'rgb': 'rgb',
                                   'camera_info': 'camera_info'}
@@ -103,7 +103,7 @@ class FusionWorker:
         self._log = log or logging.getLogger(__name__)
         self._throttled = ThrottledLog(self._log)
         self._lock = threading.Lock()
-        self._stream = StreamStep(params)
+        self._stream = StreamStep(settings)
         self._counts = dict.fromkeys(COUNTS, 0)
         self._last_seen: dict[str, float | None] = {'thermal': None, 'rgb': None}
         self.health = Health(input_timeout)
@@ -130,7 +130,7 @@ class FusionWorker:
         if self._thread is not None:
             raise RuntimeError('the worker is already running')
         with self._lock:
-            self._stream = StreamStep(self._params)
+            self._stream = StreamStep(self._settings)
             self._paired_seen = 0
         self._slot = LatestSlot()
         self._running = True
@@ -160,7 +160,7 @@ class FusionWorker:
         now_ns = self._clock_ns()
         with self._lock:
             self._last_seen[stream] = time.monotonic()
-            params = self._params
+            settings = self._settings
             refusal, pair = self._stream.add(stream, stamp_ns, msg, now_ns)
         if refusal is not None:
             key = f'{refusal.counter}:{refusal.kind}'
@@ -172,7 +172,7 @@ class FusionWorker:
             return
         self.latency['pair_dt'].add(pair.dt * 1e3)
         age_ms = (now_ns - pair.rgb_stamp_ns) * 1e-6
-        if abs(age_ms) <= params.max_age * 1e3:   # a stale pair is dropped, not a latency
+        if abs(age_ms) <= settings.max_age * 1e3:   # a stale pair is dropped, not a latency
             self.latency['arrival'].add(age_ms)
         if self._slot.put((pair, time.perf_counter())) is not None:
             self._count('dropped_busy')
@@ -182,13 +182,13 @@ class FusionWorker:
         with self._lock:
             self._camera_info = info
 
-    def reconfigure(self, params: FusionSettings) -> None:
+    def reconfigure(self, settings: FusionSettings) -> None:
         """New (validated) parameters: slop, max_age, output encoding and thermal
         normalisation take effect from the next pair; the others are start-up only."""
         with self._lock:
-            old, self._params = self._params, params
-            self._stream.reconfigure(params)
-            if any(getattr(old, f) != getattr(params, f) for f in THERMAL_PARAMS):
+            old, self._settings = self._settings, settings
+            self._stream.reconfigure(settings)
+            if old.thermal != settings.thermal:
                 self._renormalize = True
 
     # -- worker thread -----------------------------------------------------------------------
@@ -205,14 +205,14 @@ class FusionWorker:
         None when the pair was too old."""
         self.latency['queue'].add((time.perf_counter() - completed) * 1e3)
         with self._lock:
-            params, camera_info = self._params, self._camera_info
+            settings, camera_info = self._settings, self._camera_info
             renormalize, self._renormalize = self._renormalize, False
         if renormalize:
-            self.pipeline.normalizer = thermal_normalizer(params)
+            self.pipeline.normalizer = thermal_normalizer(settings)
         age = (self._clock_ns() - pair.rgb_stamp_ns) * 1e-9
-        if age > params.max_age:
+        if age > settings.max_age:
             self._count('dropped_stale')
-            text = (f'dropping a pair {age:.3f} s old (max_age {params.max_age} s): the '
+            text = (f'dropping a pair {age:.3f} s old (max_age {settings.max_age} s): the '
                     'network is slower than the cameras or the clocks disagree')
             self.health.problem('stale', text)
             # expected under load (e.g. the first pairs after warm-up); lasting staleness is
@@ -220,7 +220,7 @@ class FusionWorker:
             self._throttled.warning('stale', text)
             return None
         result = self.pipeline.fuse_frame(pair.thermal, pair.rgb, camera_info,
-                                          params.output_encoding)
+                                          settings.output_encoding)
         for problem in result.problems:
             self._count(problem.reason)
             key, text = f'{problem.reason}:{problem.kind}', self._describe(problem.stream,
@@ -267,7 +267,7 @@ class FusionWorker:
         """The health (occo_ros.core.health) for one diagnostics tick; when nothing is fused and no
         problem was recorded, the cause is guessed from the pairing since the last tick."""
         with self._lock:
-            paired, slop = self._stream.counts.paired, self._params.slop
+            paired, slop = self._stream.counts.paired, self._settings.slop
             new_pairs, self._paired_seen = paired > self._paired_seen, paired
         if new_pairs:
             cause = 'pairs form but none was fused yet (inference slower than input_timeout?)'

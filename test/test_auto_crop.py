@@ -74,7 +74,7 @@ def test_automatic_crop_thermal_follows_the_rgb_size():
 def test_fused_camera_info_of_the_default_crop_keeps_square_pixels():
     """A 16:9 camera with fx == fy gives a fused camera_info with fx == fy, principal point
     in the centre (before: fx 450, fy 640 for 1280x720 into 640x512)."""
-    pipeline = FusionPipeline.from_params(make_params(DEFAULTS), engine=None)
+    pipeline = FusionPipeline.from_settings(make_params(DEFAULTS), engine=None)
     k = [900.0, 0.0, 639.5, 0.0, 900.0, 359.5, 0.0, 0.0, 1.0]
     info = SimpleNamespace(width=1280, height=720, k=k, p=k[:3] + [0.0] + k[3:6] + [0.0]
                            + k[6:] + [0.0], d=[0.0] * 5, r=[1.0, 0, 0, 0, 1, 0, 0, 0, 1],

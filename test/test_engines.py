@@ -191,7 +191,7 @@ def test_without_pytorch_only_a_shipped_export_serves(checkpoint, tmp_path, monk
     with pytest.raises(EngineError, match=message):
         cached_onnx(checkpoint, tmp_path, (64, 80), log=quiet)
     with pytest.raises(EngineError, match='PyTorch is not installed'):
-        make('onnxruntime', checkpoint, device='cpu', cache_dir=str(tmp_path))
+        make('onnxruntime', checkpoint, device='cpu', engine_cache_dir=str(tmp_path))
     shipped = default_model_path()
     assert cached_onnx(shipped, tmp_path, (64, 80), log=quiet) == shipped.with_suffix('.onnx')
 
@@ -270,11 +270,11 @@ def test_engine_spec_from_the_parameter_table(tmp_path):
               'workspace_mb': 2048, 'input_height': 480, 'input_width': 640,
               'engine_cache_dir': 'cache', 'thermal_mode': 'fixed'}
     spec = EngineSpec.from_params(values)
-    assert (spec.input_size, spec.cache_dir, spec.calibration_dir, spec.workspace_mb) == (
+    assert (spec.input_size, spec.engine_cache_dir, spec.calibration_dir, spec.workspace_mb) == (
         (480, 640), 'cache', str(tmp_path), 2048)
     assert EngineSpec.from_params(spec.to_params()) == spec
     assert set(spec.to_params()) == set(ENGINE_PARAMS + THERMAL_PARAMS) <= set(SPECS)
-    assert spec.thermal[0] == 'fixed'
+    assert spec.thermal.thermal_mode == 'fixed'
     with pytest.raises(EngineError) as error:
         EngineSpec(backend='tflite', device='gpu', workspace_mb=1, input_size=(4, 640))
     for fragment in ("backend='tflite'", "device='gpu'", 'workspace_mb=1 is below',
@@ -287,7 +287,7 @@ def test_engine_spec_from_the_parameter_table(tmp_path):
     args = parser.parse_args(['--model', 'm.onnx', '--precision', 'fp16', '--height', '64',
                               '--input-width', '80', '--cache-dir', 'c', '--force-rebuild'])
     spec = EngineSpec.from_args(args, EngineSpec(backend='tensorrt'))
-    assert (spec.backend, spec.model_path, spec.precision, spec.input_size, spec.cache_dir,
+    assert (spec.backend, spec.model_path, spec.precision, spec.input_size, spec.engine_cache_dir,
             spec.force_rebuild) == ('tensorrt', 'm.onnx', 'fp16', (64, 80), 'c', True)
     assert EngineSpec.from_args(parser.parse_args(['--num-threads', '0']),
                                 EngineSpec(num_threads=2)).num_threads == 0
@@ -299,7 +299,7 @@ def test_engine_spec_from_the_parameter_table(tmp_path):
 
 def test_auto_picks_onnxruntime_on_this_cpu_and_says_why(checkpoint, cache, torch_engine):
     log = Log()
-    engine = make('auto', checkpoint, log, input_size=(64, 80), cache_dir=str(cache),
+    engine = make('auto', checkpoint, log, input_size=(64, 80), engine_cache_dir=str(cache),
                   num_threads=2)
     info = engine.info
     assert (info.backend, info.device, info.precision) == (
@@ -313,7 +313,7 @@ def test_auto_picks_onnxruntime_on_this_cpu_and_says_why(checkpoint, cache, torc
                   - torch_engine.infer(visible, infrared)).max() <= TOLERANCE
 
     half = make('auto', checkpoint, precision='fp16', input_size=(64, 80),
-                cache_dir=str(cache))
+                engine_cache_dir=str(cache))
     assert half.info.precision == 'fp32'
     assert '(precision fp16 unavailable there, using fp32)' in half.info.details['reason']
 
@@ -329,7 +329,7 @@ def test_auto_falls_back_when_a_backend_breaks_unexpectedly(checkpoint, cache, m
     monkeypatch.setitem(factory._CREATORS, 'onnxruntime', broken)
     log = Log()
     engine = make('auto', checkpoint, log, device='cpu', input_size=(64, 80),
-                  cache_dir=str(cache))
+                  engine_cache_dir=str(cache))
     assert engine.info.backend == 'torch'
     message = ("backend auto: onnxruntime on cpu failed, falling back: backend 'onnxruntime' "
                'failed to load fifn_test.pt: unexpected RuntimeError: CUDA driver')
@@ -349,7 +349,7 @@ def test_explicit_backends(checkpoint, fixed_onnx, cache, monkeypatch):
         engine.infer(*pair((64, 80)))
     monkeypatch.setitem(sys.modules, 'tensorrt', None)  # as here, but also on a GPU machine
     with pytest.raises(EngineError, match='TensorRT Python package not found'):
-        make('tensorrt', fixed_onnx, cache_dir=str(cache))
+        make('tensorrt', fixed_onnx, engine_cache_dir=str(cache))
     plan = cache / 'prebuilt.engine'
     plan.write_bytes(b'\0' * 64)
     with pytest.raises(EngineError, match='is a TensorRT plan; use backend tensorrt'):

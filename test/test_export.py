@@ -285,7 +285,7 @@ def test_truncated_onnx_file_is_reported(fixed17, tmp_path):
     with pytest.raises(EngineError, match='ONNX Runtime cannot load .*truncated.onnx.*corrupt '
                                           'or truncated file'):
         create_engine(EngineSpec(backend='onnxruntime', model_path=str(truncated),
-                                 device='cpu', cache_dir=str(tmp_path)))
+                                 device='cpu', engine_cache_dir=str(tmp_path)))
 
 
 def test_export_rejects_bad_requests(checkpoint, tmp_path, capsys):

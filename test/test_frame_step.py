@@ -74,7 +74,7 @@ def pair():
 def test_every_input_form_gives_the_array_paths_pixels(engine, pair):
     thermal, rgb = pair
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    expected = FusionPipeline.from_params(small_params(), engine).fuse(thermal, rgb, 'rgb')
+    expected = FusionPipeline.from_settings(small_params(), engine).fuse(thermal, rgb, 'rgb')
     ok, jpeg = cv2.imencode('.png', bgr)      # lossless: the same pixels after decoding
     assert ok
     forms = [
@@ -84,7 +84,7 @@ def test_every_input_form_gives_the_array_paths_pixels(engine, pair):
         (msg(thermal, 'mono16'), SimpleNamespace(format='png', data=jpeg.tobytes())),
     ]
     for thermal_in, rgb_in in forms:
-        result = FusionPipeline.from_params(small_params(), engine).fuse_frame(thermal_in,
+        result = FusionPipeline.from_settings(small_params(), engine).fuse_frame(thermal_in,
                                                                                rgb_in)
         assert result.ok and result.reason is None and result.problems == ()
         np.testing.assert_array_equal(result.pixels, expected.rgb)
@@ -96,8 +96,8 @@ def test_every_input_form_gives_the_array_paths_pixels(engine, pair):
 @pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'mono8'])
 def test_output_encoding_and_image_fields(engine, pair, encoding):
     thermal, rgb = pair
-    expected = FusionPipeline.from_params(small_params(), engine).fuse(thermal, rgb, 'rgb')
-    result = FusionPipeline.from_params(small_params(), engine).fuse_frame(
+    expected = FusionPipeline.from_settings(small_params(), engine).fuse(thermal, rgb, 'rgb')
+    result = FusionPipeline.from_settings(small_params(), engine).fuse_frame(
         thermal, DecodedImage(rgb, 'rgb'), encoding=encoding)
     np.testing.assert_array_equal(result.pixels, expected.in_encoding(encoding))
     fields = result.image_fields()
@@ -107,12 +107,12 @@ def test_output_encoding_and_image_fields(engine, pair, encoding):
 
 def test_an_unknown_output_encoding_is_the_callers_mistake(engine, pair):
     with pytest.raises(ValueError, match="'yuv422'"):
-        FusionPipeline.from_params(small_params(), engine).fuse_frame(*pair, encoding='yuv422')
+        FusionPipeline.from_settings(small_params(), engine).fuse_frame(*pair, encoding='yuv422')
 
 
 def test_camera_info_is_adapted_and_a_bad_one_costs_only_the_camera_info(engine, pair):
     thermal, rgb = pair
-    pipeline = FusionPipeline.from_params(small_params(), engine)
+    pipeline = FusionPipeline.from_settings(small_params(), engine)
     result = pipeline.fuse_frame(thermal, DecodedImage(rgb, 'rgb'), camera_info(200, 150))
     assert result.ok and result.camera_info == pipeline.fused_camera_info(camera_info(200, 150))
     # the default (automatic) crop keeps the centred 187.5x150 of 200x150 (the output's 5:4)
@@ -129,7 +129,7 @@ def test_camera_info_is_adapted_and_a_bad_one_costs_only_the_camera_info(engine,
 
 def test_bad_images_are_results_with_their_reasons(engine, pair):
     thermal, rgb = pair
-    pipeline = FusionPipeline.from_params(small_params(), engine)
+    pipeline = FusionPipeline.from_settings(small_params(), engine)
     good_rgb = msg(rgb, 'rgb8')
     nan = thermal.astype(np.float32)
     nan[3, 3] = np.nan
@@ -163,7 +163,7 @@ def test_bad_images_are_results_with_their_reasons(engine, pair):
 def test_an_engine_failure_is_a_result(engine, pair):
     """A 4x4 network input (below FIFN's minimum) makes the real engine raise EngineError."""
     thermal, rgb = pair
-    pipeline = FusionPipeline.from_params(small_params(), engine)
+    pipeline = FusionPipeline.from_settings(small_params(), engine)
     pipeline.input_size = (4, 4)
     with pytest.raises(EngineError):
         pipeline.fuse(thermal, rgb, 'rgb')
@@ -175,7 +175,7 @@ def test_an_engine_failure_is_a_result(engine, pair):
 def test_a_pair_the_registration_rejects_is_a_result(engine, pair):
     """An empty bare array passes as a gray image (no codec checks), the pipeline rejects it."""
     _, rgb = pair
-    pipeline = FusionPipeline.from_params(small_params(), engine)
+    pipeline = FusionPipeline.from_settings(small_params(), engine)
     result = pipeline.fuse_frame(np.zeros((0, 5), np.uint8), DecodedImage(rgb, 'rgb'))
     assert not result.ok and result.reason == BAD_PAIR
     assert result.problems[0].stream == 'pair'
@@ -184,7 +184,7 @@ def test_a_pair_the_registration_rejects_is_a_result(engine, pair):
 def test_a_bare_colour_array_needs_its_channel_order(engine, pair):
     thermal, rgb = pair
     with pytest.raises(TypeError, match='DecodedImage'):
-        FusionPipeline.from_params(small_params(), engine).fuse_frame(thermal, rgb)
+        FusionPipeline.from_settings(small_params(), engine).fuse_frame(thermal, rgb)
 
 
 def test_real_pairs_fuse_the_same_as_messages_and_as_arrays(engine, shared_data):
@@ -192,8 +192,8 @@ def test_real_pairs_fuse_the_same_as_messages_and_as_arrays(engine, shared_data)
     ir_dir, vi_dir = shared_data / 'eval' / 'msrs' / 'ir', shared_data / 'eval' / 'msrs' / 'vi'
     names = sorted(p.name for p in ir_dir.iterdir())[:3]
     assert names, f'no MSRS pairs in {ir_dir}'
-    by_message = FusionPipeline.from_params(small_params(), engine)
-    by_array = FusionPipeline.from_params(small_params(), engine)
+    by_message = FusionPipeline.from_settings(small_params(), engine)
+    by_array = FusionPipeline.from_settings(small_params(), engine)
     for name in names:
         ir = cv2.imread(str(ir_dir / name), cv2.IMREAD_GRAYSCALE)
         bgr = cv2.imread(str(vi_dir / name), cv2.IMREAD_COLOR)
@@ -206,12 +206,12 @@ def test_real_pairs_fuse_the_same_as_messages_and_as_arrays(engine, shared_data)
 def test_the_color_mode_setting_decides_the_composition(engine, pair):
     # issue 21: FusionSettings.color_mode reaches compose; the network output is the same
     thermal, rgb = pair
-    frames = {mode: FusionPipeline.from_params(small_params(color_mode=mode), engine)
+    frames = {mode: FusionPipeline.from_settings(small_params(color_mode=mode), engine)
               .fuse(thermal, rgb, 'rgb') for mode in ('preserve_saturation', 'keep_chroma')}
     np.testing.assert_array_equal(frames['keep_chroma'].fused_y,
                                   frames['preserve_saturation'].fused_y)
     assert not np.array_equal(frames['keep_chroma'].rgb, frames['preserve_saturation'].rgb)
-    pipeline = FusionPipeline.from_params(small_params(), engine)
+    pipeline = FusionPipeline.from_settings(small_params(), engine)
     assert pipeline.color_mode == 'preserve_saturation'
     prepared = pipeline.preprocess(thermal, rgb, 'rgb')
     y_out = cv2.resize(pipeline.infer(prepared), pipeline.output_size,

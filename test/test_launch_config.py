@@ -22,7 +22,8 @@ import types
 import pytest
 import yaml
 
-from occo_ros.params import NODE_NAME, PARAMS, SPECS
+from occo_ros.cli import params as param_docs
+from occo_ros.params import ESSENTIAL_PARAMS, NODE_NAME, PARAMS, SPECS
 from occo_ros.ros import launch_config
 from occo_ros.ros.launch_config import (
     ARGUMENTS,
@@ -54,12 +55,25 @@ def console_scripts():
     raise AssertionError('no console_scripts in setup.py')
 
 
-def test_yaml_has_every_parameter_with_its_default():
+def test_yaml_has_the_essential_parameters_with_their_defaults():
     values = load_yaml_params()
-    assert set(values) == set(SPECS)
+    assert list(values) == list(ESSENTIAL_PARAMS) and len(values) <= 12
+    for name, value in values.items():
+        assert value == SPECS[name].default, name
+        assert type(value) is type(SPECS[name].default), name
+
+
+@pytest.mark.parametrize('path, generate', [('docs/PARAMETERS.md', param_docs.markdown),
+                                            ('config/fusion.yaml', param_docs.parameter_file)])
+def test_generated_parameter_documents_are_fresh(path, generate):
+    assert (REPO / path).read_text() == generate(), f'{path} is stale: run make docs'
+
+
+def test_parameter_reference_names_every_parameter_once():
+    text = param_docs.markdown()
     for spec in PARAMS:
-        assert values[spec.name] == spec.default, spec.name
-        assert type(values[spec.name]) is type(spec.default), spec.name
+        assert text.count(f'### `{spec.name}`') == 1, spec.name
+    assert text.count('**essential**') == len(ESSENTIAL_PARAMS) + 1   # + the intro's mention
 
 
 def test_yaml_documents_every_parameter():

@@ -107,7 +107,7 @@ def visible_passthrough(path: Path) -> Path:
 
 def load(path: Path, tmp_path: Path):
     return create_engine(EngineSpec(backend='onnxruntime', device='cpu', model_path=str(path),
-                                    cache_dir=str(tmp_path / 'cache')))
+                                    engine_cache_dir=str(tmp_path / 'cache')))
 
 
 # -- the model contract at load --------------------------------------------------------------

@@ -30,7 +30,7 @@ SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'config', 'launch
 #: every executable setup.py declares (ros2 run occo_ros <name>, and the command-line tools)
 EXECUTABLES = {'fusion_node', 'fusion_lifecycle_node', 'synthetic_cameras', 'occo-fuse',
                'occo-demo', 'occo-export', 'occo-build-engine', 'occo-bag', 'occo-calibrate',
-               'occo-eval', 'occo-train', 'occo-masks'}
+               'occo-eval', 'occo-train', 'occo-masks', 'occo-params'}
 
 
 def copy_sources(source: Path) -> Path:

@@ -121,7 +121,7 @@ def test_every_row_is_in_one_group_and_each_group_has_its_record():
     assert sum(map(len, groups.values())) == len(PARAMS)
     assert groups['node'] == {f.name for f in fields(NodeParams)}
     assert groups['fusion'] == {f.name for f in fields(FusionSettings)}
-    assert groups['engine'] == set(FIELD_PARAMS.values())
+    assert groups['engine'] == set(FIELD_PARAMS)
     assert {'thermal_topic', 'input_reliability', 'output_depth', 'diagnostics_period',
             'input_timeout'} <= groups['node']
     # what can change at run time changes the outputs (the fused image, or the JPEG of

@@ -108,7 +108,7 @@ def test_whole_path_build_cache_infer_close(fake, tmp_path, monkeypatch):
 
 def test_factory_runs_the_tensorrt_path(fake, tmp_path):
     spec = EngineSpec(backend='tensorrt', model_path=str(SHIPPED_ONNX), precision='fp32',
-                      input_size=SIZE, cache_dir=str(tmp_path), workspace_mb=512)
+                      input_size=SIZE, engine_cache_dir=str(tmp_path), workspace_mb=512)
     engine = create_engine(spec, logging.getLogger('test'))
     info = engine.info
     assert (info.backend, info.device, info.precision) == ('tensorrt', 'cuda:0', 'fp32')
@@ -370,7 +370,7 @@ def test_auto_falls_back_from_a_failing_tensorrt_with_a_warning(monkeypatch, tmp
 
     log = Log()
     engine = create_engine(EngineSpec(model_path=str(SHIPPED_ONNX), input_size=SIZE,
-                                      cache_dir=str(tmp_path)), log)
+                                      engine_cache_dir=str(tmp_path)), log)
     assert engine.info.backend == 'onnxruntime'
     warnings = [line for level, line in log if level == 'warning']
     assert len(warnings) == 1 and "tensorrt on auto failed, falling back: TensorRT step " \

@@ -66,7 +66,7 @@ def images(seed: int = 0):
 
 def make_worker(engine, publish, clock, log=None, **overrides) -> FusionWorker:
     params = small_params(**overrides)
-    return FusionWorker(FusionPipeline.from_params(params, engine), params, publish,
+    return FusionWorker(FusionPipeline.from_settings(params, engine), params, publish,
                         topics={'thermal': 'thermal/image_raw', 'rgb': 'rgb/image_raw',
                                 'camera_info': 'rgb/camera_info'},
                         clock_ns=clock, log=log)
@@ -90,7 +90,7 @@ def test_pairs_are_fused_published_and_timed(engine):
         worker.stop()
     pair, result = published.items[0]
     assert pair.rgb is rgb and pair.thermal is thermal and result.ok
-    expected = FusionPipeline.from_params(small_params(), engine).fuse_frame(thermal, rgb)
+    expected = FusionPipeline.from_settings(small_params(), engine).fuse_frame(thermal, rgb)
     np.testing.assert_array_equal(result.pixels, expected.pixels)
     snap = worker.snapshot()
     assert snap.counts['fused'] == 1 and snap.counts['paired'] == 1

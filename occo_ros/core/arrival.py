@@ -35,24 +35,24 @@ class Refusal(NamedTuple):
 
 
 def check_arrival(stream: str, msg: Any, stamp_ns: int, now_ns: int,
-                  params: FusionSettings) -> Refusal | None:
+                  settings: FusionSettings) -> Refusal | None:
     """The reason to refuse ``msg`` of ``stream`` ('thermal' or 'rgb') stamped ``stamp_ns``
     on arrival at node clock ``now_ns``, or None when it may be paired. Never raises for any
     content of ``msg`` (a sensor_msgs Image or CompressedImage, duck-typed)."""
     try:
         if hasattr(msg, 'format'):
-            codec.check_compressed(msg.format, msg.data, params.max_input_pixels,
+            codec.check_compressed(msg.format, msg.data, settings.max_input_pixels,
                                    BIT_DEPTHS[stream])
         else:
-            codec.check_image(msg, ENCODINGS[stream], params.max_input_pixels)
+            codec.check_image(msg, ENCODINGS[stream], settings.max_input_pixels)
     except codec.ImageDecodeError as exc:
         return Refusal(f'bad_{stream}', exc.reason, str(exc))
     if stamp_ns <= 0:
         return Refusal('bad_stamp', 'zero_stamp', f'{stream} message stamped {stamp_ns} ns '
                        '(zero or negative): the camera driver does not stamp its images')
     ahead = (stamp_ns - now_ns) * 1e-9
-    if now_ns > 0 and ahead > params.max_age:
+    if now_ns > 0 and ahead > settings.max_age:
         return Refusal('bad_stamp', 'future_stamp',
                        f'{stream} stamp is {ahead:.3f} s ahead of the node clock (more than '
-                       f'max_age {params.max_age} s): the camera and node clocks disagree')
+                       f'max_age {settings.max_age} s): the camera and node clocks disagree')
     return None

@@ -48,6 +48,8 @@ import threading
 import cv2
 import numpy as np
 
+from occo_ros.params import COLOR_MODES
+
 #: BT.601 luma weights for R, G, B (OCCO_METHOD.md §1): the one definition in the project.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 # rows Y, Cb, Cr; columns R, G, B
@@ -63,8 +65,6 @@ _CHANNELS = {'rgb': (0, 1, 2), 'bgr': (2, 1, 0), 'rgba': (0, 1, 2, 3), 'bgra': (
 COLOR_ORDERS = tuple(_CHANNELS)
 LUMA_ORDERS = COLOR_ORDERS + ('gray',)
 OUTPUT_ORDERS = ('rgb', 'bgr')
-#: compose_rgb's colour modes, see the module docstring; the first is the default.
-COLOR_MODES = ('preserve_saturation', 'keep_chroma')
 #: Visible luma (8-bit) below which chroma counts as noise: its gain is damped (docstring).
 #: Dark MSRS night frames carry a green sensor cast there (HSV saturation ~0.5 at luma ~11):
 #: at 8 or 16, people the infrared lights up turned green (issue 21 contact sheets).

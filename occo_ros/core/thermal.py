@@ -33,7 +33,9 @@ import math
 import cv2
 import numpy as np
 
-MODES = ('fixed', 'minmax', 'percentile', 'smoothed')
+from occo_ros.params import THERMAL_MODES
+
+MODES = THERMAL_MODES
 _DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 _FLOAT_SAMPLE = 65536  # float percentiles: about this many pixels, on a regular grid
 

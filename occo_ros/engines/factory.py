@@ -66,7 +66,7 @@ class _Request:
 
     @property
     def cache_dir(self) -> str | None:
-        return self.spec.cache_dir or None
+        return self.spec.engine_cache_dir or None
 
     @property
     def num_threads(self) -> int | None:

@@ -19,22 +19,27 @@ import re
 from typing import Any
 
 from occo_ros.model.contract import MIN_INPUT_SIZE, EngineError
-from occo_ros.params import SPECS, THERMAL_PARAMS, add_param_option, validate
+from occo_ros.params import (
+    BACKENDS,
+    PRECISIONS,
+    SPECS,
+    THERMAL_PARAMS,
+    ThermalSettings,
+    add_param_option,
+    validate,
+)
 
-BACKENDS = SPECS['backend'].choices
-PRECISIONS = SPECS['precision'].choices
+__all__ = ['BACKENDS', 'ENGINE_PARAMS', 'PRECISIONS', 'EngineSpec']
+
 ENGINE_SUFFIXES = ('.engine', '.plan')
 MODEL_SUFFIXES = ('.pt', '.onnx', *ENGINE_SUFFIXES)
 
-#: EngineSpec field -> node parameter (input_size is input_height, input_width).
-FIELD_PARAMS = {
-    'backend': 'backend', 'model_path': 'model_path', 'device': 'device',
-    'precision': 'precision', 'cache_dir': 'engine_cache_dir', 'force_rebuild': 'force_rebuild',
-    'num_threads': 'num_threads', 'calibration_dir': 'calibration_dir',
-    'workspace_mb': 'workspace_mb',
-}
-#: The node parameters an EngineSpec is made of (declare them read-only: start-up only).
-ENGINE_PARAMS = (*FIELD_PARAMS.values(), 'input_height', 'input_width')
+#: The EngineSpec fields that are node parameters of the same name.
+FIELD_PARAMS = ('backend', 'model_path', 'device', 'precision', 'engine_cache_dir',
+                'force_rebuild', 'num_threads', 'calibration_dir', 'workspace_mb')
+#: The node parameters an EngineSpec is made of (declare them read-only: start-up only);
+#: its input_size is (input_height, input_width).
+ENGINE_PARAMS = (*FIELD_PARAMS, 'input_height', 'input_width')
 #: Extra command-line spellings kept for the tools' existing options.
 _FLAGS = {'engine_cache_dir': ('--engine-cache-dir', '--cache-dir'),
           'input_height': ('--input-height', '--height'),
@@ -53,14 +58,14 @@ class EngineSpec:
         device: 'auto', 'cpu', 'cuda', 'cuda:N' or 'dla:K' (TensorRT DLA core K).
         precision: 'fp32', 'fp16' or 'int8' (requested; EngineInfo says what runs).
         input_size: (H, W) the engine will see; None = the model's own (fixed ONNX/engine).
-        cache_dir: ONNX export and engine cache; '' = $OCCO_ROS_CACHE or ~/.cache/occo_ros.
+        engine_cache_dir: ONNX export and engine cache; '' = $OCCO_ROS_CACHE or
+            ~/.cache/occo_ros.
         force_rebuild: rebuild the TensorRT engine even if a valid one is cached.
         num_threads: CPU threads for torch / onnxruntime; 0 = the library default.
         calibration_dir: INT8 calibration pairs (vi/ and ir/ folders); '' = none.
         workspace_mb: TensorRT builder workspace in MiB.
-        thermal: the node's THERMAL_PARAMS values (mode, min, max, percentiles, smoothing):
-            INT8 calibration images are normalised as the node normalises its input; ()
-            = the table defaults.
+        thermal: the node's thermal normalisation (ThermalSettings, or its five values in
+            order): INT8 calibration images are normalised as the node normalises its input.
     """
 
     backend: str = SPECS['backend'].default
@@ -68,19 +73,18 @@ class EngineSpec:
     device: str = SPECS['device'].default
     precision: str = SPECS['precision'].default
     input_size: tuple[int, int] | None = None
-    cache_dir: str = SPECS['engine_cache_dir'].default
+    engine_cache_dir: str = SPECS['engine_cache_dir'].default
     force_rebuild: bool = SPECS['force_rebuild'].default
     num_threads: int = SPECS['num_threads'].default
     calibration_dir: str = SPECS['calibration_dir'].default
     workspace_mb: int = SPECS['workspace_mb'].default
-    thermal: tuple = ()
+    thermal: ThermalSettings = ThermalSettings.from_values({})
 
     def __post_init__(self) -> None:
-        if not self.thermal:
-            object.__setattr__(self, 'thermal', tuple(SPECS[n].default for n in THERMAL_PARAMS))
-        object.__setattr__(self, 'thermal', tuple(
-            tuple(value) if isinstance(value, list) else value for value in self.thermal))
-        for name in ('model_path', 'cache_dir', 'calibration_dir'):
+        if len(self.thermal) == len(THERMAL_PARAMS):
+            object.__setattr__(self, 'thermal', ThermalSettings.from_values(
+                dict(zip(THERMAL_PARAMS, self.thermal))))
+        for name in ('model_path', 'engine_cache_dir', 'calibration_dir'):
             object.__setattr__(self, name, str(getattr(self, name) or ''))
         if self.input_size is not None:
             try:
@@ -94,14 +98,13 @@ class EngineSpec:
 
     def problems(self) -> list[str]:
         """Every invalid option with its value and what is allowed (empty: valid)."""
-        found = [validate(param, getattr(self, field))
-                 for field, param in FIELD_PARAMS.items() if param in SPECS]
+        found = [validate(name, getattr(self, name)) for name in FIELD_PARAMS]
         if len(self.thermal) != len(THERMAL_PARAMS):
             found.append(f'thermal needs {len(THERMAL_PARAMS)} values {THERMAL_PARAMS}, got '
                          f'{self.thermal}')
         else:
             found += [validate(name, list(value) if isinstance(value, tuple) else value)
-                      for name, value in zip(THERMAL_PARAMS, self.thermal)]
+                      for name, value in self.thermal._asdict().items()]
         if not _DEVICE.fullmatch(self.device):
             found.append(f"device={self.device!r} is not 'auto', 'cpu', 'cuda', 'cuda:N' or "
                          "'dla:K'")
@@ -122,17 +125,17 @@ class EngineSpec:
         def get(name: str) -> Any:
             return params.get(name, SPECS[name].default)
 
-        values: dict[str, Any] = {field: get(param) for field, param in FIELD_PARAMS.items()}
+        values: dict[str, Any] = {name: get(name) for name in FIELD_PARAMS}
         values['input_size'] = (get('input_height'), get('input_width'))
-        values['thermal'] = tuple(get(name) for name in THERMAL_PARAMS)
+        values['thermal'] = ThermalSettings.from_values(params)
         values.update(overrides)
         return cls(**values)
 
     def to_params(self) -> dict[str, Any]:
         """Node parameter names -> values (YAML-ready; input_size None leaves the size out)."""
-        values = {param: getattr(self, field) for field, param in FIELD_PARAMS.items()}
+        values = {name: getattr(self, name) for name in FIELD_PARAMS}
         values.update((name, list(value) if isinstance(value, tuple) else value)
-                      for name, value in zip(THERMAL_PARAMS, self.thermal))
+                      for name, value in self.thermal._asdict().items())
         if self.input_size is not None:
             values['input_height'], values['input_width'] = self.input_size
         return values
@@ -154,9 +157,9 @@ class EngineSpec:
         values (default: the table defaults, without an input size)."""
         values = dataclasses.asdict(base or cls())
         given = {name: getattr(args, name, None) for name in ENGINE_PARAMS}
-        for field, param in FIELD_PARAMS.items():
-            if given[param] is not None and given[param] is not False:  # False: flag not given
-                values[field] = given[param]
+        for name in FIELD_PARAMS:
+            if given[name] is not None and given[name] is not False:  # False: flag not given
+                values[name] = given[name]
         height, width = given['input_height'], given['input_width']
         if (height is None) != (width is None):
             raise EngineError('--input-height and --input-width must be given together')

@@ -14,8 +14,7 @@ import torch
 from occo_ros.engines.base import EngineError, EngineInfo, FusionEngine, validate_inputs
 from occo_ros.model.checkpoint import CheckpointError, load_checkpoint
 from occo_ros.model.network import InferenceFIFN
-
-PRECISIONS = ('fp32', 'fp16', 'int8')
+from occo_ros.params import PRECISIONS
 
 
 def resolve_device(device: str) -> torch.device:

@@ -256,10 +256,10 @@ class _BagFusion:
     """State of one fuse_bag run: the pairer, the newest RGB camera_info, counters, timings."""
 
     def __init__(self, bag: InputBag, out: OutputBag, pipeline: FusionPipeline,
-                 params: FusionSettings, topics: BagTopics, summary: BagSummary,
+                 settings: FusionSettings, topics: BagTopics, summary: BagSummary,
                  has_info: bool, copy_inputs: bool, log: Callable[[str], None],
                  stop: threading.Event | None) -> None:
-        self.bag, self.out, self.pipeline, self.params = bag, out, pipeline, params
+        self.bag, self.out, self.pipeline, self.settings = bag, out, pipeline, settings
         self.topics, self.summary, self.log, self.stop = topics, summary, log, stop
         self.streams = {topics.thermal: 'thermal', topics.rgb: 'rgb'}
         self.has_info = has_info
@@ -279,7 +279,7 @@ class _BagFusion:
         self.image_conn = out.add_topic(topics.output, IMAGE)
         self.info_conn = out.add_topic(topics.output_info, CAMERA_INFO) if self.has_info \
             else None
-        self.stream = StreamStep(params)
+        self.stream = StreamStep(settings)
         self.camera_info = None
         # Where each kind of frame problem (FrameProblem.stream) comes from, for the log.
         both = f'{topics.thermal} + {topics.rgb}'
@@ -353,7 +353,7 @@ class _BagFusion:
     def _fuse(self, pair: Pair, log_time: int) -> None:
         """The node's frame step on one pair; a frame it cannot fuse is counted, never fatal."""
         result = self.pipeline.fuse_frame(pair.thermal, pair.rgb, self.camera_info,
-                                          self.params.output_encoding)
+                                          self.settings.output_encoding)
         for problem in result.problems:
             self._skip(problem.stream, self._problem_topic[problem.stream],
                        f'stamps {_format_stamp(pair.thermal_stamp_ns)} / '
@@ -401,14 +401,14 @@ class _BagFusion:
         s = self.summary
         why = (f'no pair was fused: read {s.received["thermal"]} thermal and '
                f'{s.received["rgb"]} RGB messages ({ranges or "no stamps"}), formed {s.pairs} '
-               f'pairs (|dt| < slop {self.params.slop} s; see --slop), skipped '
+               f'pairs (|dt| < slop {self.settings.slop} s; see --slop), skipped '
                f'{sum(s.bad.values())}')
         if s.damage:
             why += f'; the input is damaged: {s.damage}'
         return why
 
 
-def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionSettings,
+def fuse_bag(input_bag: str | Path, output_bag: str | Path, settings: FusionSettings,
              topics: BagTopics, *, engine: EngineSpec | None = None,
              pipeline: FusionPipeline | None = None,
              storage: str = 'mcap', copy_inputs: bool = False, overwrite: bool = False,
@@ -420,11 +420,11 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionSettin
         input_bag: rosbag2 directory, or a single .mcap/.db3 file; never modified.
         output_bag: rosbag2 directory to create ('mcap' or 'sqlite3' ``storage``); it
             appears only when complete (see occo_ros.io.bags.OutputBag).
-        params: the fusion settings (pairing, arrival checks, geometry, thermal, encoding).
+        settings: the fusion settings (pairing, arrival checks, geometry, thermal, encoding).
         topics: input and output topics.
         engine: the engine to load when no ``pipeline`` is given.
         pipeline: an existing pipeline to use (its thermal normaliser state carries over);
-            None builds one from ``params`` and ``engine`` and closes its engine at the end.
+            None builds one from ``settings`` and ``engine`` and closes its engine at the end.
         copy_inputs: also copy the two image topics and their camera_info topics.
         overwrite: replace an existing bag at ``output_bag`` that occo-bag wrote (only once
             the new one is done).
@@ -461,14 +461,14 @@ def fuse_bag(input_bag: str | Path, output_bag: str | Path, params: FusionSettin
         own_pipeline = pipeline is None
         start = time.perf_counter()
         if own_pipeline:
-            pipeline = create_pipeline(params, engine, logger=_LOG)
+            pipeline = create_pipeline(settings, engine, logger=_LOG)
         summary.load_seconds = time.perf_counter() - start
         info = pipeline.engine.info
         summary.engine = f'{info.backend} on {info.device}, {info.precision}'
         try:
             with OutputBag(output_path, storage, overwrite, protect=[input_path],
                            log=log) as out:
-                run = _BagFusion(bag, out, pipeline, params, topics, summary, has_info,
+                run = _BagFusion(bag, out, pipeline, settings, topics, summary, has_info,
                                  copy_inputs, log, stop)
                 run.run(progress)
                 if summary.fused == 0:

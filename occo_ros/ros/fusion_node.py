@@ -115,26 +115,26 @@ class FusionWiring:
     """The ROS side of a fusion node, mixed into an rclpy Node or LifecycleNode subclass,
     which calls these steps in its own order (see FusionNode and the lifecycle variant)."""
 
-    params: NodeParams               # wiring (topics, QoS, diagnostics timing)
+    node_params: NodeParams          # wiring (topics, QoS, diagnostics timing)
     settings: FusionSettings         # what the worker fuses with (dynamic rows change it)
-    _values: dict                    # params.check_params values of every row (the engine's)
+    _param_values: dict              # params.check_params values of every row (the engine's)
     worker: FusionWorker | None = None
     _clock_problem_logged: str | None = None
 
     def _declare_parameters(self) -> None:
         for spec in PARAMS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        self._values = check_params(
+        self._param_values = check_params(
             {spec.name: self.get_parameter(spec.name).value for spec in PARAMS})
-        self.params = NodeParams.from_values(self._values)
-        self.settings = FusionSettings.from_values(self._values)
+        self.node_params = NodeParams.from_values(self._param_values)
+        self.settings = FusionSettings.from_values(self._param_values)
         self._changes = ChangeLog(self.get_logger().info)   # flushed with diagnostics
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _load_worker(self) -> None:
         """Load the engine (raises EngineError, CheckpointError or ValueError naming the
         problem), build the worker and warm the engine up."""
-        p, spec = self.params, EngineSpec.from_params(self._values)
+        p, spec = self.node_params, EngineSpec.from_params(self._param_values)
         pipeline = create_pipeline(self.settings, spec, logger=self.get_logger())
         info = pipeline.engine.info
         self.get_logger().info(
@@ -174,7 +174,7 @@ class FusionWiring:
     def _create_publishers(self, create: Callable) -> None:
         """Output publishers made with ``create`` (create_publisher or, for the managed node,
         create_lifecycle_publisher)."""
-        out_qos = (self.params.output_reliability, self.params.output_depth)
+        out_qos = (self.node_params.output_reliability, self.node_params.output_depth)
         self.image_pub = create(Image, 'fused/image', make_qos(*out_qos))
         self.compressed_pub = create(CompressedImage, 'fused/image/compressed',
                                      make_qos(*out_qos))
@@ -185,7 +185,7 @@ class FusionWiring:
     def _subscribe(self) -> None:
         """Input subscriptions, the diagnostics timer and the graph check, both on a steady
         clock (a simulated one without /clock never moves)."""
-        p, s = self.params, self.settings
+        p, s = self.node_params, self.settings
         rgb_type = CompressedImage if p.rgb_compressed else Image
         self._inputs = {'thermal': (Image, p.thermal_topic, self._on_thermal),
                         'rgb': (rgb_type, self._rgb_topic, self._on_rgb),
@@ -212,21 +212,21 @@ class FusionWiring:
         if old is not None:
             topic_name = old.topic_name     # resolved and remapped
             self.destroy_subscription(old)
-        reliability = self.params.input_reliability
+        reliability = self.node_params.input_reliability
         if reliability == 'auto':
             reliability = offered_reliability(self.get_publishers_info_by_topic(
                 topic_name if old is not None else topic))
         events = SubscriptionEventCallbacks(
             incompatible_qos=lambda event: self._on_incompatible_qos(stream, event))
         subscription = self.create_subscription(
-            msg_type, topic, callback, make_qos(reliability, self.params.input_depth),
+            msg_type, topic, callback, make_qos(reliability, self.node_params.input_depth),
             event_callbacks=events)
         self._subscriptions_in[stream] = (subscription, reliability)
         self._incompatible_qos.pop(stream, None)     # an event of the old one is history
 
     def _check_graph(self) -> None:
         """input_reliability auto: follow the publishers' reliability as they come and go."""
-        if self.params.input_reliability != 'auto':
+        if self.node_params.input_reliability != 'auto':
             return
         for stream, (subscription, reliability) in list(self._subscriptions_in.items()):
             wanted = offered_reliability(self.get_publishers_info_by_topic(
@@ -270,7 +270,7 @@ class FusionWiring:
             self.image_pub.publish(Image(header=header, **result.image_fields()))
             if self.compressed_pub.get_subscription_count() > 0:   # no cost for nobody
                 self.compressed_pub.publish(CompressedImage(header=header, **codec.jpeg_fields(
-                    result.pixels, result.encoding, self._values['jpeg_quality'])))
+                    result.pixels, result.encoding, self._param_values['jpeg_quality'])))
                 self.jpeg_encodes += 1
             if result.camera_info is not None:
                 self.info_pub.publish(CameraInfo(header=header, **result.camera_info))
@@ -304,10 +304,10 @@ class FusionWiring:
         if not values:
             return SetParametersResult(successful=True)
         try:   # dynamic rows are all fusion settings
-            checked = check_params(dict(self._values, **values))
+            checked = check_params(dict(self._param_values, **values))
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        self._values, self.settings = checked, FusionSettings.from_values(checked)
+        self._param_values, self.settings = checked, FusionSettings.from_values(checked)
         if self.worker is not None:
             self.worker.reconfigure(self.settings)
         self._changes.changed(values)
@@ -342,7 +342,7 @@ class FusionWiring:
         if now_ns != last_ns:
             self._ros_time_seen = (now_ns, steady)
             moved = steady
-        if now_ns and steady - moved <= self.params.input_timeout:
+        if now_ns and steady - moved <= self.node_params.input_timeout:
             return None
         return ('use_sim_time is true but /clock is silent: the node has no time (play a bag '
                 'with --clock, start the simulator, or set use_sim_time false)')

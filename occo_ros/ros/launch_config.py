@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from occo_ros.params import NODE_NAME, validate
+from occo_ros.params import BACKENDS, NODE_NAME, PRECISIONS, validate
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,9 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "empty = the parameter file's value."),
     LaunchArgument('model', '', 'Model file (.pt, .onnx or .engine); empty = the parameter '
                    'file (default: the shipped models/fifn_w025_pixel.pt).'),
-    LaunchArgument('backend', 'auto', 'Inference backend.',
-                   ('auto', 'torch', 'onnxruntime', 'tensorrt')),
+    LaunchArgument('backend', 'auto', 'Inference backend.', BACKENDS),
     LaunchArgument('precision', 'fp32', 'Network precision (fp16/int8 need a GPU backend).',
-                   ('fp32', 'fp16', 'int8')),
+                   PRECISIONS),
     LaunchArgument('use_sim_time', 'false', 'Use /clock (bag replay, simulation).', BOOL),
     LaunchArgument('log_level', 'info', 'Log level of the started nodes.',
                    ('debug', 'info', 'warn', 'error', 'fatal')),

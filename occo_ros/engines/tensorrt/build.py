@@ -51,6 +51,7 @@ from occo_ros.engines.tensorrt.common import (
     tensorrt_version,
 )
 from occo_ros.model.contract import FP32_REGION_PATTERN, INPUT_NAMES, EngineError
+from occo_ros.params import PRECISIONS, ThermalSettings
 from occo_ros.util.atomic_file import atomic_write_bytes
 
 _LOG = logging.getLogger('occo_ros.tensorrt')
@@ -59,7 +60,6 @@ _LOG = logging.getLogger('occo_ros.tensorrt')
 PROGRESS_INTERVAL_S = 10.0
 #: Calibration pairs used for INT8 when a folder holds more (entropy calibration saturates).
 MAX_CALIBRATION_PAIRS = 64
-PRECISIONS = ('fp32', 'fp16', 'int8')
 #: Set by :func:`cancel_builds` (at exit: a node ended by a signal during start-up).
 _CANCEL = threading.Event()
 
@@ -81,19 +81,21 @@ _ONNX_LAYER = re.compile(r'\[ONNX Layer: ([^\]]+)\]')
 
 
 class CalibrationSet:
-    """Validated INT8 calibration pairs and how to prepare them (`thermal`: mode, lo, hi,
-    percentiles, smoothing of occo_ros.core.thermal.ThermalNormalizer, as the node uses them)."""
+    """Validated INT8 calibration pairs and how to prepare them (`thermal`: the node's
+    thermal normalisation, so the images are normalised as the node normalises its input)."""
 
-    def __init__(self, folder: str | Path, input_shape: tuple[int, int], thermal: tuple,
-                 limit: int = MAX_CALIBRATION_PAIRS) -> None:
+    def __init__(self, folder: str | Path, input_shape: tuple[int, int],
+                 thermal: ThermalSettings, limit: int = MAX_CALIBRATION_PAIRS) -> None:
         try:
             import cv2  # only calibration needs OpenCV here
         except ImportError as exc:
             raise EngineError(f'INT8 calibration needs OpenCV (cv2): {exc}') from exc
-        self._cv2, self.input_shape, self.thermal = cv2, tuple(input_shape), tuple(thermal)
+        self._cv2, self.input_shape = cv2, tuple(input_shape)
+        self.thermal = ThermalSettings(*thermal)
         pairs = calibration_pairs(folder)
         self.pairs = pairs[::max(1, len(pairs) // limit)][:limit]
-        digest = hashlib.sha256(repr((self.input_shape, self.thermal)).encode())
+        # a plain tuple: the digest of scales cached before ThermalSettings stays the same
+        digest = hashlib.sha256(repr((self.input_shape, tuple(self.thermal))).encode())
         for visible, infrared in self.pairs:
             for path in (visible, infrared):
                 data = path.read_bytes()
@@ -117,8 +119,7 @@ class CalibrationSet:
             thermal = cv2.cvtColor(thermal, cv2.COLOR_BGR2GRAY)
         luma = cv2.resize(luma_chroma(visible, 'bgr')[0], (width, height),
                           interpolation=cv2.INTER_AREA)
-        mode, lo, hi, percentiles, smoothing = self.thermal
-        low, high = ThermalNormalizer(mode, lo, hi, percentiles, smoothing).update(thermal)
+        low, high = ThermalNormalizer(*self.thermal).update(thermal)
         infrared = normalize_thermal(
             cv2.resize(thermal, (width, height), interpolation=cv2.INTER_AREA), low, high)
         return ((luma.astype(np.float32) / np.float32(255.0))[None, None],

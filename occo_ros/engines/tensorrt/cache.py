@@ -33,13 +33,12 @@ from occo_ros.model.artifact_cache import (
     write_artifact,
 )
 from occo_ros.model.contract import EngineError
+from occo_ros.params import PRECISIONS
 
 _LOG = logging.getLogger('occo_ros.engines')
 
 __all__ = ['BuiltPlan', 'CacheResult', 'EngineKey', 'decide', 'default_cache_dir',
            'plan_trt_version', 'resolve_engine', 'sha256_file', 'sidecar_path']
-
-PRECISIONS = ('fp32', 'fp16', 'int8')
 
 # Bytes 24..26 of a serialized plan hold the TensorRT major, minor and patch version that
 # built it. Not a documented API: NVIDIA's answer in NVIDIA/TensorRT#3073

@@ -46,6 +46,10 @@ from occo_ros.engines.tensorrt.common import (
 )
 from occo_ros.engines.tensorrt.runtime import TensorRTEngine
 from occo_ros.model.contract import EngineError
+from occo_ros.params import ThermalSettings
+
+#: The default calibration normalisation: 8-bit thermal images as they are.
+FIXED_8BIT = ThermalSettings('fixed', 0.0, 255.0, (1.0, 99.0), 0.1)
 
 _LOG = logging.getLogger('occo_ros.tensorrt')
 
@@ -122,7 +126,7 @@ def load_or_build(
     cache_dir: str | Path | None = None,
     force_rebuild: bool = False,
     calibration_dir: str | Path | None = None,
-    thermal: tuple = ('fixed', 0.0, 255.0, (1.0, 99.0), 0.1),
+    thermal: ThermalSettings = FIXED_8BIT,
     workspace_mb: int = 1024,
     log: Callable[[str], None] = _LOG.info,
     model_path: str | None = None,
