@@ -9,7 +9,7 @@ training_package = 'occo_training'
 
 setup(
     name=package_name,
-    version='0.1.0',
+    version='0.2.0',
     packages=find_packages(include=[package_name, package_name + '.*']) + [training_package],
     package_dir={training_package: 'training'},
     data_files=[

@@ -4,4 +4,4 @@ The package splits into a ROS-free core (codec, thermal, registration, color, pa
 model, engines, pipeline) and thin ROS 2 shells (fusion_node, synthetic_cameras).
 """
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'

@@ -1,6 +1,7 @@
 """The documents stay walkable: docs/ARCHITECTURE.md names every module of occo_ros/ and
 training/, every relative link of the Markdown documents reaches an existing file (and heading),
-and the README stays short (at most 200 lines, none over 120 characters)."""
+the README stays short (at most 200 lines, none over 120 characters), and the version is one
+number in package.xml, setup.py, occo_ros.__version__ and the newest CHANGELOG entry."""
 
 from __future__ import annotations
 
@@ -79,6 +80,23 @@ def test_every_relative_link_reaches_its_file_and_heading():
 
 def test_the_readme_is_short():
     assert readme_problems(REPO) == []
+
+
+def versions(root: Path) -> dict[str, str]:
+    """The version each place states (None where it states none)."""
+    def first(pattern: str, path: str) -> str | None:
+        found = re.search(pattern, (root / path).read_text(encoding='utf-8'), re.MULTILINE)
+        return found.group(1) if found else None
+
+    return {'package.xml': first(r'<version>([^<]+)</version>', 'package.xml'),
+            'setup.py': first(r"version='([^']+)'", 'setup.py'),
+            'occo_ros/__init__.py': first(r"^__version__ = '([^']+)'", 'occo_ros/__init__.py'),
+            'CHANGELOG.md': first(r'^## (\d+\.\d+\.\d+) ', 'CHANGELOG.md')}
+
+
+def test_one_version_everywhere():
+    found = versions(REPO)
+    assert None not in found.values() and len(set(found.values())) == 1, found
 
 
 def test_anchor_follows_github():
