@@ -102,8 +102,9 @@ def test_read_errors_name_the_file(tmp_path):
 # --- inference helper ------------------------------------------------------------------------
 
 
-class VisibleEngine(FusionEngine):
-    """Test double honouring the FusionEngine contract: returns the visible input."""
+class MaxEngine(FusionEngine):
+    """Test double honouring the FusionEngine contract: the pixel-wise maximum of its inputs
+    (exact on 8-bit values; it depends on both, as the frame step's output check asks)."""
 
     @property
     def info(self) -> EngineInfo:
@@ -113,18 +114,19 @@ class VisibleEngine(FusionEngine):
         assert visible_y.dtype == infrared.dtype == np.float32
         assert visible_y.shape == infrared.shape == (1, 1, 48, 52)
         assert 0.0 <= visible_y.min() and visible_y.max() <= 1.0
-        return visible_y
+        return np.maximum(visible_y, infrared)
 
 
 def test_fuse_pair_is_the_frame_step_and_round_trips_8_bit_values():
     rgb = np.stack([scene(5), scene(7), scene(8)], axis=2)
-    fused, color, seconds = fuse_pair(VisibleEngine(), scene(6), rgb)
+    fused, color, seconds = fuse_pair(MaxEngine(), scene(6), rgb)
     y, ycbcr = luma_chroma(rgb, 'rgb')                    # the node's visible luminance
-    np.testing.assert_array_equal(fused, y)
-    np.testing.assert_array_equal(color, compose_rgb(y / 255.0, ycbcr, 'bgr'))
+    expected = np.maximum(y, scene(6))
+    np.testing.assert_array_equal(fused, expected)
+    np.testing.assert_array_equal(color, compose_rgb(expected / 255.0, ycbcr, 'bgr'))
     assert seconds >= 0.0
     with pytest.raises(ValueError, match='needs 8-bit pixels'):  # the frame step's reason
-        fuse_pair(VisibleEngine(), scene(6), rgb.astype(np.uint16))
+        fuse_pair(MaxEngine(), scene(6), rgb.astype(np.uint16))
 
 
 # --- the command line ------------------------------------------------------------------------
