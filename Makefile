@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Localhost-only discovery keeps the demo and tests on this machine. No DDS transport
-# setting: the nodes must talk to processes started in any other shell (README, On a robot).
+# setting: the nodes must talk to processes started in any other shell (docs/NODE.md, DDS).
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
 .PHONY: venv demo test test-fast test-py38 lint bench docs onnx hed-weights gpu-pack gpu-rehearsal clean

@@ -1,7 +1,7 @@
 """`make demo`'s program end to end: two node processes over DDS, snapshots, summary.json.
 
 A short run with a randomly initialised model (the mechanics are under test; the frame rate
-target is measured by `make demo` itself, see README)."""
+target is measured by `make demo` itself, see docs/PERFORMANCE.md)."""
 
 import json
 import subprocess

@@ -58,7 +58,7 @@ def start_node(log: Path, *params: str, code: str | None = None) -> subprocess.P
     """The node as its own process with the shipped YAML and `params`; `code` (python -c)
     replaces `python -m occo_ros.ros.fusion_node` where a test must prepare the process first."""
     # Reliable inputs: Fast DDS drops most full-size best-effort images between processes on
-    # this machine (measured, see README "QoS"), and these tests count every frame.
+    # this machine (measured, docs/NODE.md "On a robot"), and these tests count every frame.
     start = ['-c', code] if code else ['-m', 'occo_ros.ros.fusion_node']
     cmd = [sys.executable, *start, '--ros-args',
            '--params-file', str(REPO / 'config' / 'fusion.yaml'),
@@ -258,7 +258,7 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(ros, checkpoint, tm
 
 
 def test_node_serves_the_shipped_model_without_pytorch(ros, tmp_path):
-    """A robot with ONNX Runtime but no PyTorch (README: torch is optional there).
+    """A robot with ONNX Runtime but no PyTorch (docs/ENGINES.md: torch is optional there).
 
     Seam: torch cannot be uninstalled from the test environment, so the node process is
     started with it made unimportable (sys.modules['torch'] = None: imports fail and
