@@ -181,7 +181,7 @@ class OnnxRuntimeEngine(FusionEngine):
         options.inter_op_num_threads = 1  # one sequential graph: no parallel branches to run
         # Idle worker threads sleep instead of spinning: on a robot's few cores the spinning
         # threads steal the CPU that the camera callbacks and pre/post-processing need.
-        # make demo on 2 cores: 5.9 instead of 3.7 fused frames/s (README, Performance).
+        # make demo on 2 cores: 5.9 instead of 3.7 fused frames/s (docs/PERFORMANCE.md).
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         return options
 

@@ -69,7 +69,7 @@ class Observer(Node):
     def watch_inputs(self) -> None:
         """Subscribe to the camera images too (only for the snapshots, after measuring).
         Reliable like the synthetic cameras: best effort loses most full-size frames between
-        processes (README, QoS), and a snapshot needs the RGB frame of a fused one."""
+        processes (docs/NODE.md, DDS and large images), and a snapshot needs the RGB frame of a fused one."""
         for name in self.inputs:
             self.create_subscription(Image, f'{name}/image_raw',
                                      lambda m, n=name: self._keep(n, m),
@@ -148,7 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='thermal camera frames per second (default 30)')
     # 15 Hz RGB: the network fuses ~10 pairs/s on a 2-core CPU, and receiving a second
     # 30 Hz stream of 1280x720 images in Python costs the CPU the network needs there
-    # (7-8 fused frames/s with 30 + 30 Hz, 10 with 30 + 15 Hz; README, Performance).
+    # (7-8 fused frames/s with 30 + 30 Hz, 10 with 30 + 15 Hz; docs/PERFORMANCE.md).
     parser.add_argument('--rgb-rate', type=float, default=15.0,
                         help='RGB camera frames per second (default 15)')
     parser.add_argument('--snapshots', type=int, default=3,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                   '--params-file', str(params_file), '-p', f'crop:={SYNTHETIC_CROP}',
                   '-p', f'homography:={SYNTHETIC_HOMOGRAPHY}',
                   # Fast DDS loses most full-size best-effort images between processes here
-                  # (README, QoS); the synthetic cameras publish reliable, so match them.
+                  # (docs/NODE.md); the synthetic cameras publish reliable, so match them.
                   '-p', 'input_reliability:=reliable',
                   '-p', f'backend:={args.backend}']
     if args.model:

@@ -195,7 +195,7 @@ def node_environment(config: dict[str, str]) -> dict[str, str]:
     launching shell's: none. DDS transport settings (FASTDDS_BUILTIN_TRANSPORTS, XML
     profiles) are robot-wide choices: a participant with LARGE_DATA does not talk to one
     without it, so a value set here would cut the node off from every camera driver, RViz
-    and `ros2` CLI started elsewhere (README, "On a robot"). test_interop starts the node
+    and `ros2` CLI started elsewhere (docs/NODE.md, "On a robot"). test_interop starts the node
     with exactly this on top of a clean environment."""
     return {}
 

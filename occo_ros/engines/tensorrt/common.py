@@ -2,7 +2,7 @@
 versions), the device string, the CUDA context, the one logger, and the step wrapper that
 turns any unexpected library exception into an EngineError naming the failing step.
 
-Supported (stated in the README and tested through strict fakes, test/fake_tensorrt.py):
+Supported (stated in docs/ENGINES.md and tested through strict fakes, test/fake_tensorrt.py):
 TensorRT 8.5 / 8.6 (JetPack 5.1, Python 3.8 / JetPack 6.0), 10.x (JetPack 6.1+, x86 dGPU).
 TensorRT >= 11 has strongly typed networks only (no FP16/INT8 builder flags, no calibrator,
 no per-layer precision): fp32 engines are built from the fp32 ONNX as it is, fp16 engines
