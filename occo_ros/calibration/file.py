@@ -16,7 +16,7 @@ A YAML mapping (format ``occo_ros_calibration``, version 1)::
     error_px: 0.42                 # points/target: mean reprojection error, RGB pixels
     edge_distance_px: 2.1          # edges instead: mean edge distance, NOT an accuracy
     error_kind: ...                # what that number measures
-    working_distance_m: null       # the depth the homography is exact for (see docs/CALIBRATION.md)
+    working_distance_m: null       # depth the homography is exact for (docs/CALIBRATION.md)
     pairs: [{name: ..., error_px: ...}, ...]   # edge_distance_px for edges
     thermal_camera: {k: [9], d: [...], distortion_model: plumb_bob}   # optional
     rgb_camera: {k: [9], d: [...], distortion_model: plumb_bob}       # optional

@@ -69,7 +69,8 @@ class Observer(Node):
     def watch_inputs(self) -> None:
         """Subscribe to the camera images too (only for the snapshots, after measuring).
         Reliable like the synthetic cameras: best effort loses most full-size frames between
-        processes (docs/NODE.md, DDS and large images), and a snapshot needs the RGB frame of a fused one."""
+        processes (docs/NODE.md, DDS and large images), and a snapshot needs the RGB frame of
+        a fused one."""
         for name in self.inputs:
             self.create_subscription(Image, f'{name}/image_raw',
                                      lambda m, n=name: self._keep(n, m),
