@@ -357,8 +357,13 @@ def make_params(values: dict[str, Any]) -> FusionSettings:
 
 # -- parameter files and command-line options (the offline tools read the node's parameters) --
 NODE_NAME = 'occo_fusion'
-#: Command-line spellings that differ from '--<name-with-dashes>'.
-PARAM_FLAGS = {'model_path': ('--model', '--model-path')}
+#: Command-line spellings that differ from '--<name-with-dashes>' (every tool takes the same;
+#: the second ones are the spellings before 0.2.0, kept as aliases).
+PARAM_FLAGS = {'model_path': ('--model', '--model-path'),
+               'engine_cache_dir': ('--engine-cache-dir', '--cache-dir'),
+               'input_height': ('--input-height', '--height'),
+               'input_width': ('--input-width', '--width'),
+               'num_threads': ('--num-threads', '--threads')}
 
 
 def _node_section(key: Any) -> bool:

@@ -24,6 +24,7 @@ from occo_ros.engines.tensorrt import build as tensorrt_build
 from occo_ros.engines.tensorrt import engine as tensorrt_engine
 from occo_ros.model.contract import FP32_REGION_PATTERN, EngineError
 from occo_ros.model.onnx_export import read_metadata as onnx_metadata
+from occo_ros.params import ThermalSettings
 
 pytestmark = [pytest.mark.core]
 
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED_ONNX = REPO / 'models' / 'fifn_w025_pixel.onnx'   # dynamic H x W, opset 17
 SIZE = (64, 80)
 WEAK_TYPED = ('8.5', '8.6', '10.3')
-THERMAL = ('smoothed', 0.0, 65535.0, (1.0, 99.0), 0.1)
+THERMAL = ThermalSettings('smoothed', 0.0, 65535.0, (1.0, 99.0), 0.1)
 
 
 @pytest.fixture(params=sorted(VERSIONS))

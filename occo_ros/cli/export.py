@@ -13,6 +13,7 @@ from occo_ros.model.onnx_export import (
     ExportError,
     export_onnx,
 )
+from occo_ros.params import add_param_option
 from occo_ros.util.output_safety import OutputError, check_file_output
 from occo_ros.util.resources import DEFAULT_MODEL, default_model_path
 
@@ -32,11 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='ONNX file to write (atomically; must not exist unless --overwrite)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace an existing --out file (only once the new one is complete)')
-    # --height/--width: the spellings before 0.2.0, kept as aliases
-    parser.add_argument('--input-height', '--height', type=int,
-                        help='input height H in pixels (fixed shape)')
-    parser.add_argument('--input-width', '--width', type=int,
-                        help='input width W in pixels (fixed shape)')
+    for name in ('input_height', 'input_width'):   # a fixed shape: both, or --dynamic
+        add_param_option(parser, name, shown='none (give both, or --dynamic)')
     parser.add_argument('--dynamic', action='store_true',
                         help='dynamic batch, height and width instead of '
                              '--input-height/--input-width')

@@ -40,11 +40,6 @@ FIELD_PARAMS = ('backend', 'model_path', 'device', 'precision', 'engine_cache_di
 #: The node parameters an EngineSpec is made of (declare them read-only: start-up only);
 #: its input_size is (input_height, input_width).
 ENGINE_PARAMS = (*FIELD_PARAMS, 'input_height', 'input_width')
-#: Extra command-line spellings kept for the tools' existing options.
-_FLAGS = {'engine_cache_dir': ('--engine-cache-dir', '--cache-dir'),
-          'input_height': ('--input-height', '--height'),
-          'input_width': ('--input-width', '--width'),
-          'num_threads': ('--num-threads', '--threads')}
 _DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|dla(:\d+)?')
 
 
@@ -149,7 +144,7 @@ class EngineSpec:
         then keeps its base value; ``defaults`` are the base values named in the help."""
         for name in names:
             shown = repr(defaults[name]) if defaults and name in defaults else None
-            add_param_option(parser, name, _FLAGS.get(name, ()), shown)
+            add_param_option(parser, name, shown=shown)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, base: EngineSpec | None = None) -> EngineSpec:
