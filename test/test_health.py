@@ -174,3 +174,20 @@ def test_a_graph_cause_waits_for_input_timeout_after_the_first_look():
     assert health.status().message.startswith('waiting for the first message')
     clock.now += 2.5
     assert health.status().message.startswith('no data from thermal and rgb camera')
+
+
+def test_a_camera_that_delivered_and_stopped_is_not_blamed_on_qos_or_transport():
+    """A publisher whose messages arrived before and then stop: the camera stalled; the QoS
+    and transport causes are for publishers whose messages never arrived."""
+    clock = Clock()
+    health = Health(1.0, clock=clock)
+    health.set_graph('thermal', 1)
+    health.set_graph('rgb', 1)
+    both_send(health)
+    clock.now += 0.5
+    health.received('rgb')
+    clock.now += 0.8                            # thermal silent for 1.3 s, rgb goes on
+    message = health.status().message
+    assert message.startswith('no data from thermal camera')
+    assert 'delivered before: the camera stopped sending or stalls' in message
+    assert 'FASTDDS_BUILTIN_TRANSPORTS' not in message

@@ -142,7 +142,8 @@ class Health:
         if never or silent:
             self._live_since = None
             names = never + silent
-            causes = [silence_cause(s, *self._graph[s]) for s in names if s in self._graph]
+            causes = [silence_cause(s, *self._graph[s], sent_before=s in silent)
+                      for s in names if s in self._graph]
             key = 'silent:' + ','.join(names) + ''.join(f':{kind}' for kind, _ in causes)
             return (WARN, f'no data from {" and ".join(names)} camera' + ''.join(
                 f'; {text}' for _, text in causes), key, False)
@@ -181,9 +182,12 @@ class Health:
         return key, f'{entry.text} ({entry.count} times)'
 
 
-def silence_cause(stream: str, publishers: int, incompatible_qos: str) -> tuple[str, str]:
+def silence_cause(stream: str, publishers: int, incompatible_qos: str,
+                  sent_before: bool = False) -> tuple[str, str]:
     """(kind, text): why ``stream`` may have no data, from what the graph shows (see
-    Health.set_graph); kind is 'qos', 'no_publisher' or 'no_delivery'."""
+    Health.set_graph) and whether it ``sent_before``; kind is 'qos', 'no_publisher',
+    'stopped' (a publisher that delivered before went quiet) or 'no_delivery' (a publisher
+    whose messages never arrived)."""
     if incompatible_qos:
         return 'qos', (f'{stream}: QoS mismatch, {incompatible_qos}; set input_reliability '
                        'auto or best_effort, or make the camera publish reliable')
@@ -191,6 +195,9 @@ def silence_cause(stream: str, publishers: int, incompatible_qos: str) -> tuple[
         return 'no_publisher', (
             f'{stream}: no publisher on the topic (check the topic name or remapping, '
             'ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE, and that the camera runs)')
+    if sent_before:
+        return 'stopped', (f'{stream}: {publishers} publisher(s) on the topic, which delivered '
+                           'before: the camera stopped sending or stalls')
     return 'no_delivery', (
         f'{stream}: {publishers} publisher(s) on the topic but no message arrives; likely '
         'causes: QoS reliability (a best-effort camera to a reliable subscription), DDS '
