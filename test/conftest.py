@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import random
+import sys
 
 import pytest
 
@@ -45,6 +46,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if 'shared_data' in getattr(item, 'fixturenames', ()):
             item.add_marker(pytest.mark.data)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """One torch thread for the whole session (when a test module imported torch): on the
+    shared 2-core machine a second intra-op thread spins against the other processes (seven
+    torch-heavy core modules: 18.7 instead of 29.8 CPU s, 22 instead of 39-53 s wall)."""
+    torch = sys.modules.get('torch')
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -30,8 +30,6 @@ from occo_ros.model.network import (
 
 pytestmark = [pytest.mark.core]
 
-torch.set_num_threads(1)  # the test machine's cores are shared
-
 
 @pytest.fixture(scope='module')
 def quarter() -> FIFN:

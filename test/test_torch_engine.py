@@ -14,8 +14,6 @@ from occo_ros.model.network import InferenceFIFN, fifn_quarter
 
 pytestmark = [pytest.mark.core]
 
-torch.set_num_threads(1)  # the test machine's cores are shared
-
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory) -> Path:
