@@ -84,8 +84,8 @@ def test_every_input_form_gives_the_array_paths_pixels(engine, pair):
         (msg(thermal, 'mono16'), SimpleNamespace(format='png', data=jpeg.tobytes())),
     ]
     for thermal_in, rgb_in in forms:
-        result = FusionPipeline.from_settings(small_params(), engine).fuse_frame(thermal_in,
-                                                                               rgb_in)
+        pipeline = FusionPipeline.from_settings(small_params(), engine)
+        result = pipeline.fuse_frame(thermal_in, rgb_in)
         assert result.ok and result.reason is None and result.problems == ()
         np.testing.assert_array_equal(result.pixels, expected.rgb)
         np.testing.assert_array_equal(result.fused_y, expected.fused_y)
