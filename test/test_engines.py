@@ -182,11 +182,12 @@ def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tm
 
 
 def test_without_pytorch_only_a_shipped_export_serves(checkpoint, tmp_path, monkeypatch):
-    """Seam: torch cannot be uninstalled here, so export.torch_installed reports it missing."""
-    import occo_ros.model.onnx_export as export
+    """Seam: torch cannot be uninstalled here, so the ONNX cache's torch_installed reports it
+    missing."""
+    from occo_ros.model import onnx_cache
     from occo_ros.util.resources import default_model_path
 
-    monkeypatch.setattr(export, 'torch_installed', lambda: False)
+    monkeypatch.setattr(onnx_cache, 'torch_installed', lambda: False)
     message = 'PyTorch is not installed, and exporting fifn_test.pt to ONNX needs it'
     with pytest.raises(EngineError, match=message):
         cached_onnx(checkpoint, tmp_path, (64, 80), log=quiet)

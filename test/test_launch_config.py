@@ -251,10 +251,10 @@ def test_rviz_config_refuses_a_template_without_the_three_panels():
 
 def test_recorded_topics_match_what_the_nodes_use():
     """Names in the record list are the node's topic parameters and its fixed outputs."""
-    node_source = (REPO / 'occo_ros' / 'fusion_node.py').read_text()
+    node_source = (REPO / 'occo_ros' / 'ros' / 'fusion_node.py').read_text()
     for topic in ('fused/image', 'fused/camera_info', '/diagnostics'):
         assert f"'{topic}'" in node_source
-    cameras_source = (REPO / 'occo_ros' / 'synthetic_cameras.py').read_text()
+    cameras_source = (REPO / 'occo_ros' / 'ros' / 'synthetic_cameras.py').read_text()
     assert "f'{name}/image_raw'" in cameras_source and "f'{name}/camera_info'" in cameras_source
     config = default_config()
     assert SPECS['thermal_topic'].default == config['thermal_topic']
