@@ -160,14 +160,16 @@ class FusionWorker:
         now_ns = self._clock_ns()
         with self._lock:
             self._last_seen[stream] = time.monotonic()
-            settings = self._settings
-            refusal, pair = self._stream.add(stream, stamp_ns, msg, now_ns)
+            settings, step = self._settings, self._stream
+        refusal = step.check(stream, msg, stamp_ns, now_ns)   # reads the message: no lock
         if refusal is not None:
             key = f'{refusal.counter}:{refusal.kind}'
             self._count(refusal.counter)
             self.health.problem(key, self._describe(stream, refusal.message))
             self._throttled.error(key, self._describe(stream, refusal.message))
             return
+        with self._lock:
+            pair = self._stream.pair(stream, stamp_ns, msg)
         if pair is None:
             return
         self.latency['pair_dt'].add(pair.dt * 1e3)

@@ -24,7 +24,8 @@ class StepResult(NamedTuple):
 
 class StreamStep:
     """Arrival checks (occo_ros.core.arrival) and pairing (occo_ros.core.pairing) with the
-    settings' ``slop`` and ``queue_size``. Not thread-safe: the worker holds its lock."""
+    settings' ``slop`` and ``queue_size``. :meth:`add` is both; the worker runs :meth:`check`
+    outside its lock (it reads the message) and :meth:`pair` under it (not thread-safe)."""
 
     def __init__(self, settings: FusionSettings) -> None:
         self._settings = settings
@@ -33,10 +34,19 @@ class StreamStep:
     def add(self, stream: str, stamp_ns: int, msg: Any, now_ns: int = 0) -> StepResult:
         """One 'thermal' or 'rgb' message stamped ``stamp_ns``, at node clock ``now_ns``
         (0: no live clock, e.g. a bag, which skips the stamps-ahead check)."""
-        refusal = check_arrival(stream, msg, stamp_ns, now_ns, self._settings)
+        refusal = self.check(stream, msg, stamp_ns, now_ns)
         if refusal is not None:
             return StepResult(refusal=refusal)
-        return StepResult(pair=self._pairer.add(stream, stamp_ns, msg))
+        return StepResult(pair=self.pair(stream, stamp_ns, msg))
+
+    def check(self, stream: str, msg: Any, stamp_ns: int, now_ns: int = 0) -> Refusal | None:
+        """The arrival checks alone: why ``msg`` is refused, or None."""
+        return check_arrival(stream, msg, stamp_ns, now_ns, self._settings)
+
+    def pair(self, stream: str, stamp_ns: int, msg: Any) -> Pair | None:
+        """Pairing alone, for a message that passed :meth:`check`: the completed pair or
+        None."""
+        return self._pairer.add(stream, stamp_ns, msg)
 
     def reconfigure(self, settings: FusionSettings) -> None:
         """New settings: the arrival limits and ``slop`` apply from the next message."""
