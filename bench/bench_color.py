@@ -2,12 +2,13 @@
 
 The fused luma is pixel-wise max(IR, visible) of an MSRS night pair resized to 640x512 (the
 values do not change the work); the visible YCbCr is luma_chroma's. Prints per call the
-median and minimum wall time and the mean CPU time of this thread (OpenCV's default
-threads), and the load average, for both modes.
+median and minimum wall time and the mean CPU time of the process (all its threads: compose_rgb
+works on two strips at once, see occo_ros.core.color), and the load average, for both modes.
 
     python -m bench.bench_color [--calls 500] [--size 640x512]
 
-Target (issue 21): preserve_saturation <= 1 ms per 640x512 frame on the development CPU.
+Target (issue 21): preserve_saturation <= 1 ms (wall median) per 640x512 frame on the
+development CPU.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def measure(mode: str, fused: np.ndarray, ycbcr: np.ndarray, calls: int) -> dict
     compose_rgb(fused, ycbcr, 'rgb', mode)    # scratch planes, caches
     wall, cpu = [], []
     for _ in range(calls):
-        start, start_cpu = time.perf_counter(), time.thread_time()
+        start, start_cpu = time.perf_counter(), time.process_time()
         compose_rgb(fused, ycbcr, 'rgb', mode)
-        cpu.append(time.thread_time() - start_cpu)
+        cpu.append(time.process_time() - start_cpu)
         wall.append(time.perf_counter() - start)
     return {'median': np.median(wall) * 1e3, 'min': min(wall) * 1e3,
             'cpu': np.mean(cpu) * 1e3}
