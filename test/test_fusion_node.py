@@ -23,6 +23,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 import torch
@@ -301,12 +302,15 @@ def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros,
         ok, warn = (DiagnosticStatus.OK, 'fusing'), (DiagnosticStatus.WARN,
                                                      'no data from thermal camera')
 
+        last_thermal = [0]
+
         def stream(thermal_on: bool, until, timeout: float) -> bool:
             """Publish at 10 Hz (pairs, or RGB alone) until `until()` or the timeout."""
             end = time.monotonic() + timeout
             while time.monotonic() < end:
                 if thermal_on:
-                    peer.publish_pair(peer.get_clock().now().nanoseconds, thermal, rgb)
+                    last_thermal[0] = peer.get_clock().now().nanoseconds
+                    peer.publish_pair(last_thermal[0], thermal, rgb)
                 else:
                     header = Header(frame_id='rgb_optical_frame')
                     header.stamp = peer.get_clock().now().to_msg()
@@ -324,9 +328,12 @@ def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros,
                       and peer.states[-1][1].startswith(warn[1]), 30), peer.states[-3:]
         assert 'camera stopped sending or stalls' in peer.states[-1][1]
         assert 'no data from thermal camera for more than 1.0 s' in log.read_text()
-        fused = len(peer.fused)
+        # Nothing newer than the last thermal frame (and the slop) is fused: a pair still in
+        # the pipeline when the camera stopped may arrive late on a busy machine.
         stream(False, lambda: False, 1.0)
-        assert len(peer.fused) == fused and proc.poll() is None
+        fused = len(peer.fused)
+        stamps = [Time.from_msg(m.header.stamp).nanoseconds for m in peer.fused]
+        assert max(stamps) <= last_thermal[0] + SPECS['slop'].default * 1e9 and proc.poll() is None
         # It comes back: fused images and an OK status again.
         assert stream(True, lambda: len(peer.fused) > fused and peer.states[-1:] == [ok], 60), \
             log.read_text()
