@@ -2,8 +2,8 @@
 
 The fused luma is pixel-wise max(IR, visible) of an MSRS night pair resized to 640x512 (the
 values do not change the work); the visible YCbCr is luma_chroma's. Prints per call the
-median and minimum wall time and the mean CPU time of the process (all its threads: compose_rgb
-works on two strips at once, see occo_ros.core.color), and the load average, for both modes.
+median and minimum wall time and the mean CPU time of the process (all its threads: OpenCV's
+own worker threads take part in some of the steps), and the load average, for both modes.
 
     python -m bench.bench_color [--calls 500] [--size 640x512]
 

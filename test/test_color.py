@@ -1,12 +1,9 @@
 """BT.601 colour conversion of OCCO_METHOD.md section 1 (occo_ros.core.color)."""
 
-import multiprocessing
-
 import cv2
 import numpy as np
 import pytest
 
-from occo_ros.core import color
 from occo_ros.core.color import (
     COLOR_MODES,
     DARK_LUMA,
@@ -286,29 +283,3 @@ def test_color_modes_are_the_parameter_choices():
     assert SPECS['color_mode'].default == COLOR_MODES[0]
     with pytest.raises(ValueError, match='preserve_saturation, keep_chroma'):
         compose_rgb(np.zeros((4, 4)), np.zeros((4, 4, 3), np.uint8), mode='hsv')
-
-
-@pytest.mark.parametrize('mode', COLOR_MODES)
-@pytest.mark.parametrize('height', [512, 481])
-def test_frames_composed_in_strips_are_the_one_pass_bytes(monkeypatch, mode, height):
-    """Frames from 2 x 64 Ki pixels up are composed as two strips on two threads: every
-    row, the seam and an odd height included, must be what one pass gives."""
-    rng = np.random.default_rng(3)
-    rgb = cv2.resize(random_rgb(32, 40), (640, height), interpolation=cv2.INTER_LINEAR)
-    y = rng.random((height, 640), dtype=np.float32)
-    _, ycbcr = luma_chroma(rgb)
-    assert color._strip_count(y.size) == 2
-    strips = compose_rgb(y, ycbcr, 'bgr', mode)
-    monkeypatch.setattr(color, '_STRIPS', 1)
-    np.testing.assert_array_equal(strips, compose_rgb(y, ycbcr, 'bgr', mode))
-
-
-def test_a_forked_child_composes_with_its_own_threads():
-    """The strip threads do not survive fork: a child process (multiprocessing 'fork')
-    must not wait on the parent's pool."""
-    y, ycbcr = np.full((512, 640), 0.5, np.float32), luma_chroma(random_rgb(512, 640))[1]
-    expected = compose_rgb(y, ycbcr)             # the parent's pool exists now
-    context = multiprocessing.get_context('fork')
-    with context.Pool(1) as pool:
-        result = pool.apply_async(compose_rgb, (y, ycbcr))
-        np.testing.assert_array_equal(result.get(timeout=60), expected)

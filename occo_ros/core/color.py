@@ -43,8 +43,6 @@ hue are the visible pixel's, and the BT.601 luma is the fused one. Two limits:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-import os
 import threading
 
 import cv2
@@ -164,16 +162,17 @@ def compose_rgb(y: np.ndarray, ycbcr: np.ndarray, order: str = 'rgb',
                          f'{ycbcr.shape}')
     if y.shape != ycbcr.shape[:2]:
         raise ValueError(f'y has shape {y.shape} but ycbcr is {ycbcr.shape[:2]} (H, W)')
-    if y.dtype != np.uint8 and y.dtype.kind != 'f':
-        raise ValueError(f'y must be float in [0, 1] or uint8, got {y.dtype}')
-    out = np.empty(ycbcr.shape, np.uint8)
-    bounds = np.linspace(0, y.shape[0], _strip_count(y.size) + 1).astype(int)
-    strips = [(y[a:b], ycbcr[a:b], out[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    others = [_pool().submit(_compose_strip, *strip, order, mode) for strip in strips[1:]]
-    _compose_strip(*strips[0], order, mode)
-    for other in others:
-        other.result()
-    return out
+    if y.dtype != np.uint8:
+        if y.dtype.kind != 'f':
+            raise ValueError(f'y must be float in [0, 1] or uint8, got {y.dtype}')
+        # round and saturate to 0..255 in one pass
+        y = cv2.addWeighted(y, 255.0, y, 0.0, 0.0, dtype=cv2.CV_8U)
+    if mode == 'keep_chroma':
+        merged = ycbcr.copy()
+        cv2.insertChannel(y, merged, 0)
+    else:
+        merged = _compose_saturated(y, ycbcr)
+    return cv2.transform(merged, _INVERSE_U8[order])
 
 
 def check_color_mode(mode: str) -> None:
@@ -182,59 +181,8 @@ def check_color_mode(mode: str) -> None:
         raise ValueError(f'unknown colour mode {mode!r}; allowed: {", ".join(COLOR_MODES)}')
 
 
-#: compose_rgb works on horizontal strips at once, the calling thread taking the first and
-#: a pool thread each other one (OpenCV releases the GIL): every step is per pixel, so the
-#: bytes are those of one pass, and a 640x512 frame takes about half the wall time on two
-#: cores (bench/bench_color.py). Strips below _MIN_STRIP_PIXELS cost more to hand over
-#: than they save.
-_STRIPS = 2
-_MIN_STRIP_PIXELS = 64 * 1024
-_POOL_LOCK = threading.Lock()
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _strip_count(pixels: int) -> int:
-    return max(1, min(_STRIPS, pixels // _MIN_STRIP_PIXELS))
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The threads that compose the other strips (created on first use)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(_STRIPS - 1, thread_name_prefix='occo-color')
-        return _POOL
-
-
-def _forget_pool() -> None:
-    # a forked child has the pool object but not its threads (nor a lock another thread
-    # held): it makes its own
-    global _POOL, _POOL_LOCK
-    _POOL, _POOL_LOCK = None, threading.Lock()
-
-
-if hasattr(os, 'register_at_fork'):    # POSIX
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _compose_strip(y: np.ndarray, ycbcr: np.ndarray, out: np.ndarray, order: str,
-                   mode: str) -> None:
-    """compose_rgb on rows of the frame, written into ``out`` (those rows of the result)."""
-    planes = _planes(y.shape)
-    if y.dtype != np.uint8:
-        # round and saturate to 0..255 in one pass
-        y = cv2.addWeighted(y, 255.0, y, 0.0, 0.0, dst=planes.y, dtype=cv2.CV_8U)
-    if mode == 'keep_chroma':
-        merged = planes.merged
-        np.copyto(merged, ycbcr)
-        cv2.insertChannel(y, merged, 0)
-    else:
-        merged = _compose_saturated(y, ycbcr, planes)
-    cv2.transform(merged, _INVERSE_U8[order], dst=out)
-
-
 class _Planes:
-    """Scratch planes of one strip size for :func:`_compose_strip`, one set per thread.
+    """Scratch planes of one image size for :func:`_compose_saturated`, one set per thread.
 
     Fresh multi-megabyte temporaries cost more than the arithmetic (glibc maps and unmaps
     them, so every frame page-faults them in again: 10-30 ms instead of about 1.5 ms
@@ -243,7 +191,6 @@ class _Planes:
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
-        self.y = np.empty(shape, np.uint8)
         self.u8 = [np.empty(shape, np.uint8) for _ in range(4)]
         self.f32 = [np.empty(shape, np.float32) for _ in range(3)]
         self.merged = np.empty(shape + (3,), np.uint8)
@@ -260,13 +207,14 @@ def _planes(shape: tuple[int, int]) -> _Planes:
     return planes
 
 
-def _compose_saturated(y: np.ndarray, ycbcr: np.ndarray, planes: _Planes) -> np.ndarray:
+def _compose_saturated(y: np.ndarray, ycbcr: np.ndarray) -> np.ndarray:
     """Y = ``y`` (uint8), Cb/Cr of ``ycbcr`` scaled about 128 by the saturation-keeping luma
     gain (module docstring): the uint8 (H, W, 3) YCbCr image to convert.
 
     One OpenCV pass per step over uint8 or float32 scratch planes (no float64, no numpy
     broadcasting, no fresh pages): it runs on every published frame.
     """
+    planes = _planes(y.shape)
     y_vis, cb, cr, work = planes.u8
     gain, bound, spread = planes.f32
     cv2.split(ycbcr, [y_vis, cb, cr])
