@@ -30,14 +30,18 @@ demo: $(STAMP)
 hed-weights: $(STAMP)
 	$(PY) -m training.hed
 
+# Tests run in TEST_JOBS pytest-xdist workers (default: one per core; the suite is CPU-bound,
+# and each worker gets its own ROS_DOMAIN_ID, test/conftest.py). TEST_JOBS=0: one process.
+TEST_JOBS ?= auto
+
 test: $(STAMP)
 	$(PY) -m training.hed || echo 'HED weights not fetched: test_hed.py will skip'
-	$(PY) -m pytest test
+	$(PY) -m pytest test -n $(TEST_JOBS)
 
 # The ROS-free core only (<= 20 s; markers declared in each test module): no DDS, no slow
 # exports/training/subprocess tests, no ../shared data, no bench scripts. `make test` runs all.
 test-fast: $(STAMP)
-	$(PY) -m pytest test -m 'not ros and not slow and not data and not bench'
+	$(PY) -m pytest test -n $(TEST_JOBS) -m 'not ros and not slow and not data and not bench'
 
 # The engine layer and every robot-imported module under Python 3.8 + numpy 1.24 (JetPack 5),
 # in its own venv from requirements-py38.txt (pyenv's 3.8 if present, else python3.8).

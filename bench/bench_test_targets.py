@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_description  # noqa: E402 (bench/ is not a package)
 
 REPO = Path(__file__).resolve().parents[1]
-#: The pytest arguments of each make target (Makefile: test-fast, test).
+#: The pytest arguments of each make target (Makefile: test-fast, test; TEST_JOBS=auto).
 TARGETS = {
-    'fast': ['-m', 'not ros and not slow and not data and not bench'],
-    'full': [],
+    'fast': ['-n', 'auto', '-m', 'not ros and not slow and not data and not bench'],
+    'full': ['-n', 'auto'],
 }
 #: Wall-clock targets (s) per target on the idle 2-core VM.
 LIMITS_S = {'fast': 20.0, 'full': 180.0}

@@ -1,5 +1,6 @@
-"""Test-wide settings: an isolated DDS domain on localhost, the shared data folder, and the
-cost markers behind ``make test-fast``.
+"""Test-wide settings: an isolated DDS domain on localhost (one per pytest-xdist worker: the
+make targets run ``pytest -n auto``), the shared data folder, and the cost markers behind
+``make test-fast``.
 
 Markers are declared beside the tests: every test module sets ``pytestmark`` (checked by
 test_markers.py), and single expensive tests carry their own mark:
@@ -30,6 +31,11 @@ import pytest
 # topics, and localhost-only discovery. No DDS transport setting: the node must work with
 # whatever the robot's other processes use (test_interop starts the two sides differently).
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 101)))
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # pytest -n: one domain per worker ('gw3' -> base + 3), the base shared by the run
+    os.environ['ROS_DOMAIN_ID'] = str(
+        1 + (int(os.environ['PYTEST_XDIST_TESTRUNUID'][:8], 16) + int(
+            os.environ['PYTEST_XDIST_WORKER'][2:])) % 101)
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 REPO = Path(__file__).resolve().parents[1]
