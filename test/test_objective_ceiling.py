@@ -1,5 +1,6 @@
 """bench/bench_objective_ceiling.py: the per-image optimum of L_pixel, run as a script."""
 
+import importlib
 import json
 from pathlib import Path
 import subprocess
@@ -18,14 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'bench' / 'bench_objective_ceiling.py'
 
 
-def load_bench():
-    """The script's module (bench/ is not a package: import it the way it runs)."""
+def load_bench(name: str = 'bench_objective_ceiling'):
+    """A script's module (bench/ is not a package: import it the way it runs)."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
-        import bench_objective_ceiling
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    return bench_objective_ceiling
 
 
 def loss_of(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
@@ -44,7 +44,9 @@ def test_optimum_lowers_the_pixel_loss_below_every_baseline(shared_data):
         assert loss_of(optimum, vi, ir) < loss_of(fuse(ir, vi), vi, ir), name
 
 
-def test_script_prints_wins_per_baseline(tmp_path):
+def test_script_prints_wins_per_baseline(tmp_path, capsys):
+    """One run as a script; the refusals through main() in this process (each subprocess
+    would import torch again for a check made before or after the optimisation)."""
     rng = np.random.default_rng(0)
     for folder in ('ir', 'vi'):
         (tmp_path / 'set' / folder).mkdir(parents=True)
@@ -59,20 +61,21 @@ def test_script_prints_wins_per_baseline(tmp_path):
     assert '| L_pixel optimum @6 |' in result.stdout and '| gff |' in result.stdout
     saved = cv2.imread(str(tmp_path / 'optimum' / 'set' / 'a.png'), cv2.IMREAD_UNCHANGED)
     assert saved.shape == image.shape and saved.dtype == np.uint8
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and '--overwrite' in again.stderr
-    inside = subprocess.run(command[:-1] + [str(tmp_path / 'set' / 'ir')],
-                            capture_output=True, text=True, timeout=300)
-    assert inside.returncode == 2 and 'overlaps an input' in inside.stderr
+    main = load_bench().main
+    with pytest.raises(FileExistsError, match='--overwrite'):
+        main(command[2:])
+    capsys.readouterr()
+    assert main(command[2:-1] + [str(tmp_path / 'set' / 'ir')]) == 2
+    assert 'overlaps an input' in capsys.readouterr().err
     means = json.loads((tmp_path / 'means.json').read_text())
     assert set(means['set']) == {'L_pixel optimum @3', 'L_pixel optimum @6', 'average', 'max',
                                  'laplacian', 'gff'}
-    missing = subprocess.run([sys.executable, str(SCRIPT), '--sets', str(tmp_path / 'none')],
-                             capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2 and 'no ir/ folder' in missing.stderr
+    assert main(['--sets', str(tmp_path / 'none')]) == 2
+    assert 'no ir/ folder' in capsys.readouterr().err
 
 
-def test_ratio_table_from_eval_outputs(tmp_path):
+def test_ratio_table_from_eval_outputs(tmp_path, capsys):
+    """The passing table from a script run; the failing and bad-input runs through main()."""
     script = REPO / 'bench' / 'bench_optimum_ratio.py'
     metrics = ('EN', 'SD', 'SF', 'AG', 'SCD', 'VIF', 'Qabf', 'SSIM')
     optimum = {'msrs': {'L_pixel optimum @200': dict.fromkeys(metrics, 2.0)}}
@@ -93,12 +96,11 @@ def test_ratio_table_from_eval_outputs(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert good.returncode == 0, good.stderr
     assert '| EN | 1.95 | 2 | 97.5% | yes |' in good.stdout
-    low = subprocess.run(base + ['--eval', f'msrs={tmp_path / "low"}',
-                                 '--reference', f'msrs={tmp_path / "good"}'],
-                         capture_output=True, text=True, timeout=120)
-    assert low.returncode == 1
-    assert '| SSIM | 1.5 | 2 | 75.0% | **no** | 1.95 | **no** |' in low.stdout
-    assert '16 check(s) failed' in low.stdout
-    unknown = subprocess.run(base + ['--eval', f'kaist={tmp_path / "good"}'],
-                             capture_output=True, text=True, timeout=120)
-    assert unknown.returncode == 2 and "set 'kaist'" in unknown.stderr
+    main = load_bench('bench_optimum_ratio').main
+    assert main(base[2:] + ['--eval', f'msrs={tmp_path / "low"}',
+                            '--reference', f'msrs={tmp_path / "good"}']) == 1
+    low = capsys.readouterr().out
+    assert '| SSIM | 1.5 | 2 | 75.0% | **no** | 1.95 | **no** |' in low
+    assert '16 check(s) failed' in low
+    assert main(base[2:] + ['--eval', f'kaist={tmp_path / "good"}']) == 2
+    assert "set 'kaist'" in capsys.readouterr().err
