@@ -8,10 +8,13 @@ empty and every retained primary context detached.
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import logging
 from pathlib import Path
+import sys
 import threading
+import types
 
 import cv2
 import fake_tensorrt
@@ -609,3 +612,31 @@ def test_a_build_is_cancelled_through_the_progress_monitor(monkeypatch, tmp_path
         build(tmp_path, 'fp32')
     assert [p for p in (tmp_path / 'cache').rglob('*') if p.is_file()] == []
     installed.check()
+
+
+@pytest.mark.parametrize('gpu_device', [True, False], ids=['gpu_device', 'no_gpu_device'])
+def test_auto_probes_pytorch_cuda_only_on_a_machine_with_a_gpu_device(monkeypatch, tmp_path,
+                                                                      gpu_device):
+    """backend auto asks torch.cuda only where a GPU device node exists (factory.GPU_DEVICES);
+    elsewhere it skips PyTorch CUDA before touching torch (importing it costs 2-3 s of a CPU
+    node's start), naming the reason like any skipped candidate. Seam: a stand-in torch
+    module that counts is_available() calls."""
+    from occo_ros.engines import factory
+
+    calls = []
+    torch = types.ModuleType('torch')
+    torch.__spec__ = importlib.machinery.ModuleSpec('torch', None)
+    torch.cuda = types.SimpleNamespace(is_available=lambda: calls.append(1) or False)
+    monkeypatch.setitem(sys.modules, 'torch', torch)
+    (tmp_path / 'dev').mkdir()
+    if gpu_device:
+        (tmp_path / 'dev' / 'nvidia0').touch()
+    monkeypatch.setattr(factory, 'GPU_DEVICES', (str(tmp_path / 'dev' / 'nvidia[0-9]*'),))
+    # device cuda: the GPU candidates only, so the error lists why each was unavailable
+    with pytest.raises(EngineError) as error:
+        create_engine(EngineSpec(model_path=str(REPO / 'models' / 'fifn_w025_pixel.pt'),
+                                 device='cuda', engine_cache_dir=str(tmp_path / 'cache')))
+    reason = ('torch.cuda.is_available() is False' if gpu_device
+              else 'no NVIDIA GPU device on this machine')
+    assert f'torch on cuda ({reason})' in str(error.value)
+    assert len(calls) == int(gpu_device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import dataclasses
+import glob
 import importlib.util
 import logging
 from pathlib import Path
@@ -23,6 +24,11 @@ from occo_ros.util.resources import default_model_path
 # Runtime also led in every run on the loaded machine.
 CPU_CHOICE = 'measured faster than PyTorch on CPU (bench_backends, docs/PERFORMANCE.md)'
 _LOG = logging.getLogger('occo_ros.engines')  # the name callers configure
+# Device nodes of a GPU that PyTorch's CUDA API can use (glob patterns): the NVIDIA driver,
+# Jetson (nvgpu; older L4T: nvhost-ctrl-gpu), WSL2 (dxg) and ROCm (kfd, torch.cuda too).
+# Without any, 'auto' skips PyTorch CUDA without importing torch (2-3 s of a CPU start).
+GPU_DEVICES = ('/dev/nvidiactl', '/dev/nvidia[0-9]*', '/proc/driver/nvidia',
+               '/dev/nvhost-ctrl-gpu', '/dev/nvgpu', '/dev/dxg', '/dev/kfd')
 
 
 class SelectedEngine(FusionEngine):
@@ -197,6 +203,8 @@ def _probe(backend: str, device: str) -> str | None:
     if not _installed('torch'):
         return 'torch not installed'
     if device != 'cpu':
+        if not any(glob.glob(pattern) for pattern in GPU_DEVICES):
+            return 'no NVIDIA GPU device on this machine'
         import torch
 
         if not torch.cuda.is_available():
