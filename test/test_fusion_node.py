@@ -2,8 +2,9 @@
 
 The node runs as its own process (python -m occo_ros.ros.fusion_node), as on a robot; this test
 process publishes thermal mono16 640x512 and RGB bgr8 1280x720 and subscribes to the outputs.
-The model is a randomly initialised width-0.25 FIFN checkpoint (the mechanics, not the
-quality, are under test), so the test does not depend on the shipped weights.
+The mechanics, not the quality, are under test: most tests run the shipped ONNX model on ONNX
+Runtime (``onnx_node``: no export, no torch import in the node); the torch backend and the
+node-vs-occo-bag test run a randomly initialised width-0.25 FIFN checkpoint.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp('model') / 'random_w025.pt'
     save_checkpoint(path, build_fifn(0.25).eval())
     return path
+
+
+@pytest.fixture(scope='module')
+def onnx_node(tmp_path_factory) -> list[str]:
+    """Node parameters for the shipped ONNX model on ONNX Runtime, with this module's engine
+    cache (its optimised model made once): a start without torch (about 3 of 4.3 CPU s)."""
+    cache = tmp_path_factory.mktemp('engine_cache')
+    return [f'model_path:={REPO / "models" / "fifn_w025_pixel.onnx"}', 'backend:=onnxruntime',
+            f'engine_cache_dir:={cache}']
 
 
 def start_node(log: Path, *params: str, code: str | None = None) -> subprocess.Popen:
@@ -164,9 +174,9 @@ def ros():
     rclpy.shutdown()
 
 
-def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp_path):
-    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
-                      'max_age:=30.0', 'diagnostics_period:=0.5')
+def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, onnx_node, tmp_path):
+    proc = start_node(tmp_path / 'node.log', *onnx_node, 'max_age:=30.0',
+                      'diagnostics_period:=0.5')
     peer = Peer()
     try:
         rng = np.random.default_rng(0)
@@ -203,7 +213,7 @@ def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp
         diag = peer.diagnostics[-1]
         for key in DIAGNOSTIC_KEYS:
             assert key in diag, key
-        assert diag['backend'] == 'torch' and diag['device'] == 'cpu'
+        assert diag['backend'] == 'onnxruntime' and diag['device'] == 'CPUExecutionProvider'
         assert diag['precision'] == 'fp32'
         assert float(diag['inference_ms_p50']) > 0
         assert float(diag['pair_dt_ms_p50']) == pytest.approx(3.0, abs=0.01)
@@ -220,9 +230,9 @@ def test_node_fuses_real_size_pairs_and_reports_diagnostics(ros, checkpoint, tmp
         assert stop_node(proc) == 0, (tmp_path / 'node.log').read_text()
 
 
-def test_bad_messages_are_counted_and_the_node_keeps_serving(ros, checkpoint, tmp_path):
-    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
-                      'max_age:=30.0', 'diagnostics_period:=0.5')
+def test_bad_messages_are_counted_and_the_node_keeps_serving(ros, onnx_node, tmp_path):
+    proc = start_node(tmp_path / 'node.log', *onnx_node, 'max_age:=30.0',
+                      'diagnostics_period:=0.5')
     peer = Peer()
     log = tmp_path / 'node.log'
     try:
@@ -290,11 +300,11 @@ def test_node_serves_the_shipped_model_without_pytorch(ros, tmp_path):
         assert stop_node(proc) == 0, log.read_text()
 
 
-def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros, checkpoint,
+def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros, onnx_node,
                                                                             tmp_path):
     log = tmp_path / 'node.log'
-    proc = start_node(log, f'model_path:={checkpoint}', 'backend:=torch', 'max_age:=30.0',
-                      'diagnostics_period:=0.3', 'input_timeout:=1.0')
+    proc = start_node(log, *onnx_node, 'max_age:=30.0', 'diagnostics_period:=0.3',
+                      'input_timeout:=1.0')
     peer = Peer()
     try:
         peer.wait_for_node(log)
@@ -342,9 +352,8 @@ def test_a_camera_that_stops_is_reported_and_fusion_resumes_when_it_returns(ros,
         assert stop_node(proc) == 0, log.read_text()
 
 
-def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, checkpoint, tmp_path):
-    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
-                      'max_age:=30.0')
+def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, onnx_node, tmp_path):
+    proc = start_node(tmp_path / 'node.log', *onnx_node, 'max_age:=30.0')
     peer = Peer()
     log = tmp_path / 'node.log'
     try:
@@ -387,9 +396,8 @@ def test_parameters_match_yaml_and_dynamic_ones_change_at_run_time(ros, checkpoi
         stop_node(proc)
 
 
-def test_compressed_rgb_input(ros, checkpoint, tmp_path):
-    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
-                      'max_age:=30.0', 'rgb_compressed:=true')
+def test_compressed_rgb_input(ros, onnx_node, tmp_path):
+    proc = start_node(tmp_path / 'node.log', *onnx_node, 'max_age:=30.0', 'rgb_compressed:=true')
     peer = Peer(compressed=True)
     try:
         assert peer.spin_until(
@@ -403,12 +411,11 @@ def test_compressed_rgb_input(ros, checkpoint, tmp_path):
         stop_node(proc)
 
 
-def test_fused_jpeg_is_encoded_only_while_someone_subscribes(ros, checkpoint, tmp_path):
+def test_fused_jpeg_is_encoded_only_while_someone_subscribes(ros, onnx_node, tmp_path):
     """fused/image/compressed: no encode while nobody subscribes (the diagnostics counter
     stays 0 while fused images are published); with a subscriber, a JPEG of the fused image
     with its header, at the jpeg_quality set at run time."""
-    proc = start_node(tmp_path / 'node.log', f'model_path:={checkpoint}', 'backend:=torch',
-                      'max_age:=30.0')
+    proc = start_node(tmp_path / 'node.log', *onnx_node, 'max_age:=30.0')
     peer = Peer()
     try:
         assert peer.spin_until(lambda: peer.count_subscribers('rgb/image_raw') > 0, 240), \
@@ -445,7 +452,7 @@ def test_fused_jpeg_is_encoded_only_while_someone_subscribes(ros, checkpoint, tm
         stop_node(proc)
 
 
-def test_node_and_occo_bag_fuse_the_same_real_pairs_bit_for_bit(ros, checkpoint, tmp_path,
+def test_node_and_occo_bag_fuse_the_same_real_pairs_bit_for_bit(ros, onnx_node, tmp_path,
                                                                 shared_data):
     """Online equals offline: 12 real MSRS pairs (infrared mono8, visible bgr8) published to
     the node over DDS and recorded in a bag for occo-bag, with the same parameter file and
@@ -458,9 +465,11 @@ def test_node_and_occo_bag_fuse_the_same_real_pairs_bit_for_bit(ros, checkpoint,
     pairs = [(cv2.imread(str(ir_dir / n), cv2.IMREAD_GRAYSCALE),
               cv2.imread(str(vi_dir / n), cv2.IMREAD_COLOR)) for n in names]
     offset = 3_000_000      # thermal stamp - RGB stamp
-    # the same model and settings on both sides (one CPU thread: bitwise reproducible)
-    node_params = [f'model_path:={checkpoint}', 'backend:=torch', 'num_threads:=1']
-    bag_flags = ['--model', str(checkpoint), '--backend', 'torch', '--num-threads', '1']
+    # the same model, engine cache and settings on both sides (one CPU thread: bitwise
+    # reproducible)
+    node_params = [*onnx_node, 'num_threads:=1']
+    bag_flags = ['--{}={}'.format(name.replace('_', '-'), value)   # occo-bag's spelling
+                 for name, value in (param.split(':=', 1) for param in node_params)]
 
     log = tmp_path / 'node.log'
     proc = start_node(log, *node_params, 'max_age:=60.0')
