@@ -3,7 +3,11 @@ and slow) and CI's refusal to
 pass when ../shared is missing, tried on a throw-away project (pytester) whose shared folder
 does not exist, with this repository's conftest.py and pytest.ini."""
 
+import json
+import os
 from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 
@@ -27,24 +31,33 @@ SOURCES = {
 }
 
 
-@pytest.fixture
-def project(pytester):
-    """``repo/test/`` with the real conftest.py and pytest.ini; ``repo/../shared`` absent."""
-    repo = pytester.mkdir('repo')
+def make_project(root: Path) -> Path:
+    """``root/repo/test/`` with the real conftest.py and pytest.ini; ``root/shared`` absent."""
+    repo = root / 'repo'
+    (repo / 'test').mkdir(parents=True)
     (repo / 'pytest.ini').write_text((TEST_DIR.parent / 'pytest.ini').read_text())
-    (repo / 'test').mkdir()
     (repo / 'test' / 'conftest.py').write_text((TEST_DIR / 'conftest.py').read_text())
     for module, source in SOURCES.items():
         (repo / 'test' / f'{module}.py').write_text(source)
-    assert not (repo.parent / 'shared').exists()
-    pytester.chdir()
+    assert not (root / 'shared').exists()
     return repo
 
 
+@pytest.fixture
+def project(pytester):
+    pytester.chdir()
+    return make_project(pytester.path)
+
+
 def run(pytester, repo, *args):
-    return pytester.runpytest_subprocess('-p', 'no:cacheprovider', '--rootdir', str(repo),
-                                         '-c', str(repo / 'pytest.ini'), str(repo / 'test'),
-                                         *args)
+    return pytester.runpytest_subprocess(*pytest_args(repo), *args)
+
+
+def pytest_args(repo: Path) -> list[str]:
+    # without hypothesis's plugin (the throw-away project has no property tests): importing
+    # it is about 2 of the 3 CPU seconds a pytest start costs here
+    return ['-p', 'no:cacheprovider', '-p', 'no:hypothesispytest', '--rootdir', str(repo),
+            '-c', str(repo / 'pytest.ini'), str(repo / 'test')]
 
 
 def test_a_missing_shared_folder_skips_for_a_developer_and_fails_under_ci(
@@ -59,15 +72,43 @@ def test_a_missing_shared_folder_skips_for_a_developer_and_fails_under_ci(
     result.stdout.fnmatch_lines(['*CI=true but the shared data is missing*'])
 
 
-@pytest.mark.parametrize('expression, selected', [
-    ('not ros and not slow and not data and not bench', ['test_color.py::test_quick']),
-    ('ros', ['test_fusion_node.py::test_over_dds']),
-    ('data', ['test_color.py::test_reads_pairs']),
-    ('bench', ['test_bench_x.py::test_script']),
+SELECTIONS = {
+    'not ros and not slow and not data and not bench': ['test_color.py::test_quick'],
+    'ros': ['test_fusion_node.py::test_over_dds'],
+    'data': ['test_color.py::test_reads_pairs'],
+    'bench': ['test_bench_x.py::test_script'],
     # a test marked slow beside it, and a module that declares nothing: not in the core
-    ('slow', ['test_brand_new.py::test_unclassified', 'test_color.py::test_big']),
-])
-def test_markers_select_the_cost_classes(pytester, project, expression, selected):
-    result = run(pytester, project, '--collect-only', '-q', '-m', expression)
-    collected = sorted(line.split('/')[-1] for line in result.stdout.lines if '::' in line)
-    assert collected == selected
+    'slow': ['test_brand_new.py::test_unclassified', 'test_color.py::test_big'],
+}
+#: One interpreter collects with each -m expression in turn (a pytest start per expression
+#: would cost a second each); the project's conftest.py is read once, as it is per run.
+COLLECT_EACH = """
+import json
+import sys
+import pytest
+for expression in sys.argv[2:]:
+    print('=== -m', expression, flush=True)
+    pytest.main([*json.loads(sys.argv[1]), '--collect-only', '-q', '-m', expression])
+    sys.stdout.flush()
+"""
+
+
+@pytest.fixture(scope='module')
+def collected(tmp_path_factory) -> dict[str, list[str]]:
+    """-m expression -> the test ids a collection with it selects, in a throw-away project."""
+    root = tmp_path_factory.mktemp('targets')
+    repo = make_project(root)
+    env = {k: v for k, v in os.environ.items() if k != 'PYTEST_ADDOPTS'}  # as pytester
+    result = subprocess.run(
+        [sys.executable, '-c', COLLECT_EACH, json.dumps(pytest_args(repo)), *SELECTIONS],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sections = result.stdout.split('=== -m ')[1:]
+    assert len(sections) == len(SELECTIONS), result.stdout
+    return {section.splitlines()[0]: sorted(line.split('/')[-1] for line in section.splitlines()
+                                            if '::' in line) for section in sections}
+
+
+@pytest.mark.parametrize('expression', SELECTIONS)
+def test_markers_select_the_cost_classes(collected, expression):
+    assert collected[expression] == SELECTIONS[expression]
