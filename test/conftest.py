@@ -20,6 +20,7 @@ missing fails instead: CI must never pass without the data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 import random
@@ -84,3 +85,106 @@ def shared_data() -> Path:
         pytest.skip(f'real image pairs not found at {SHARED_DATA} (the shared folder beside '
                     'the repository); this test needs them')
     return SHARED_DATA
+
+
+# -- one tiny checkpoint and one ONNX export cache for the whole run --------------------------
+@pytest.fixture(scope='session')
+def run_folder(tmp_path_factory) -> Path:
+    """A folder of this run, shared by its pytest-xdist workers (each worker's base temp is a
+    child of the run's), so that what the run needs once is made once, by the first worker."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'run_shared'
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def run_lock(path: Path):
+    """Held by one worker at a time (a lock file): a second worker that needs the same file
+    waits for the first one's instead of making it again."""
+    import fcntl
+
+    with open(path, 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
+        yield
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(run_folder) -> Path:
+    """fifn_test.pt: a width-0.25 FIFN with seeded random weights, non-trivial BatchNorm
+    statistics and the metadata an export records (same bytes in every run). Seed 1 makes its
+    output vary with the input: the export's output check refuses a dead (constant) network,
+    as seeds 4 and 7 are."""
+    path = run_folder / 'fifn_test.pt'
+    with run_lock(run_folder / 'fifn_test.lock'):
+        if not path.is_file():
+            import torch
+
+            from occo_ros.model.checkpoint import save_checkpoint
+            from occo_ros.model.network import build_fifn
+
+            torch.manual_seed(1)
+            model = build_fifn(0.25)
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.running_mean.uniform_(-0.2, 0.2)
+                    module.running_var.uniform_(0.5, 2.0)
+            save_checkpoint(path, model, training={'data_sha256': 'f00d', 'steps': 0},
+                            input_normalization={'visible': 'BT.601 Y / 255',
+                                                 'infrared': '8-bit / 255'})
+    return path
+
+
+def export_in_this_process(model_path: Path, out_path: Path, input_size, opset: int,
+                           log) -> Path:
+    """A stand-in for occo_ros.model.onnx_cache.export_in_subprocess: the child's occo-export
+    command line run in this process (occo_ros.cli.export.main), where torch is imported
+    already; a child imports it again (~8 CPU s of a ~12 s export)."""
+    from occo_ros.cli.export import main
+
+    size = ['--dynamic'] if input_size is None else [
+        '--input-height', str(input_size[0]), '--input-width', str(input_size[1])]
+    # --overwrite: a stale cached file is replaced, as the child's result is (atomically)
+    assert main(['--model', str(model_path), '--out', str(out_path), '--opset', str(opset),
+                 '--overwrite', *size]) == 0
+    return out_path
+
+
+@pytest.fixture(scope='session')
+def in_process_exporter():
+    """export_in_this_process, for a test that patches the ONNX cache with it after its own
+    child-process export."""
+    return export_in_this_process
+
+
+@pytest.fixture(scope='session')
+def tiny_export(tiny_checkpoint, run_folder):
+    """``tiny_export(input_size, opset=17, into=None)``: the export of tiny_checkpoint at
+    `input_size` (H, W; None: dynamic) from one ONNX cache for the run (the project's own,
+    occo_ros.model.onnx_cache.cached_onnx), so each size and opset is exported once. `into`:
+    a folder (a test's own engine or export cache) that receives a copy of the export and its
+    cache sidecar; the copy is returned. The shared files are read, never written.
+
+    The cache exports through export_in_this_process; the child process itself runs where a
+    test is about the cache's exports (test_engines) and in test_shutdown."""
+    import shutil
+
+    from occo_ros.model import onnx_cache
+    from occo_ros.model.artifact_cache import sidecar_path
+
+    cache = run_folder / 'onnx_cache'
+    cache.mkdir(exist_ok=True)
+
+    def export(input_size, opset: int = 17, into: Path | None = None) -> Path:
+        shape = 'dyn' if input_size is None else f'{input_size[0]}x{input_size[1]}'
+        with run_lock(cache / f'op{opset}.{shape}.lock'), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(onnx_cache, 'export_in_subprocess', export_in_this_process)
+            path = onnx_cache.cached_onnx(tiny_checkpoint, cache, input_size, opset,
+                                          log=lambda line: None)
+        if into is None:
+            return path
+        for source in (path, sidecar_path(path)):
+            shutil.copyfile(source, Path(into) / source.name)
+        return Path(into) / path.name
+
+    return export

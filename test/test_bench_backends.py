@@ -6,11 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
-from occo_ros.model.checkpoint import save_checkpoint
-from occo_ros.model.network import build_fifn
-from occo_ros.model.onnx_export import export_onnx
 
 pytestmark = [pytest.mark.bench]
 
@@ -22,19 +17,23 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_backends_and_an_extra_export_are_timed_side_by_side(tmp_path):
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(tmp_path / 'w025.pt', build_fifn(0.25))
-    extra = export_onnx(checkpoint, tmp_path / 'other.onnx', None, log=lambda line: None)
-    out = run('--model', str(checkpoint), '--sizes', '16x24,24x32', '--runs', '20',
-              '--warmup', '1', '--also-onnx', str(extra), '--json', str(tmp_path / 'r.json'))
+def test_backends_and_an_extra_export_are_timed_side_by_side(tiny_checkpoint, tiny_export,
+                                                             tmp_path):
+    cache = tmp_path / 'cache'   # holds the fixed-shape exports the script would make
+    cache.mkdir()
+    for size in ((64, 80), (120, 160)):
+        tiny_export(size, into=cache)
+    extra = tiny_export(None, into=tmp_path).rename(tmp_path / 'other.onnx')
+    out = run('--model', str(tiny_checkpoint), '--sizes', '64x80,120x160', '--runs', '20',
+              '--warmup', '1', '--cache-dir', str(cache), '--also-onnx', str(extra),
+              '--json', str(tmp_path / 'r.json'))
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / 'r.json').read_text())['results']
     assert [(r['size'], r['backend']) for r in rows] == [
-        (size, backend) for size in ('16x24', '24x32')
+        (size, backend) for size in ('64x80', '120x160')
         for backend in ('onnxruntime', 'torch', 'onnxruntime: other.onnx')]
     assert all(r['runs'] == 20 and 0 < r['median_ms'] <= r['p90_ms'] for r in rows)
-    assert '| 24x32 | onnxruntime: other.onnx |' in out.stdout
+    assert '| 120x160 | onnxruntime: other.onnx |' in out.stdout
 
 
 def test_bad_arguments_exit_with_a_message(tmp_path):

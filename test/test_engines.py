@@ -11,16 +11,14 @@ import sys
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from occo_ros.cli import build_engine
 from occo_ros.engines import BACKENDS, EngineSpec, create_engine
 from occo_ros.engines.base import EngineError
 from occo_ros.engines.onnx_engine import OnnxRuntimeEngine, select_providers
 from occo_ros.engines.torch_engine import TorchEngine
+from occo_ros.model import onnx_cache
 from occo_ros.model.artifact_cache import sidecar_path, write_artifact
-from occo_ros.model.checkpoint import save_checkpoint
-from occo_ros.model.network import build_fifn
 from occo_ros.model.onnx_cache import cached_onnx
 
 pytestmark = [pytest.mark.slow]
@@ -61,14 +59,17 @@ def make(backend: str, model: Path, log: Log | None = None, **options):
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(11)
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'fifn_test.pt', build_fifn(0.25))
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope='module')
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp('cache')
+def cache(tmp_path_factory, tiny_export) -> Path:
+    """This module's engine cache, holding copies of the run's dynamic and 64x80 exports."""
+    folder = tmp_path_factory.mktemp('cache')
+    for size in (None, (64, 80)):
+        tiny_export(size, into=folder)
+    return folder
 
 
 @pytest.fixture(scope='module')
@@ -140,7 +141,8 @@ def test_fixed_shape_model_rejects_other_sizes_by_name(fixed_onnx, cache):
                           input_size=(256, 320), log=quiet)
 
 
-def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tmp_path):
+def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, tiny_export,
+                                               in_process_exporter, tmp_path, monkeypatch):
     truncated = tmp_path / 'truncated.onnx'
     truncated.write_bytes(fixed_onnx.read_bytes()[:5000])
     with pytest.raises(EngineError, match='corrupt or truncated file'):
@@ -163,14 +165,17 @@ def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tm
     assert log.has('not used: unusable (ONNX Runtime cannot load')
 
     # A truncated cached export (e.g. disk full) is exported again.
-    exported = cached_onnx(checkpoint, tmp_path, (64, 80), log=quiet)
+    exported = tiny_export((64, 80), into=tmp_path)
+    assert cached_onnx(checkpoint, tmp_path, (64, 80), log=quiet) == exported
     exported.write_bytes(exported.read_bytes()[:3000])
     log = Log()
     assert cached_onnx(checkpoint, tmp_path, (64, 80), log=log) == exported
     assert log.has('changed after it was cached') and log.has('exporting fifn_test.pt to ONNX')
     onnx.checker.check_model(onnx.load(str(exported)))
 
-    # An export made by other network/exporter code (an upgrade) is exported again, then reused.
+    # An export made by other network/exporter code (an upgrade) is exported again, then
+    # reused; this export without the child process that the one above ran.
+    monkeypatch.setattr(onnx_cache, 'export_in_subprocess', in_process_exporter)
     sidecar = json.loads(sidecar_path(exported).read_text(encoding='utf-8'))
     write_artifact(exported, None, {**sidecar['key'], 'export_recipe_sha256': 'old'})
     log = Log()
@@ -184,7 +189,6 @@ def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, cache, tm
 def test_without_pytorch_only_a_shipped_export_serves(checkpoint, tmp_path, monkeypatch):
     """Seam: torch cannot be uninstalled here, so the ONNX cache's torch_installed reports it
     missing."""
-    from occo_ros.model import onnx_cache
     from occo_ros.util.resources import default_model_path
 
     monkeypatch.setattr(onnx_cache, 'torch_installed', lambda: False)

@@ -20,9 +20,8 @@ import torch
 
 from occo_ros.cli.export import main
 from occo_ros.model.artifact_cache import sha256_file
-from occo_ros.model.checkpoint import save_checkpoint
 from occo_ros.model.contract import FP32_REGION_PATTERN
-from occo_ros.model.network import InferenceFIFN, build_fifn
+from occo_ros.model.network import InferenceFIFN
 from occo_ros.model.onnx_export import (
     ExportError,
     export_onnx,
@@ -70,21 +69,6 @@ CONSTANT_INPUTS = {'Slice': (1, 2, 3, 4), 'Squeeze': (1,), 'Unsqueeze': (1,), 'P
                    'ReduceMean': (1,), 'ReduceMax': (1,)}
 
 
-def make_checkpoint(path: Path) -> Path:
-    """A width-0.25 FIFN with seeded random weights and non-trivial BatchNorm statistics.
-    Seeded so its output varies with the input: the export's output check refuses a dead
-    (constant) network, as seeds 4 and 7 are."""
-    torch.manual_seed(1)
-    model = build_fifn(0.25)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
-    return save_checkpoint(path, model, input_normalization={'visible': 'BT.601 Y / 255',
-                                                             'infrared': '8-bit / 255'},
-                           training={'data_sha256': 'f00d', 'steps': 0})
-
-
 def real_pair(shared_data: Path, dataset: str, size: tuple[int, int], index: int = 0):
     """(visible Y, infrared) float32 (1, 1, H, W) in [0, 1]: centre crop of a real pair."""
     names = sorted((shared_data / 'eval' / dataset / 'vi').iterdir())
@@ -108,11 +92,6 @@ def max_error(onnx_path: Path, reference, visible: np.ndarray, infrared: np.ndar
     return float(np.abs(fused - reference(visible, infrared)).max())
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'fifn_test.pt')
-
-
 def torch_reference(checkpoint: Path):
     """The checkpoint's InferenceFIFN in PyTorch as a numpy function."""
     from occo_ros.model.checkpoint import load_checkpoint
@@ -127,31 +106,26 @@ def torch_reference(checkpoint: Path):
 
 
 @pytest.fixture(scope='module')
-def reference(checkpoint):
+def reference(tiny_checkpoint):
     """torch_reference of the test checkpoint, loaded once."""
-    return torch_reference(checkpoint)
+    return torch_reference(tiny_checkpoint)
 
 
 @pytest.fixture(scope='module')
-def fixed17(checkpoint, tmp_path_factory) -> Path:
-    """Opset 17, 120x160, written through the occo-export CLI."""
-    out = tmp_path_factory.mktemp('fixed17') / 'fifn_120x160.onnx'
-    assert main(['--model', str(checkpoint), '--out', str(out), '--height', '120',
-                 '--width', '160']) == 0
-    return out
+def fixed17(tiny_export) -> Path:
+    """Opset 17, 120x160, written by the occo-export CLI (conftest's export cache)."""
+    return tiny_export((120, 160))
 
 
 @pytest.fixture(scope='module')
-def dynamic17(checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp('dynamic17') / 'fifn_dynamic.onnx'
-    return export_onnx(checkpoint, out, None, opset=17, log=lambda line: None)
+def dynamic17(tiny_export) -> Path:
+    return tiny_export(None)
 
 
 @pytest.fixture(scope='module')
-def fixed18(checkpoint, tmp_path_factory) -> Path:
+def fixed18(tiny_export) -> Path:
     """Opset 18 (dynamo exporter) at an odd size, so the graph holds the decoder's Pads."""
-    out = tmp_path_factory.mktemp('fixed18') / 'fifn_61x75.onnx'
-    return export_onnx(checkpoint, out, (61, 75), opset=18, log=lambda line: None)
+    return tiny_export((61, 75), opset=18)
 
 
 @pytest.mark.parametrize('dataset', ['msrs', 'roadscene'])
@@ -174,7 +148,7 @@ def test_opset18_dynamo_matches_pytorch(fixed18, reference, shared_data):
     assert read_metadata(fixed18)['exporter'] == 'dynamo'
 
 
-def test_graph_contract_and_metadata(fixed17, dynamic17, fixed18, checkpoint):
+def test_graph_contract_and_metadata(fixed17, dynamic17, fixed18, tiny_checkpoint):
     for path, opset, shape in ((fixed17, 17, [1, 1, 120, 160]),
                                (dynamic17, 17, ['batch', 1, 'height', 'width']),
                                (fixed18, 18, [1, 1, 61, 75])):
@@ -187,7 +161,7 @@ def test_graph_contract_and_metadata(fixed17, dynamic17, fixed18, checkpoint):
         assert [(o.name, o.type) for o in session.get_outputs()] == [('fused_y',
                                                                       'tensor(float)')]
     meta = read_metadata(fixed17)
-    assert meta['checkpoint_sha256'] == sha256_file(checkpoint)
+    assert meta['checkpoint_sha256'] == sha256_file(tiny_checkpoint)
     assert meta['model_width'] == '0.25' and meta['opset'] == '17'
     assert meta['exporter'] == 'torchscript' and meta['input_shape'] == '120x160'
     assert meta['training_data'] == '{"data_sha256": "f00d"}'
@@ -290,13 +264,13 @@ def test_truncated_onnx_file_is_reported(fixed17, tmp_path):
                                  device='cpu', engine_cache_dir=str(tmp_path)))
 
 
-def test_export_rejects_bad_requests(checkpoint, tmp_path, capsys):
+def test_export_rejects_bad_requests(tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(ExportError, match=r'opset 16 is not supported; choose one of \(17, 18\)'):
-        export_onnx(checkpoint, tmp_path / 'x.onnx', (64, 64), opset=16)
+        export_onnx(tiny_checkpoint, tmp_path / 'x.onnx', (64, 64), opset=16)
     with pytest.raises(ExportError, match=r'below the network minimum 8x8'):
-        export_onnx(checkpoint, tmp_path / 'x.onnx', (4, 64))
+        export_onnx(tiny_checkpoint, tmp_path / 'x.onnx', (4, 64))
     corrupt = tmp_path / 'corrupt.pt'
-    corrupt.write_bytes(checkpoint.read_bytes()[:1000])
+    corrupt.write_bytes(tiny_checkpoint.read_bytes()[:1000])
     with pytest.raises(ExportError, match='cannot read checkpoint'):
         export_onnx(corrupt, tmp_path / 'x.onnx', (64, 64))
     assert not (tmp_path / 'x.onnx').exists()
