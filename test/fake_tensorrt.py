@@ -45,6 +45,7 @@ max(visible_y, infrared), so a test can check the output.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import json
 import threading
@@ -86,9 +87,8 @@ _REMOVED = {'11.1': {'Builder': {'platform_has_fast_fp16', 'platform_has_fast_in
                      'module': {'NetworkDefinitionCreationFlag'}}}
 
 
-def _peek(fake: object, name: str) -> object:
-    """The fake's own read of its state (not a use of the API by the code under test)."""
-    return object.__getattribute__(fake, name)
+#: The fake's own read of its state (not a use of the API by the code under test).
+_peek = object.__getattribute__
 
 
 def api(version: str) -> dict[str, set[str]]:
@@ -116,6 +116,9 @@ class Recorder:
         self.none_at: str | None = None   # a call name that returns None (out of memory)
         self.leaked_retains: list[str] = []
         self.lock = threading.Lock()
+        # per fake class: the names already recorded in `touched` and allowed. A build reads
+        # a few names of each of ~900 layers; a test run makes a hundred builds.
+        self.allowed: dict[str, set[str]] = {}
 
     def stack(self) -> list:
         return self.stacks.setdefault(threading.get_ident(), [])
@@ -142,23 +145,26 @@ class Strict:
 
     _kind = ''
 
-    def __init__(self, recorder: Recorder, names: set[str]) -> None:
-        object.__setattr__(self, '_recorder', recorder)
-        object.__setattr__(self, '_names', names)
+    def __init__(self, recorder: Recorder, names: set[str], **state: object) -> None:
+        """`state`: the instance's attributes, set without the check (the fake's own)."""
+        _peek(self, '__dict__').update(
+            state, _recorder=recorder, _names=names,
+            _allowed=recorder.allowed.setdefault(self._kind, set()))
 
     def _check(self, name: str) -> None:
-        if name.startswith('_'):
+        if name.startswith('_') or name in _peek(self, '_allowed'):
             return
-        recorder = object.__getattribute__(self, '_recorder')
+        recorder = _peek(self, '_recorder')
         recorder.touched.add(f'{self._kind}.{name}')
-        if name not in object.__getattribute__(self, '_names'):
+        if name not in _peek(self, '_names'):
             recorder.violations.append(f'{self._kind}.{name}')
             raise AttributeError(f"'{self._kind}' object has no attribute '{name}'")
+        _peek(self, '_allowed').add(name)
 
     def __getattribute__(self, name: str):
-        if not name.startswith('_'):
-            object.__getattribute__(self, '_check')(name)
-        return object.__getattribute__(self, name)
+        if name[0] != '_' and name not in _peek(self, '_allowed'):
+            _peek(self, '_check')(name)
+        return _peek(self, name)
 
     def __setattr__(self, name: str, value: object) -> None:
         self._check(name)
@@ -398,16 +404,20 @@ class FakeTensorRT(types.ModuleType):
         object.__setattr__(self, '_recorder', recorder)
         object.__setattr__(self, 'version', version)
         object.__setattr__(self, 'layer_names', layer_names)
+        object.__setattr__(self, '_allowed', recorder.allowed.setdefault('tensorrt', set()))
 
     def __getattribute__(self, name: str):
+        if name in _peek(self, '_allowed'):
+            return _peek(self, '_values')[name]
         if name.startswith('_') and name != '__version__' or name in ('version', 'layer_names'):
-            return object.__getattribute__(self, name)
-        recorder = object.__getattribute__(self, '_recorder')
+            return _peek(self, name)
+        recorder = _peek(self, '_recorder')
         recorder.touched.add(f'tensorrt.{name}')
-        if name not in object.__getattribute__(self, '_table')['module']:
+        if name not in _peek(self, '_table')['module']:
             recorder.violations.append(f'tensorrt.{name}')
             raise AttributeError(f"module 'tensorrt' has no attribute '{name}'")
-        return object.__getattribute__(self, '_values')[name]
+        _peek(self, '_allowed').add(name)
+        return _peek(self, '_values')[name]
 
 
 class _Tensor(Strict):
@@ -415,10 +425,7 @@ class _Tensor(Strict):
 
     def __init__(self, recorder: Recorder, table: dict, name: str, shape: tuple,
                  dtype: object) -> None:
-        super().__init__(recorder, table['Tensor'])
-        object.__setattr__(self, 'name', name)
-        object.__setattr__(self, 'shape', shape)
-        object.__setattr__(self, 'dtype', dtype)
+        super().__init__(recorder, table['Tensor'], name=name, shape=shape, dtype=dtype)
 
 
 class _Layer(Strict):
@@ -426,11 +433,9 @@ class _Layer(Strict):
 
     def __init__(self, recorder: Recorder, table: dict, name: str, node: str,
                  outputs: list) -> None:
-        super().__init__(recorder, table['Layer'])
-        for key, value in (('name', name), ('metadata', f'[ONNX Layer: {node}]'),
-                           ('num_outputs', len(outputs)), ('_outputs', outputs),
-                           ('precision', None), ('_output_types', {})):
-            object.__setattr__(self, key, value)
+        super().__init__(recorder, table['Layer'], name=name, metadata=f'[ONNX Layer: {node}]',
+                         num_outputs=len(outputs), _outputs=outputs, precision=None,
+                         _output_types={})
 
     def get_output(self, index: int) -> _Tensor:
         return self._outputs[index]
@@ -443,10 +448,7 @@ class _Network(Strict):
     _kind = 'INetworkDefinition'
 
     def __init__(self, recorder: Recorder, table: dict, flags: int) -> None:
-        super().__init__(recorder, table['Network'])
-        object.__setattr__(self, '_flags', flags)
-        object.__setattr__(self, '_layers', [])
-        object.__setattr__(self, '_inputs', [])
+        super().__init__(recorder, table['Network'], _flags=flags, _layers=[], _inputs=[])
 
     @property
     def num_layers(self) -> int:
@@ -468,45 +470,32 @@ class _Parser(Strict):
 
     def __init__(self, trt: FakeTensorRT, recorder: Recorder, table: dict,
                  network: _Network) -> None:
-        super().__init__(recorder, table['Parser'])
-        for key, value in (('_trt', trt), ('_network', network), ('_errors', []),
-                           ('_table', table)):
-            object.__setattr__(self, key, value)
+        super().__init__(recorder, table['Parser'], _trt=trt, _network=network, _errors=[],
+                         _table=table)
 
     def parse_from_file(self, path: str) -> bool:
         """Layers named as the ONNX nodes (as TensorRT names them; layer_names='generated':
         unnamed), typed as the ONNX graph types their outputs (float16 outputs only where
         the model says so); shape ops give int32."""
-        import onnx
-
         self._recorder.call('parse_from_file')
         trt, recorder = self._trt, self._recorder
         if trt.version == '8.5' and not self._network._flags:
             self._errors.append('network must be created with EXPLICIT_BATCH in 8.x')
             return False
         try:
-            model = onnx.load(path, load_external_data=False)
+            nodes, inputs = _read_graph(path)
         except Exception as exc:  # noqa: BLE001 (as the real parser: any failure is an error)
             self._errors.append(f'ModelImporter: failed to parse: {exc}')
             return False
-        shape_ops = {'Shape', 'Range', 'ConstantOfShape', 'NonZero'}
-        typed = onnx.shape_inference.infer_shapes(model).graph
-        elem = {value.name: value.type.tensor_type.elem_type
-                for value in (*typed.value_info, *typed.output)}
-        for index, node in enumerate(model.graph.node):
-            default = trt.int32 if node.op_type in shape_ops else trt.float32
-            dtypes = [trt.float16 if elem.get(out) == onnx.TensorProto.FLOAT16 else default
-                      for out in node.output]
-            outputs = [_Tensor(recorder, self._table, out, (), dtype)
-                       for out, dtype in zip(node.output, dtypes)]
-            name = (node.name if trt.layer_names == 'onnx'
-                    else f'(Unnamed Layer* {index}) [{node.op_type}]')
-            self._network._layers.append(
-                _Layer(recorder, self._table, name, node.name, outputs))
-        for value in model.graph.input:
-            dims = tuple(dim.dim_value if dim.HasField('dim_value') else -1
-                         for dim in value.type.tensor_type.shape.dim)
-            self._network._inputs.append(_Tensor(recorder, self._table, value.name, dims,
+        float32, float16, int32 = trt.float32, trt.float16, trt.int32
+        for index, (node, op_type, outputs) in enumerate(nodes):
+            default = int32 if op_type in _SHAPE_OPS else float32
+            tensors = [_Tensor(recorder, self._table, out, (), float16 if half else default)
+                       for out, half in outputs]
+            name = node if trt.layer_names == 'onnx' else f'(Unnamed Layer* {index}) [{op_type}]'
+            self._network._layers.append(_Layer(recorder, self._table, name, node, tensors))
+        for name, dims in inputs:
+            self._network._inputs.append(_Tensor(recorder, self._table, name, dims,
                                                  trt.float32))
         return True
 
@@ -518,12 +507,39 @@ class _Parser(Strict):
         return self._errors[index]
 
 
+_SHAPE_OPS = {'Shape', 'Range', 'ConstantOfShape', 'NonZero'}
+_GRAPHS: dict[str, tuple] = {}   # sha256 of an ONNX file -> _read_graph's answer
+
+
+def _read_graph(path: str) -> tuple[list, list]:
+    """([(node name, op type, [(output, is float16)])], [(input, dims; -1 dynamic)]) of an
+    ONNX file, by content: the tests build from the same few files over a hundred times, and
+    shape inference is most of a parse."""
+    import onnx
+
+    with open(path, 'rb') as file:
+        data = file.read()
+    key = hashlib.sha256(data).hexdigest()
+    if key not in _GRAPHS:
+        model = onnx.load_model_from_string(data)
+        typed = onnx.shape_inference.infer_shapes(model).graph
+        elem = {value.name: value.type.tensor_type.elem_type
+                for value in (*typed.value_info, *typed.output)}
+        nodes = [(node.name, node.op_type,
+                  [(out, elem.get(out) == onnx.TensorProto.FLOAT16) for out in node.output])
+                 for node in model.graph.node]
+        inputs = [(value.name, tuple(dim.dim_value if dim.HasField('dim_value') else -1
+                                     for dim in value.type.tensor_type.shape.dim))
+                  for value in model.graph.input]
+        _GRAPHS[key] = (nodes, inputs)
+    return _GRAPHS[key]
+
+
 class _Profile(Strict):
     _kind = 'IOptimizationProfile'
 
     def __init__(self, recorder: Recorder, table: dict) -> None:
-        super().__init__(recorder, table['Profile'])
-        object.__setattr__(self, '_shapes', {})
+        super().__init__(recorder, table['Profile'], _shapes={})
 
     def set_shape(self, name: str, low: tuple, opt: tuple, high: tuple) -> None:
         self._shapes[name] = (tuple(low), tuple(opt), tuple(high))
@@ -533,12 +549,10 @@ class _Config(Strict):
     _kind = 'IBuilderConfig'
 
     def __init__(self, recorder: Recorder, table: dict) -> None:
-        super().__init__(recorder, table['Config'])
-        for key, value in (('_flags', set()), ('_profiles', []), ('_calibration_profile', None),
-                           ('int8_calibrator', None), ('progress_monitor', None),
-                           ('default_device_type', None), ('DLA_core', -1),
-                           ('_workspace', None)):
-            object.__setattr__(self, key, value)
+        super().__init__(recorder, table['Config'], _flags=set(), _profiles=[],
+                         _calibration_profile=None, int8_calibrator=None,
+                         progress_monitor=None, default_device_type=None, DLA_core=-1,
+                         _workspace=None)
 
     def set_memory_pool_limit(self, pool: object, size: int) -> None:
         object.__setattr__(self, '_workspace', size)
@@ -561,11 +575,9 @@ class _Builder(Strict):
     def __init__(self, trt: FakeTensorRT, recorder: Recorder, table: dict, logger: object,
                  fast_int8: bool, dla_cores: int) -> None:
         recorder.call('Builder')
-        super().__init__(recorder, table['Builder'])
-        for key, value in (('_trt', trt), ('_table', table), ('_logger', logger),
-                           ('platform_has_fast_fp16', True),
-                           ('platform_has_fast_int8', fast_int8), ('num_DLA_cores', dla_cores)):
-            object.__setattr__(self, key, value)
+        super().__init__(recorder, table['Builder'], _trt=trt, _table=table, _logger=logger,
+                         platform_has_fast_fp16=True, platform_has_fast_int8=fast_int8,
+                         num_DLA_cores=dla_cores)
 
     def create_network(self, flags: int = 0) -> _Network:
         return _Network(self._recorder, self._table, flags)
@@ -651,10 +663,8 @@ class _Runtime(Strict):
     def __init__(self, trt: FakeTensorRT, recorder: Recorder, table: dict, logger: object,
                  dla_cores: int) -> None:
         recorder.call('Runtime')
-        super().__init__(recorder, table['Runtime'])
-        for key, value in (('_trt', trt), ('_table', table), ('_logger', logger),
-                           ('DLA_core', -1), ('num_DLA_cores', dla_cores)):
-            object.__setattr__(self, key, value)
+        super().__init__(recorder, table['Runtime'], _trt=trt, _table=table, _logger=logger,
+                         DLA_core=-1, num_DLA_cores=dla_cores)
 
     def deserialize_cuda_engine(self, plan: bytes):
         """None (as TensorRT) for another version's plan, another GPU, or junk."""
@@ -674,16 +684,14 @@ class _Engine(Strict):
 
     def __init__(self, trt: FakeTensorRT, recorder: Recorder, table: dict,
                  description: dict, logger: object) -> None:
-        super().__init__(recorder, table['Engine'])
         shape = next(iter(description['shapes'].values()))
         io = [(name, trt.TensorIOMode.INPUT) for name in description['shapes']]
         io.append(('fused_y', trt.TensorIOMode.OUTPUT))
         fixed = tuple(shape)
         dims = (-1, 1, -1, -1) if description['dynamic'] else fixed
-        for key, value in (('_trt', trt), ('_table', table), ('_logger', logger),
-                           ('_io', io), ('_dims', dims),
-                           ('_description', description), ('num_io_tensors', len(io))):
-            object.__setattr__(self, key, value)
+        super().__init__(recorder, table['Engine'], _trt=trt, _table=table, _logger=logger,
+                         _io=io, _dims=dims, _description=description,
+                         num_io_tensors=len(io))
 
     def get_tensor_name(self, index: int) -> str:
         return self._io[index][0]
@@ -712,9 +720,7 @@ class _Context(Strict):
     _kind = 'IExecutionContext'
 
     def __init__(self, recorder: Recorder, table: dict, engine: _Engine) -> None:
-        super().__init__(recorder, table['Context'])
-        for key, value in (('_engine', engine), ('_shapes', {}), ('_addresses', {})):
-            object.__setattr__(self, key, value)
+        super().__init__(recorder, table['Context'], _engine=engine, _shapes={}, _addresses={})
 
     def set_input_shape(self, name: str, shape: tuple) -> bool:
         allowed = [list(dims) for dims in self._engine._description['shapes'].values()]
