@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 from types import SimpleNamespace
+import warnings
 import zlib
 
 import cv2
@@ -130,6 +131,14 @@ def test_the_shipped_model_passes_the_dry_run(tmp_path):
     engine.close()
 
 
+@pytest.fixture(scope='module')
+def shipped_engine(tmp_path_factory):
+    """The shipped model on ONNX Runtime, loaded once for the frame-step tests."""
+    engine = load(REPO / 'models' / 'fifn_w025_pixel.onnx', tmp_path_factory.mktemp('shipped'))
+    yield engine
+    engine.close()
+
+
 # -- the output check in the frame step ------------------------------------------------------
 def frame_pipeline(engine) -> FusionPipeline:
     return FusionPipeline(engine, Registration(output_size=(160, 128)),
@@ -154,9 +163,8 @@ def test_a_bad_output_is_not_a_frame(tmp_path, make, kind):
     assert result.problems[0].message.startswith('bad network output: ')
 
 
-def test_a_good_model_is_never_a_bad_output(tmp_path):
-    engine = load(REPO / 'models' / 'fifn_w025_pixel.onnx', tmp_path)
-    pipeline = frame_pipeline(engine)
+def test_a_good_model_is_never_a_bad_output(shipped_engine):
+    pipeline = frame_pipeline(shipped_engine)
     for seed in range(5):
         assert pipeline.fuse_frame(*camera_pair(seed)).ok
 
@@ -175,9 +183,8 @@ def camera_info(**changes) -> SimpleNamespace:
     ({'width': 640, 'height': 480}, 'describes 640x480 images, the RGB images are 1280x720'),
     ({'d': [0.0] * 1_000_000}, 'has 1000000 distortion coefficients, at most 14'),
 ])
-def test_a_bad_camera_info_costs_only_the_camera_info(tmp_path, changes, words):
-    engine = load(REPO / 'models' / 'fifn_w025_pixel.onnx', tmp_path)
-    pipeline = frame_pipeline(engine)
+def test_a_bad_camera_info_costs_only_the_camera_info(shipped_engine, changes, words):
+    pipeline = frame_pipeline(shipped_engine)
     thermal, rgb = camera_pair()
     rgb = codec.DecodedImage(cv2.resize(rgb.array, (1280, 720)), 'bgr')
     good = pipeline.fuse_frame(thermal, rgb, camera_info())
@@ -317,16 +324,17 @@ def test_a_bag_missing_its_storage_file_names_it(tmp_path):
     assert f'metadata.yaml lists {database.name}, which is not there' in str(caught.value)
 
 
-def test_a_raw_pickle_checkpoint_is_refused_without_torch_warnings(tmp_path):
+def test_a_raw_pickle_checkpoint_is_refused_without_torch_warnings(tmp_path, capfd):
+    from occo_ros.model.checkpoint import CheckpointError, load_checkpoint
+
     path = tmp_path / 'raw.pt'
     path.write_bytes(pickle.dumps({'weights': [1, 2]}, protocol=4))
-    run = subprocess.run([sys.executable, '-c',
-                          'import sys\nfrom occo_ros.model.checkpoint import '
-                          'load_checkpoint\ntry:\n    load_checkpoint(sys.argv[1])\nexcept '
-                          'Exception as exc:\n    print(exc)', str(path)],
-                         capture_output=True, text=True, timeout=120)
-    assert 'cannot read checkpoint' in run.stdout
-    assert run.stderr == '', run.stderr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')   # also those this process has shown before
+        with pytest.raises(CheckpointError, match='cannot read checkpoint'):
+            load_checkpoint(path)
+    assert [str(warning.message) for warning in caught] == []
+    assert capfd.readouterr().err == ''
 
 
 # -- parameter log ---------------------------------------------------------------------------
