@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-import torch
 import yaml
 
 from occo_ros.cli.bag import build_parser, main
@@ -32,8 +31,6 @@ from occo_ros.core import codec
 from occo_ros.core.pairing import ApproximateTimePairer
 from occo_ros.engines import EngineError, EngineSpec
 from occo_ros.io.bags import BagError, InputBag, OutputBag
-from occo_ros.model.checkpoint import save_checkpoint
-from occo_ros.model.network import build_fifn
 from occo_ros.offline.bag_fusion import BagTopics, camera_info_beside, fuse_bag
 from occo_ros.params import FusionSettings, build_params, load_params_file
 from occo_ros.pipeline import FusionPipeline, create_pipeline
@@ -128,19 +125,25 @@ def leftovers(directory: Path) -> list[str]:
 
 # -- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def model(tmp_path_factory) -> dict:
+def exported(tmp_path_factory, tiny_export) -> Path:
+    """The 32x40 export of the run's checkpoint (made once per run, see conftest.py), in
+    this module's engine cache."""
+    return tiny_export((32, 40), into=tmp_path_factory.mktemp('cache'))
+
+
+@pytest.fixture(scope='module')
+def model(tiny_checkpoint, exported) -> dict:
     """Node parameters for a random width-0.25 checkpoint on ONNX Runtime at 40x32."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp('model')
-    path = save_checkpoint(folder / 'fifn_w025.pt', build_fifn(0.25).eval())
-    return {'model_path': str(path), 'backend': 'onnxruntime', 'num_threads': 1,
-            'engine_cache_dir': str(folder / 'cache'), 'input_width': 40, 'input_height': 32}
+    return {'model_path': str(tiny_checkpoint), 'backend': 'onnxruntime', 'num_threads': 1,
+            'engine_cache_dir': str(exported.parent), 'input_width': 40, 'input_height': 32}
 
 
-def model_args(model: dict) -> list[str]:
-    return ['--model', model['model_path'], '--backend', model['backend'], '--num-threads',
-            '1', '--engine-cache-dir', model['engine_cache_dir'], '--input-width', '40',
-            '--input-height', '32', '--no-progress']
+def model_args(model: dict, path: Path | None = None) -> list[str]:
+    """occo-bag's model options; ``path``: the checkpoint's export instead, for a child
+    process that then never imports torch (the checkpoint path is tested in this process)."""
+    return ['--model', str(path or model['model_path']), '--backend', model['backend'],
+            '--num-threads', '1', '--engine-cache-dir', model['engine_cache_dir'],
+            '--input-width', '40', '--input-height', '32', '--no-progress']
 
 
 @pytest.fixture(scope='module')
@@ -247,7 +250,7 @@ def test_real_pairs_fuse_to_the_pipelines_pixels_with_camera_info_and_copies(
         assert bytes(theirs.data) == ours.data.tobytes()
 
 
-def test_compressed_rgb_from_sqlite3_via_python_m(tmp_path, model, msrs_pairs):
+def test_compressed_rgb_from_sqlite3_via_python_m(tmp_path, model, exported, msrs_pairs):
     messages = []
     for i, (ir, vi) in enumerate(msrs_pairs):
         stamp = 10**9 + i * 50 * MS
@@ -259,7 +262,7 @@ def test_compressed_rgb_from_sqlite3_via_python_m(tmp_path, model, msrs_pairs):
         [sys.executable, '-m', 'occo_ros.cli.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
          '--thermal-topic', THERMAL, '--rgb-topic', COMPRESSED, '--storage', 'sqlite3',
          '--output-width', '160', '--output-height', '120', '--output-encoding', 'bgr8',
-         *model_args(model)], cwd=REPO, capture_output=True, text=True, timeout=120)
+         *model_args(model, exported)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert 'fused 5 pairs' in proc.stdout
     assert (tmp_path / 'out' / 'out.db3').is_file()
@@ -574,13 +577,13 @@ def test_no_pair_within_slop_fails_without_output(tmp_path, model, capsys):
     assert not (tmp_path / 'out').exists() and not leftovers(tmp_path)
 
 
-def test_sigterm_mid_run_leaves_no_output(tmp_path, model):
+def test_sigterm_mid_run_leaves_no_output(tmp_path, model, exported):
     rng = np.random.default_rng(5)
     scene = SyntheticScene(SceneConfig(thermal_size=(80, 64), rgb_size=(80, 64)))
     write_bag(tmp_path / 'in', synthetic_messages(1500, rng, scene, distinct=2))
     proc = subprocess.Popen(
         [sys.executable, '-m', 'occo_ros.cli.bag', str(tmp_path / 'in'), str(tmp_path / 'out'),
-         '--thermal-topic', THERMAL, '--rgb-topic', RGB, *model_args(model)],
+         '--thermal-topic', THERMAL, '--rgb-topic', RGB, *model_args(model, exported)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
     while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
