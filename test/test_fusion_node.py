@@ -93,13 +93,12 @@ def stop_node(proc: subprocess.Popen) -> int:
 class Peer(Node):
     """Camera publishers and output subscribers of the test."""
 
-    def __init__(self, compressed: bool = False) -> None:
+    def __init__(self, compressed: bool = False, cameras: bool = True) -> None:
+        """``cameras=False``: no camera publishers on the graph until add_cameras()."""
         super().__init__('occo_test_peer')
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.thermal_pub = self.create_publisher(Image, 'thermal/image_raw', qos)
-        self.rgb_pub = (self.create_publisher(CompressedImage, 'rgb/image_raw/compressed', qos)
-                        if compressed else self.create_publisher(Image, 'rgb/image_raw', qos))
-        self.info_pub = self.create_publisher(CameraInfo, 'rgb/camera_info', qos)
+        if cameras:
+            self.add_cameras(compressed)
         self.fused: list[Image] = []
         self.infos: list[CameraInfo] = []
         self.diagnostics: list[dict] = []
@@ -107,6 +106,13 @@ class Peer(Node):
         self.create_subscription(Image, 'fused/image', self.fused.append, qos)
         self.create_subscription(CameraInfo, 'fused/camera_info', self.infos.append, qos)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
+
+    def add_cameras(self, compressed: bool = False) -> None:
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.thermal_pub = self.create_publisher(Image, 'thermal/image_raw', qos)
+        self.rgb_pub = (self.create_publisher(CompressedImage, 'rgb/image_raw/compressed', qos)
+                        if compressed else self.create_publisher(Image, 'rgb/image_raw', qos))
+        self.info_pub = self.create_publisher(CameraInfo, 'rgb/camera_info', qos)
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
