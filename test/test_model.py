@@ -1,7 +1,9 @@
 """Tests of the FIFN network (occo_ros.model.network) and its checkpoints
 (occo_ros.model.checkpoint)."""
 
+from copy import deepcopy
 from pathlib import Path
+import shutil
 
 import pytest
 import torch
@@ -266,16 +268,29 @@ def test_pad_to_match_reflects_with_floor_half_on_top_left():
 
 # Checkpoints (occo_ros.model.checkpoint): kept beside the model tests they round-trip.
 
-@pytest.fixture()
-def saved(tmp_path) -> tuple[Path, FIFN]:
+@pytest.fixture(scope='module')
+def saved_once(tmp_path_factory) -> tuple[Path, FIFN]:
+    """The module's one saved checkpoint and its model (building and saving them is most of
+    a checkpoint test)."""
     torch.manual_seed(3)
     model = fifn_quarter()
     model.train()
     with torch.no_grad():  # move BatchNorm running statistics away from their defaults
         model(*pair(2, 16, 16))
-    path = save_checkpoint(tmp_path / 'sub' / 'fifn.pt', model, input_normalization=NORM,
-                           training={'epoch': 3, 'lr': 1e-4}, extractor='vgg19')
+    path = save_checkpoint(tmp_path_factory.mktemp('checkpoint') / 'sub' / 'fifn.pt', model,
+                           input_normalization=NORM, training={'epoch': 3, 'lr': 1e-4},
+                           extractor='vgg19')
     return path, model
+
+
+@pytest.fixture()
+def saved(saved_once, tmp_path) -> tuple[Path, FIFN]:
+    """A copy of that checkpoint and model, for one test to change."""
+    path, model = saved_once
+    copy = tmp_path / 'sub' / path.name
+    copy.parent.mkdir()
+    shutil.copyfile(path, copy)
+    return copy, deepcopy(model)
 
 
 NORM = {'visible': 'uint8 / 255, BT.601 Y', 'infrared': 'uint8 / 255'}
@@ -300,8 +315,8 @@ def test_checkpoint_round_trip_is_exact(saved):
     assert read_checkpoint_meta(path) == meta
 
 
-def test_checkpoint_leaves_no_temporary_files(saved):
-    path, _ = saved
+def test_checkpoint_leaves_no_temporary_files(saved_once):
+    path, _ = saved_once
     assert [p.name for p in path.parent.iterdir()] == ['fifn.pt']
 
 

@@ -584,7 +584,9 @@ def test_fp16_islands_keeps_the_fp32_regions_and_the_io_contract():
     assert all(elem[out] == float32 for node in region for out in node.output)
     convs = [node for node in graph.node if node.op_type == 'Conv']
     assert convs and all(elem[node.output[0]] == float16 for node in convs)
-    sessions = [ort.InferenceSession(model.SerializeToString(),
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1   # a pool per session costs more than it saves here
+    sessions = [ort.InferenceSession(model.SerializeToString(), options,
                                      providers=['CPUExecutionProvider']) for model in (fp32, half)]
     visible, infrared = pair()
     outputs = [session.run(None, {'visible_y': visible, 'infrared': infrared})[0]
