@@ -129,8 +129,12 @@ def test_target_not_found_is_reported_per_pair_and_overall():
     result = calibrate.calibrate_target([('ok', thermal, rgb), ('blank', blank, rgb)], (9, 6))
     notes = {p.name: p.note for p in result.pairs}
     assert notes['ok'] == '' and 'not found in thermal' in notes['blank']
+    # a wrong pattern: searching for what is not there is the slow part (seconds per image
+    # at full size), so the board is searched at half size
+    half = [('ok', *(cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2),
+                                interpolation=cv2.INTER_AREA) for image in (thermal, rgb)))]
     with pytest.raises(calibrate.CalibrationFailed, match='7x5 checkerboard'):
-        calibrate.calibrate_target([('ok', thermal, rgb)], (7, 5))
+        calibrate.calibrate_target(half, (7, 5))
 
 
 def test_points_fit_and_reprojection_error():
@@ -231,20 +235,25 @@ def distort_image(image: np.ndarray, camera: CameraModel) -> np.ndarray:
     return cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR)
 
 
+@pytest.fixture(scope='module')
+def near_board() -> tuple[float, np.ndarray, np.ndarray]:
+    """(depth, thermal image, RGB corners) of a board 1.5 m away."""
+    thermal, rgb = target_pair(1.5)
+    return 1.5, thermal, calibrate.find_target(rgb, (9, 6))[0]
+
+
 @pytest.mark.parametrize('model, d', [('plumb_bob', [-0.28, 0.09, 0.001, -0.0015, 0.0]),
                                       ('rational_polynomial', [-0.2, 0.05, 0, 0, 0, 0.01, 0, 0])])
-def test_undistortion_and_homography_in_one_remap(model, d):
+def test_undistortion_and_homography_in_one_remap(near_board, model, d):
     """Target corners in a distorted thermal image land on the RGB corners (a near board
     fills most of the thermal image, where the distortion is strong)."""
-    depth = 1.5
-    thermal, rgb = target_pair(depth)
+    depth, thermal, rgb_corners = near_board
     camera = CameraModel.checked(THERMAL_CAMERA.k, d, model, THERMAL_CAMERA.size)
     raw = distort_image(thermal, camera)
     h = pixel_to_normalized_homography(rig_homography(depth), THERMAL_CAMERA.size,
                                        RGB_CAMERA.size)
     corrected = Registration(h, output_size=RGB_CAMERA.size, thermal_camera=camera)
     plain = Registration(h, output_size=RGB_CAMERA.size)
-    rgb_corners = calibrate.find_target(rgb, (9, 6))[0]
 
     def error(registration):
         found = calibrate.find_target(registration.warp_thermal(raw), (9, 6))
@@ -352,7 +361,8 @@ def test_cli_target_on_a_folder_writes_yaml_and_report(tmp_path, capsys):
     # an existing output needs --overwrite; the input folder is never an output
     assert calibrate_main(args) == 2
     assert 'pass --overwrite' in capsys.readouterr().err
-    assert calibrate_main(args + ['--overwrite']) == 0
+    assert calibrate_main(args + ['--overwrite', '--max-pairs', '1']) == 0
+    assert [pair['name'] for pair in load_calibration(out).pairs] == ['p0']  # replaced
     assert calibrate_main(['target', str(inputs), '-o', str(inputs / 'ir' / 'x.yaml'),
                            '--pattern', '9x6']) == 2
     assert 'overlaps the input' in capsys.readouterr().err
@@ -365,7 +375,7 @@ def test_cli_edges_refuses_outside_its_capture_range_and_labels_the_edge_distanc
     error_px, which reads as an accuracy); outside it (90 px, 8 deg off the identity start
     of a same-field-of-view rig) nothing is written and the reason is one line."""
     truth = about_center(SIZE, 1.0, *((2.0, (15.0, -10.0)) if inside else (8.0, (90.0, -60.0))))
-    inputs = write_folder(tmp_path / 'in', as_thermal_camera(eval_pairs[:3], truth))
+    inputs = write_folder(tmp_path / 'in', as_thermal_camera(eval_pairs[:2], truth))
     out = tmp_path / 'rig.yaml'
     code = calibrate_main(['edges', str(inputs), '-o', str(out), '--no-progress'])
     err = capsys.readouterr().err
@@ -432,7 +442,7 @@ def test_bag_round_trip_with_distortion(tmp_path):
         thermal_topic = out.add_topic('/thermal/image_raw', IMAGE)
         thermal_info = out.add_topic('/thermal/camera_info', CAMERA_INFO)
         rgb_topic = out.add_topic('/rgb/image_raw', IMAGE)
-        for i, offset in enumerate([(0.0, 0.0), (0.3, 0.1), (-0.3, -0.1)]):
+        for i, offset in enumerate([(0.3, 0.1), (-0.3, -0.1)]):
             stamp = (i + 1) * 10**9
             thermal, rgb = target_pair(depth, offset_m=offset, seed=i)
             raw = distort_image(thermal, camera)
@@ -446,7 +456,7 @@ def test_bag_round_trip_with_distortion(tmp_path):
                 stamp + 1000, 'rgb')))
         out.commit()
     with InputBag(bag) as reread:
-        assert reread.topics['/thermal/image_raw'].count == 3
+        assert reread.topics['/thermal/image_raw'].count == 2
     yaml_path = tmp_path / 'rig.yaml'
     assert calibrate_main(['target', str(bag), '-o', str(yaml_path), '--pattern', '9x6',
                            '--no-progress', '--output-size', '1280x720']) == 0
@@ -466,7 +476,7 @@ def test_bag_round_trip_with_distortion(tmp_path):
 
 
 # -- the node and occo-bag with calibration_file ----------------------------------------------
-checkpoint = test_fusion_node.checkpoint   # its random-weights model fixture
+onnx_node = test_fusion_node.onnx_node   # the shipped ONNX model: a node start without torch
 
 
 def test_node_with_a_bad_calibration_file_stops_with_one_line(tmp_path):
@@ -483,12 +493,12 @@ def test_node_with_a_bad_calibration_file_stops_with_one_line(tmp_path):
     assert 'homography_px is not invertible' in fatal[0]
 
 
-def test_node_diagnostics_name_the_calibration(tmp_path, checkpoint):
+def test_node_diagnostics_name_the_calibration(tmp_path, onnx_node):
     path = tmp_path / 'rig.yaml'
     save_calibration(path, a_calibration(error_px=0.4321))
     log = tmp_path / 'node.log'
-    proc = test_fusion_node.start_node(log, f'model_path:={checkpoint}', 'backend:=torch',
-                                       f'calibration_file:={path}', 'diagnostics_period:=0.2')
+    proc = test_fusion_node.start_node(log, *onnx_node, f'calibration_file:={path}',
+                                       'diagnostics_period:=0.2')
     rclpy.init()
     peer = test_fusion_node.Peer()
     try:
@@ -503,7 +513,7 @@ def test_node_diagnostics_name_the_calibration(tmp_path, checkpoint):
         assert test_fusion_node.stop_node(proc) == 0, log.read_text()
 
 
-def test_occo_bag_takes_the_calibration_file(tmp_path, checkpoint, capsys):
+def test_occo_bag_takes_the_calibration_file(tmp_path, tiny_checkpoint, capsys):
     thermal, rgb = target_pair(4.0)
     bag = tmp_path / 'in_bag'
     with OutputBag(bag) as out:
@@ -519,7 +529,7 @@ def test_occo_bag_takes_the_calibration_file(tmp_path, checkpoint, capsys):
     good = tmp_path / 'rig.yaml'
     save_calibration(good, a_calibration())
     common = [str(bag), '--thermal-topic', '/thermal/image_raw', '--rgb-topic',
-              '/rgb/image_raw', '--model', str(checkpoint), '--backend', 'torch',
+              '/rgb/image_raw', '--model', str(tiny_checkpoint), '--backend', 'torch',
               '--input-width', '64', '--input-height', '48', '--output-width', '128',
               '--output-height', '96', '--no-progress']
     assert bag_main([*common[:1], str(tmp_path / 'fused'), *common[1:],
