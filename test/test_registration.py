@@ -14,11 +14,13 @@ pytestmark = [pytest.mark.core]
 
 
 def dot(size, center, sigma=1.5, peak=10000.0, dtype=np.float32, channels=None):
-    """A Gaussian dot centred at OpenCV pixel coordinates ``center`` in a (W, H) image."""
+    """A Gaussian dot centred at OpenCV pixel coordinates ``center`` in a (W, H) image: the
+    outer product of its column and row profiles (one exp per row and column, not per pixel
+    of a 1920 x 1536 frame)."""
     width, height = size
-    yy, xx = np.mgrid[0:height, 0:width]
-    blob = peak * np.exp(-((xx - center[0]) ** 2 + (yy - center[1]) ** 2) / (2 * sigma ** 2))
-    blob = blob.astype(dtype)
+    across, down = (np.exp(-(np.arange(count) - middle) ** 2 / (2 * sigma ** 2))
+                    for count, middle in ((width, center[0]), (height, center[1])))
+    blob = (peak * np.outer(down, across)).astype(dtype)
     return blob if channels is None else np.repeat(blob[:, :, None], channels, axis=2)
 
 
