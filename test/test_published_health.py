@@ -8,6 +8,7 @@ ONNX graphs of test_output_check, run by ONNX Runtime in the node.
 
 from __future__ import annotations
 
+from pathlib import Path
 import pickle
 import subprocess
 import sys
@@ -37,6 +38,17 @@ def onnx_node(log, model, tmp_path, *params: str):
     return start_node(log, f'model_path:={model}', 'backend:=onnxruntime', 'device:=cpu',
                       f'engine_cache_dir:={tmp_path / "cache"}', 'max_age:=30.0',
                       'diagnostics_period:=0.2', 'input_timeout:=1.0', *params)
+
+
+@pytest.fixture(scope='module')
+def mean_node(tmp_path_factory) -> Path:
+    """One node (its log) running the fusing mean model with the defaults of onnx_node, for
+    the tests that only publish to it or set its parameters: a start less."""
+    folder = tmp_path_factory.mktemp('mean_node')
+    log = folder / 'node.log'
+    proc = onnx_node(log, onnx_model(folder / 'mean.onnx', mean_body()), folder)
+    yield log
+    assert stop_node(proc) == 0, log.read_text()[-3000:]
 
 
 def counter(peer: Peer, name: str) -> int:
@@ -95,9 +107,8 @@ def test_a_model_breaking_the_contract_or_a_raw_pickle_never_starts(tmp_path):
     assert f'cannot read checkpoint {raw}' in line
 
 
-def test_a_bad_camera_info_is_counted_and_never_published(ros, tmp_path):
-    log = tmp_path / 'node.log'
-    proc = onnx_node(log, onnx_model(tmp_path / 'mean.onnx', mean_body()), tmp_path)
+def test_a_bad_camera_info_is_counted_and_never_published(ros, mean_node):
+    log = mean_node
     peer = Peer()
     thermal, rgb = camera_images(np.random.default_rng(1))
     k = [640.0, 0, 639.5, 0, 640.0, 359.5, 0, 0, 1]
@@ -135,7 +146,6 @@ def test_a_bad_camera_info_is_counted_and_never_published(ros, tmp_path):
         assert 'describes 640x480 images, the RGB images are 1280x720' in text
     finally:
         peer.destroy_node()
-        assert stop_node(proc) == 0, log.read_text()[-3000:]
 
 
 def test_a_registration_off_the_frame_is_refused_and_a_low_share_is_a_warning(ros, tmp_path):
@@ -158,9 +168,8 @@ def test_a_registration_off_the_frame_is_refused_and_a_low_share_is_a_warning(ro
         assert stop_node(proc) == 0, log.read_text()[-3000:]
 
 
-def test_a_parameter_flood_is_one_log_line_per_period(ros, tmp_path):
-    log = tmp_path / 'node.log'
-    proc = onnx_node(log, onnx_model(tmp_path / 'mean.onnx', mean_body()), tmp_path)
+def test_a_parameter_flood_is_one_log_line_per_period(ros, mean_node):
+    log = mean_node
     peer = Peer()
     client = AsyncParameterClient(peer, 'occo_fusion')
     sets = 300
@@ -180,4 +189,3 @@ def test_a_parameter_flood_is_one_log_line_per_period(ros, tmp_path):
         assert 'sets merged' in lines[-1]
     finally:
         peer.destroy_node()
-        assert stop_node(proc) == 0, log.read_text()[-3000:]
