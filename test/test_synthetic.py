@@ -31,6 +31,19 @@ def empty() -> SyntheticScene:
     return SyntheticScene(SceneConfig(people=0, vehicles=0, seed=1, **MEDIUM))
 
 
+# Building a scene (background, noise frames) is most of a test here, and frames are a pure
+# function of the configuration and time (tested below): tests that need the same still
+# street share one.
+@pytest.fixture(scope='module')
+def still_small() -> SyntheticScene:
+    return SyntheticScene(SceneConfig(people=0, vehicles=0, noise=False, **SMALL))
+
+
+@pytest.fixture(scope='module')
+def still_medium() -> SyntheticScene:
+    return SyntheticScene(SceneConfig(people=0, vehicles=0, noise=False, **MEDIUM))
+
+
 def inside(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
     return box[0] >= 0 and box[1] >= 0 and box[2] <= size[0] and box[3] <= size[1]
 
@@ -112,9 +125,9 @@ def test_returned_frames_are_owned_by_the_caller() -> None:
     assert np.array_equal(scene.rgb(0.0), expected[1])
 
 
-def test_no_noise_gives_the_same_frame_at_every_time_without_objects() -> None:
-    scene = SyntheticScene(SceneConfig(people=0, vehicles=0, noise=False, **SMALL))
-    assert np.array_equal(scene.rgb(0.0), scene.rgb(9.0))
+def test_no_noise_gives_the_same_frame_at_every_time_without_objects(
+        still_small: SyntheticScene) -> None:
+    assert np.array_equal(still_small.rgb(0.0), still_small.rgb(9.0))
     noisy = SyntheticScene(SceneConfig(people=0, vehicles=0, **SMALL))
     # The noise frame is picked per timestamp from noise_frames (8) pre-rendered ones.
     frames = {noisy.thermal(n / 30).tobytes() for n in range(12)}
@@ -191,12 +204,18 @@ def test_object_centres_agree_through_the_crop(busy: SyntheticScene) -> None:
     assert checked >= 30
 
 
-@pytest.mark.parametrize('camera', ['thermal', 'rgb'])
-def test_objects_are_drawn_inside_their_boxes(camera: str) -> None:
-    """A lone person's pixels (frame minus empty street) lie in the reported box."""
+@pytest.fixture(scope='module')
+def lone_person() -> tuple[SyntheticScene, SyntheticScene]:
+    """One person, no noise, and the same street without them."""
     config = {'people': 1, 'vehicles': 0, 'noise': False, 'seed': 5, **MEDIUM}
-    scene = SyntheticScene(SceneConfig(**config))
-    street = SyntheticScene(SceneConfig(**{**config, 'people': 0}))
+    street = {**config, 'people': 0}
+    return SyntheticScene(SceneConfig(**config)), SyntheticScene(SceneConfig(**street))
+
+
+@pytest.mark.parametrize('camera', ['thermal', 'rgb'])
+def test_objects_are_drawn_inside_their_boxes(lone_person: tuple, camera: str) -> None:
+    """A lone person's pixels (frame minus empty street) lie in the reported box."""
+    scene, street = lone_person
     size = getattr(scene.config, f'{camera}_size')
     times = [t for t in np.arange(0.0, 60.0, 0.25)
              if inside(getattr(scene.objects(float(t))[0], f'{camera}_box'), size)]
@@ -232,9 +251,9 @@ def best_edge_shift(a: np.ndarray, b: np.ndarray, margin: int = 4) -> tuple[int,
     return max(scores, key=scores.get)
 
 
-def test_background_structures_align_between_cameras() -> None:
+def test_background_structures_align_between_cameras(still_medium: SyntheticScene) -> None:
     """Edges of the empty street in thermal and in the RGB crop match at zero shift."""
-    scene = SyntheticScene(SceneConfig(people=0, vehicles=0, noise=False, **MEDIUM))
+    scene = still_medium
     (tw, th), (rw, rh) = scene.config.thermal_size, scene.config.rgb_size
     x, y, w, h = scene.thermal_crop
     rgb = scene.rgb(0.0).astype(np.float32).mean(axis=2)
@@ -244,11 +263,12 @@ def test_background_structures_align_between_cameras() -> None:
     assert abs(dx) <= 1 and abs(dy) <= 1, (dx, dy)
 
 
-def test_registration_with_the_scene_geometry_aligns_the_images() -> None:
+def test_registration_with_the_scene_geometry_aligns_the_images(
+        still_medium: SyntheticScene) -> None:
     """The crop and homography the node is configured with put both images in register."""
     from occo_ros.core.registration import Registration
 
-    scene = SyntheticScene(SceneConfig(people=0, vehicles=0, noise=False, **MEDIUM))
+    scene = still_medium
     x, y, w, h = scene.thermal_crop
     assert scene.thermal_homography @ np.array([0.0, 0.0, 1.0]) == pytest.approx([x, y, 1.0])
     assert scene.thermal_homography @ np.array([1.0, 1.0, 1.0]) == pytest.approx(
@@ -262,8 +282,9 @@ def test_registration_with_the_scene_geometry_aligns_the_images() -> None:
     assert abs(dx) <= 1 and abs(dy) <= 1, (dx, dy)
 
 
-def test_camera_matrices_project_consistently_with_the_crop() -> None:
-    scene = SyntheticScene(SceneConfig(people=0, vehicles=0, noise=False, **SMALL))
+def test_camera_matrices_project_consistently_with_the_crop(
+        still_small: SyntheticScene) -> None:
+    scene = still_small
     k_rgb, k_thermal = scene.camera_matrix('rgb'), scene.camera_matrix('thermal')
     assert k_rgb.shape == (3, 3) and k_rgb[0, 0] == pytest.approx(SMALL['rgb_size'][0] / 2)
     assert math.degrees(2 * math.atan(SMALL['rgb_size'][0] / 2 / k_rgb[0, 0])) == \
@@ -301,12 +322,11 @@ def test_invalid_config_raises(kwargs: dict, field: str) -> None:
 
 
 @pytest.mark.parametrize('t', [float('nan'), float('inf'), '1.0', None])
-def test_invalid_time_raises(t: object) -> None:
-    scene = SyntheticScene(SceneConfig(people=0, vehicles=0, noise=False, **SMALL))
+def test_invalid_time_raises(still_small: SyntheticScene, t: object) -> None:
     with pytest.raises(ValueError, match='finite'):
-        scene.thermal(t)
+        still_small.thermal(t)
     with pytest.raises(ValueError, match='finite'):
-        scene.objects(t)
+        still_small.objects(t)
 
 
 def test_cli_writes_viewable_pngs(tmp_path, capsys) -> None:
