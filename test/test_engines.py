@@ -377,3 +377,27 @@ def test_build_engine_cli_without_tensorrt(checkpoint, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_engine.main(['--precision', 'fp8'])
     assert exit_info.value.code == 2
+
+
+def test_a_cached_export_is_looked_up_without_importing_torch():
+    """The export recipe (part of every cached export's key) takes torch's version from its
+    installed metadata: a start that finds its export cached imports no torch (3 s of CPU),
+    and the key is the one torch.__version__ and the network module give."""
+    import hashlib
+    import subprocess
+
+    import torch
+
+    from occo_ros.model import network, onnx_export
+
+    code = ('import sys; from occo_ros.model.onnx_export import export_recipe_sha256; '
+            "print(export_recipe_sha256(), 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    digest, imported = run.stdout.split()
+    assert imported == 'False'
+    expected = hashlib.sha256(torch.__version__.encode())
+    for source in (network.__file__, onnx_export.__file__):
+        expected.update(Path(source).read_bytes())
+    assert digest == expected.hexdigest()
