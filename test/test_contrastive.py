@@ -9,10 +9,10 @@ values and the same gradient as the literal reading, also with empty regions.
 from __future__ import annotations
 
 import pytest
+from test_losses import random_extractors
 import torch
 
 from training import losses
-from training.vgg import build_loss_extractors
 
 pytestmark = [pytest.mark.core]
 
@@ -29,7 +29,7 @@ def one_thread():
 
 @pytest.fixture(scope='module')
 def loss_fn() -> losses.OCCOLoss:
-    obj_vgg, bg_vgg, _ = build_loss_extractors(None)
+    obj_vgg, bg_vgg, _ = random_extractors()
     return losses.OCCOLoss('full', obj_vgg, bg_vgg)
 
 

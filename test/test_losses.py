@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -19,10 +21,22 @@ from training.vgg import (
 pytestmark = [pytest.mark.core]
 
 
+@functools.cache
+def random_extractors() -> tuple:
+    """The seeded random VGG19 loss extractors (φ_obj, φ_bg, record), built once per process
+    (0.5 CPU s): also test_contrastive's. Frozen and in eval (tested below)."""
+    return build_loss_extractors(None)
+
+
 @pytest.fixture(scope='module')
 def extractors():
-    obj_vgg, bg_vgg, record = build_loss_extractors(None)
-    return obj_vgg, bg_vgg, record
+    return random_extractors()
+
+
+@pytest.fixture(scope='module')
+def vgg19_state() -> dict[str, torch.Tensor]:
+    """A full random VGG19 state (20 M normal draws); a test that changes it takes a copy."""
+    return random_vgg19_state(seed=3)
 
 
 def test_ssim_loss_is_zero_for_identical_images():
@@ -217,10 +231,9 @@ def test_loss_is_float32_also_under_autocast(extractors):
     torch.testing.assert_close(low.grad.float(), reference.grad, rtol=1e-2, atol=1e-6)
 
 
-def test_vgg_weights_file_round_trip_and_gray_conversion(tmp_path):
-    state = random_vgg19_state(seed=3)
+def test_vgg_weights_file_round_trip_and_gray_conversion(tmp_path, vgg19_state):
     path = tmp_path / 'vgg19.pth'
-    torch.save(state, path)
+    torch.save(vgg19_state, path)
     loaded = load_vgg19_state(path)
     rgb_net = build_extractor(loaded, 3, 'relu1_1')
     gray_net = build_extractor(loaded, 1, 'relu1_1')
@@ -232,10 +245,10 @@ def test_vgg_weights_file_round_trip_and_gray_conversion(tmp_path):
                           rgb_net(weighted, ('relu1_1',))['relu1_1'], atol=1e-6)
 
 
-def test_vgg_weights_file_errors(tmp_path):
+def test_vgg_weights_file_errors(tmp_path, vgg19_state):
     with pytest.raises(FileNotFoundError):
         load_vgg19_state(tmp_path / 'missing.pth')
-    state = random_vgg19_state()
+    state = dict(vgg19_state)
     del state['features.34.weight']
     torch.save(state, tmp_path / 'partial.pth')
     with pytest.raises(ValueError, match='features.34.weight missing'):
