@@ -1,10 +1,11 @@
 """Ctrl-C over real DDS: SIGINT to the process group of fusion_node + synthetic_cameras while
 fused images flow (what a terminal's Ctrl-C does to the nodes a launch started).
 
-Runs bench/bench_shutdown.py (the committed benchmark, which also times the exits) for a few
-runs; every run must end with exit code 0, no ERROR/FATAL line and no traceback in either
-node's output, and nothing of the group left running. The exit time is the benchmark's
-number, not asserted here (a busy machine must not fail the test): --exit-limit is generous.
+Runs bench/bench_shutdown.py (the committed benchmark, which also times the exits) once per
+case (the repetitions are the benchmark's); every run must end with exit code 0, no
+ERROR/FATAL line and no traceback in either node's output, and nothing of the group left
+running. The exit time is the benchmark's number, not asserted here (a busy machine must not
+fail the test): --exit-limit is generous.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ pytestmark = [pytest.mark.ros, pytest.mark.bench]
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize('twice, runs', [(False, 2), (True, 1)], ids=['sigint', 'sigint_twice'])
-def test_sigint_to_the_process_group_ends_every_node_cleanly(tmp_path, twice, runs):
-    cmd = [sys.executable, str(REPO / 'bench' / 'bench_shutdown.py'), '--runs', str(runs),
-           '--frames', '2', '--exit-limit', '60', '--out', str(tmp_path)]
+@pytest.mark.parametrize('twice', [False, True], ids=['sigint', 'sigint_twice'])
+def test_sigint_to_the_process_group_ends_every_node_cleanly(tmp_path, twice):
+    # cameras at 5 Hz: frames flow, and they render less while the node starts
+    cmd = [sys.executable, str(REPO / 'bench' / 'bench_shutdown.py'), '--runs', '1',
+           '--frames', '2', '--rate', '5', '--exit-limit', '60', '--out', str(tmp_path)]
     result = subprocess.run(cmd + ['--twice'] * twice, capture_output=True, text=True,
                             timeout=600, env=dict(os.environ, PYTHONUNBUFFERED='1'))
     summary = json.loads((tmp_path / 'summary.json').read_text())
     logs = '\n'.join(f'--- {log}\n{log.read_text()[-2000:]}'
                      for log in sorted(tmp_path.glob('run*/*.log')))
     assert result.returncode == 0, result.stdout + result.stderr + logs
-    assert summary['clean_runs'] == summary['runs'] == runs
+    assert summary['clean_runs'] == summary['runs'] == 1
     for run in summary['details']:
         assert run['fused_before_signal'] >= 2           # frames were flowing
         assert run['exit_codes'] == {'synthetic_cameras': 0, 'fusion_node': 0}
