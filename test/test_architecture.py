@@ -66,17 +66,22 @@ def imports_of(path: Path) -> list[Import]:
     own relative imports are resolved by the caller's naming)."""
     found = []
 
-    def visit(node: ast.AST, eager: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            lazy = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+    def visit(statements: list, eager: bool) -> None:
+        # Imports are statements: only the statement lists of compound statements (and of
+        # except and case clauses) can hold them, so expressions are not walked.
+        for child in statements:
             if isinstance(child, ast.Import):
                 found.extend(Import(a.name, child.lineno, eager) for a in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
-                found.extend(Import(f'{child.module}.{a.name}', child.lineno, eager)
-                             for a in child.names)
-            visit(child, eager and not lazy)
+            elif isinstance(child, ast.ImportFrom):
+                if child.module and not child.level:
+                    found.extend(Import(f'{child.module}.{a.name}', child.lineno, eager)
+                                 for a in child.names)
+            else:
+                lazy = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+                for field in ('body', 'handlers', 'orelse', 'finalbody', 'cases'):
+                    visit(getattr(child, field, ()), eager and not lazy)
 
-    visit(ast.parse(path.read_text(encoding='utf-8')), True)
+    visit(ast.parse(path.read_text(encoding='utf-8')).body, True)
     return found
 
 
@@ -99,11 +104,12 @@ def sources(root: Path) -> dict[str, Path]:
 def violations(root: Path) -> list[str]:
     """Every broken import rule under ``root``, one line each (empty when the tree obeys)."""
     modules = sources(root)
+    imports = {module: imports_of(path) for module, path in modules.items()}   # parsed once
     problems = []
     for module, path in modules.items():
         group = group_of(module) or ('top' if module == 'occo_ros' else None)
         where = f'{path.relative_to(root)}'
-        for imp in imports_of(path):
+        for imp in imports[module]:
             top = imp.name.split('.')[0]
             target = group_of(imp.name)
             if top in ROS and group != 'ros':
@@ -118,13 +124,14 @@ def violations(root: Path) -> list[str]:
             elif group not in ALLOWED or target not in ALLOWED[group]:
                 problems.append(f'{where}:{imp.line}: {group} may not import {target} '
                                 f'({imp.name})')
-    problems += eager_frameworks(root, modules)
+    problems += eager_frameworks(root, modules, imports)
     return problems
 
 
-def eager_frameworks(root: Path, modules: dict[str, Path]) -> list[str]:
+def eager_frameworks(root: Path, modules: dict[str, Path],
+                     imports: dict[str, list[Import]]) -> list[str]:
     """Deep-learning frameworks that importing a ``ros`` module loads (module-level imports,
-    followed through occo_ros)."""
+    followed through occo_ros; `imports`: imports_of each module)."""
     problems = []
     for start in (m for m in modules if group_of(m) == 'ros'):
         seen, todo = set(), [start]
@@ -133,7 +140,7 @@ def eager_frameworks(root: Path, modules: dict[str, Path]) -> list[str]:
             if module in seen or module not in modules:
                 continue
             seen.add(module)
-            for imp in imports_of(modules[module]):
+            for imp in imports[module]:
                 if not imp.eager:
                     continue
                 if imp.name.split('.')[0] in FRAMEWORKS:
