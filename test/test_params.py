@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 from dataclasses import fields
+import itertools
 import math
 
 from hypothesis import given, settings
@@ -34,8 +35,10 @@ pytestmark = [pytest.mark.core]
 
 DEFAULTS = {spec.name: spec.default for spec in PARAMS}
 
-special_floats = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e308,
-                                  -1e308, 5e-324, 1e-9])
+SPECIAL_FLOATS = [math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e308, -1e308, 5e-324, 1e-9]
+#: the numbers at the edges: the special floats and the int64 extremes
+EDGE_NUMBERS = [*SPECIAL_FLOATS, 0, -1, 2**63 - 1, -2**63]
+special_floats = st.sampled_from(SPECIAL_FLOATS)
 numbers = st.one_of(special_floats, st.floats(allow_nan=True, allow_infinity=True),
                     st.integers(min_value=-2**63, max_value=2**63 - 1))
 #: what a ROS parameter can hold: bool, int64, double, string, and arrays of those
@@ -45,24 +48,37 @@ any_value = st.one_of(
     st.lists(st.text(max_size=5), max_size=5), st.just([]), st.binary(max_size=8), st.none())
 
 
-@settings(max_examples=600, deadline=None)
-@given(name=st.sampled_from(sorted(SPECS)), value=any_value)
-def test_validate_answers_for_any_value_and_what_it_accepts_builds(name, value):
+#: one value of each kind, given to every row (hypothesis adds random ones of these kinds)
+EDGE_VALUES = [*EDGE_NUMBERS, True, False, '', 'x' * 40, [], [math.nan] * 9, [1e308] * 40,
+               [True], ['a'], b'', None]
+
+
+def answers_and_builds(name: str, value: object) -> None:
     problem = validate(name, value)
-    assert problem is None or (isinstance(problem, str) and name in problem)
+    assert problem is None or (isinstance(problem, str) and name in problem), (value, problem)
     if problem is not None:
         return
     try:
         params = make_params(dict(DEFAULTS, **{name: value}))
     except ValueError as exc:        # a cross-parameter rule (thermal_max > thermal_min)
-        assert 'thermal' in str(exc)
+        assert 'thermal' in str(exc), (value, exc)
         return
     thermal_normalizer(params)       # must not raise for an accepted parameter set
 
 
-@settings(max_examples=300, deadline=None)
-@given(lo=numbers, hi=numbers)
-def test_thermal_range_is_refused_with_a_reason_or_builds_a_normaliser(lo, hi):
+@pytest.mark.parametrize('name', sorted(SPECS))
+def test_validate_answers_for_each_kind_of_value_and_what_it_accepts_builds(name):
+    for value in EDGE_VALUES:
+        answers_and_builds(name, value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(sorted(SPECS)), value=any_value)
+def test_validate_answers_for_any_value_and_what_it_accepts_builds(name, value):
+    answers_and_builds(name, value)
+
+
+def refused_or_builds(lo: object, hi: object) -> None:
     values = dict(DEFAULTS, thermal_min=lo, thermal_max=hi)
     finite = math.isfinite(lo) and math.isfinite(hi)
     if finite and lo < hi:
@@ -70,6 +86,17 @@ def test_thermal_range_is_refused_with_a_reason_or_builds_a_normaliser(lo, hi):
         return
     with pytest.raises(ValueError, match='thermal_m'):
         make_params(values)
+
+
+def test_every_pair_of_special_thermal_bounds_is_refused_or_builds():
+    for lo, hi in itertools.product(EDGE_NUMBERS, repeat=2):
+        refused_or_builds(lo, hi)
+
+
+@settings(max_examples=100, deadline=None)
+@given(lo=numbers, hi=numbers)
+def test_thermal_range_is_refused_with_a_reason_or_builds_a_normaliser(lo, hi):
+    refused_or_builds(lo, hi)
 
 
 @pytest.mark.parametrize('name, value, reason', [
