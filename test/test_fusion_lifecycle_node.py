@@ -65,8 +65,9 @@ def fuse_one(peer: Peer, stamp_offset_s: int) -> bool:
 
 def test_transitions_load_serve_stop_and_release(ros, checkpoint, tmp_path):
     log = tmp_path / 'node.log'
-    proc = start_node(log, f'model_path:={checkpoint}', 'backend:=torch', 'max_age:=30.0',
-                      'diagnostics_period:=0.3', code=CODE)
+    # the one node test of the torch backend serving; one thread: no spinning intra-op pool
+    proc = start_node(log, f'model_path:={checkpoint}', 'backend:=torch', 'num_threads:=1',
+                      'max_age:=30.0', 'diagnostics_period:=0.3', code=CODE)
     peer = Peer()
     try:
         node = Lifecycle(peer, log)
@@ -110,13 +111,16 @@ def test_transitions_load_serve_stop_and_release(ros, checkpoint, tmp_path):
         assert stop_node(proc) == 0, log.read_text()
 
 
-@pytest.mark.parametrize('content', [None, b'not a checkpoint at all'])
+@pytest.mark.parametrize('content', [None, b'not a model at all'])
 def test_a_model_that_cannot_load_fails_configure_and_the_node_stays(ros, tmp_path, content):
-    path = tmp_path / 'weights.pt'
+    # ONNX Runtime: a corrupt file fails without importing torch (test_fusion_node has the
+    # missing and corrupt checkpoints of the torch backend)
+    path = tmp_path / 'weights.onnx'
     if content is not None:
         path.write_bytes(content)
     log = tmp_path / 'node.log'
-    proc = start_node(log, f'model_path:={path}', 'backend:=torch', code=CODE)
+    proc = start_node(log, f'model_path:={path}', 'backend:=onnxruntime',
+                      f'engine_cache_dir:={tmp_path / "cache"}', code=CODE)
     peer = Peer()
     try:
         node = Lifecycle(peer, log)
