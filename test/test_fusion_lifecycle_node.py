@@ -22,8 +22,7 @@ from test_fusion_node import Peer, camera_images, start_node, stop_node
 
 pytestmark = [pytest.mark.ros]
 
-# the node tests' fixtures: a random-weight checkpoint and an initialised rclpy
-checkpoint, ros = node_tests.checkpoint, node_tests.ros
+ros = node_tests.ros   # an initialised rclpy
 
 CODE = 'import sys; from occo_ros.ros.fusion_lifecycle_node import main; sys.exit(main())'
 
@@ -63,10 +62,10 @@ def fuse_one(peer: Peer, stamp_offset_s: int) -> bool:
     return bool(peer.publish_pairs_until(lambda: len(peer.fused) > before, 120, thermal, rgb))
 
 
-def test_transitions_load_serve_stop_and_release(ros, checkpoint, tmp_path):
+def test_transitions_load_serve_stop_and_release(ros, tiny_checkpoint, tmp_path):
     log = tmp_path / 'node.log'
     # the one node test of the torch backend serving; one thread: no spinning intra-op pool
-    proc = start_node(log, f'model_path:={checkpoint}', 'backend:=torch', 'num_threads:=1',
+    proc = start_node(log, f'model_path:={tiny_checkpoint}', 'backend:=torch', 'num_threads:=1',
                       'max_age:=30.0', 'diagnostics_period:=0.3', code=CODE)
     peer = Peer()
     try:

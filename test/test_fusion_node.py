@@ -2,9 +2,9 @@
 
 The node runs as its own process (python -m occo_ros.ros.fusion_node), as on a robot; this test
 process publishes thermal mono16 640x512 and RGB bgr8 1280x720 and subscribes to the outputs.
-The mechanics, not the quality, are under test: most tests run the shipped ONNX model on ONNX
-Runtime (``onnx_node``: no export, no torch import in the node); the torch backend and the
-node-vs-occo-bag test run a randomly initialised width-0.25 FIFN checkpoint.
+The mechanics, not the quality, are under test: the tests run the shipped ONNX model on ONNX
+Runtime (``onnx_node``: no export, no torch import in the node); those of the torch backend
+use missing and corrupt checkpoints (test_fusion_lifecycle_node serves the run's tiny one).
 """
 
 from __future__ import annotations
@@ -27,11 +27,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
-import torch
 
 from occo_ros.core.codec import array_to_image_fields, decode_image
-from occo_ros.model.checkpoint import save_checkpoint
-from occo_ros.model.network import build_fifn
 from occo_ros.params import SPECS
 from occo_ros.worker import STAGES, WAITS
 
@@ -46,14 +43,6 @@ DIAGNOSTIC_KEYS = (
     'preprocess_ms_p50', 'inference_ms_p50', 'inference_ms_p99', 'compose_ms_p50',
     'publish_ms_p50', 'end_to_end_ms_p50', 'end_to_end_ms_p99', 'paired', 'dropped_stale',
     'dropped_busy', 'unpaired_thermal', 'unpaired_rgb', 'bad_thermal', 'bad_rgb')
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'random_w025.pt'
-    save_checkpoint(path, build_fifn(0.25).eval())
-    return path
 
 
 @pytest.fixture(scope='module')
