@@ -48,10 +48,13 @@ def test_a_camera_and_a_viewer_in_plain_environments_talk_to_the_launched_node(t
     camera sent, on both streams, and every fused image the node published reaches the
     subscriber. With FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in node_environment (the launch
     file before issue 19) the node receives nothing. The >= 95 % end-to-end numbers over
-    30 s are bench/bench_interop.py's."""
+    30 s are bench/bench_interop.py's. Backend auto, as the launch file gives it: the shipped
+    model on ONNX Runtime from the user's export cache, as test_shutdown's nodes (no torch
+    import)."""
     log = tmp_path / 'node.log'
     result = subprocess.run(
-        [sys.executable, str(BENCH), '--duration', '4', '--rate', '5', '--log', str(log)],
+        [sys.executable, str(BENCH), '--duration', '4', '--rate', '5', '--backend', 'auto',
+         '--log', str(log)],
         env=clean_env(), capture_output=True, text=True, timeout=300)
     assert result.stdout.strip(), result.stderr + log.read_text()
     numbers = json.loads(result.stdout.strip().splitlines()[-1])
