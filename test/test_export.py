@@ -113,8 +113,8 @@ def reference(tiny_checkpoint):
 
 @pytest.fixture(scope='module')
 def fixed17(tiny_export) -> Path:
-    """Opset 17, 120x160, written by the occo-export CLI (conftest's export cache)."""
-    return tiny_export((120, 160))
+    """Opset 17, 64x80, written by the occo-export CLI (conftest's export cache)."""
+    return tiny_export((64, 80))
 
 
 @pytest.fixture(scope='module')
@@ -131,7 +131,7 @@ def fixed18(tiny_export) -> Path:
 @pytest.mark.parametrize('dataset', ['msrs', 'roadscene'])
 def test_fixed_opset17_matches_pytorch_on_real_pairs(fixed17, reference, shared_data,
                                                      dataset):
-    visible, infrared = real_pair(shared_data, dataset, (120, 160))
+    visible, infrared = real_pair(shared_data, dataset, (64, 80))
     assert max_error(fixed17, reference, visible, infrared) <= TOLERANCE
 
 
@@ -149,7 +149,7 @@ def test_opset18_dynamo_matches_pytorch(fixed18, reference, shared_data):
 
 
 def test_graph_contract_and_metadata(fixed17, dynamic17, fixed18, tiny_checkpoint):
-    for path, opset, shape in ((fixed17, 17, [1, 1, 120, 160]),
+    for path, opset, shape in ((fixed17, 17, [1, 1, 64, 80]),
                                (dynamic17, 17, ['batch', 1, 'height', 'width']),
                                (fixed18, 18, [1, 1, 61, 75])):
         model = onnx.load(str(path))
@@ -163,7 +163,7 @@ def test_graph_contract_and_metadata(fixed17, dynamic17, fixed18, tiny_checkpoin
     meta = read_metadata(fixed17)
     assert meta['checkpoint_sha256'] == sha256_file(tiny_checkpoint)
     assert meta['model_width'] == '0.25' and meta['opset'] == '17'
-    assert meta['exporter'] == 'torchscript' and meta['input_shape'] == '120x160'
+    assert meta['exporter'] == 'torchscript' and meta['input_shape'] == '64x80'
     assert meta['training_data'] == '{"data_sha256": "f00d"}'
     assert 'BT.601 Y / 255' in meta['input_normalization']
     assert read_metadata(dynamic17)['input_shape'] == 'dynamic'
