@@ -65,8 +65,9 @@ def start_node(log: Path, *params: str, code: str | None = None) -> subprocess.P
            '-p', 'input_reliability:=reliable']
     for p in params:
         cmd += ['-p', p]
-    return subprocess.Popen(cmd, stdout=log.open('w'), stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    with log.open('w') as out:    # the child has its own descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED='1'))
 
 
 def stop_node(proc: subprocess.Popen) -> int:

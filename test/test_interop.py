@@ -79,8 +79,9 @@ def start_node(log: Path, namespace: str, *params: str) -> subprocess.Popen:
            '-p', 'backend:=onnxruntime', '-p', f'engine_cache_dir:={log.with_suffix(".cache")}']
     for p in params:
         cmd += ['-p', p]
-    return subprocess.Popen(cmd, stdout=log.open('w'), stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    with log.open('w') as out:    # the child has its own descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED='1'))
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
