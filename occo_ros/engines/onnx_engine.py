@@ -18,6 +18,7 @@ from collections.abc import Callable
 import contextlib
 import hashlib
 import logging
+import os
 from pathlib import Path
 import platform
 
@@ -213,7 +214,9 @@ class OnnxRuntimeEngine(FusionEngine):
             self._log(f'optimised-model cache {optimized.name} not used: {problem}; '
                       'recreating it')
         optimized.parent.mkdir(parents=True, exist_ok=True)
-        temp = optimized.with_name(f'.{optimized.name}.tmp')
+        # one temporary name per process: two nodes starting together on an empty cache
+        # (namespaced instances of one launch) must not write into the same file
+        temp = optimized.with_name(f'.{optimized.name}.{os.getpid()}.tmp')
         session_options = self._session_options(ort, num_threads, level_all)
         session_options.optimized_model_filepath = str(temp)
         # The "hardware specific optimizations" warning ONNX Runtime logs when saving is
