@@ -33,6 +33,10 @@ hed-weights: $(STAMP)
 # Tests run in TEST_JOBS pytest-xdist workers (default: one per core; the suite is CPU-bound,
 # and each worker gets its own ROS_DOMAIN_ID, test/conftest.py). TEST_JOBS=0: one process.
 TEST_JOBS ?= auto
+# Python may cache compiled modules (git-ignored __pycache__/): where the environment says
+# PYTHONDONTWRITEBYTECODE, every worker recompiled every test module and pytest plugin
+# (assertion rewriting) at each run, 4-6 CPU s per process.
+unexport PYTHONDONTWRITEBYTECODE
 
 test: $(STAMP)
 	$(PY) -m training.hed || echo 'HED weights not fetched: test_hed.py will skip'

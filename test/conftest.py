@@ -20,6 +20,7 @@ missing fails instead: CI must never pass without the data.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 from pathlib import Path
@@ -49,6 +50,41 @@ CI = os.environ.get('CI', '').strip().lower() in ('1', 'true', 'yes')
 
 #: The cost markers a test module declares; pytest.ini registers them.
 COST_MARKERS = ('core', 'ros', 'slow', 'bench', 'data')
+
+
+def declared_markers(tree: ast.Module) -> list[str] | None:
+    """The marker names of a module's module-level ``pytestmark`` (a mark or a list of
+    marks), or None when it declares none (test_markers.py checks every module with it)."""
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == 'pytestmark'
+                for target in statement.targets):
+            value = statement.value
+            marks = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value]
+            return [ast.unparse(mark).removeprefix('pytest.mark.') for mark in marks]
+    return None
+
+
+def _negated_markers(expression: str) -> set[str]:
+    """{'a', 'b'} for ``-m 'not a and not b'``; empty for any other expression."""
+    terms = [term.strip() for term in expression.split(' and ')] if expression else []
+    names = {term[4:].strip() for term in terms if term.startswith('not ')}
+    if terms and len(names) == len(terms) and all(name.isidentifier() for name in names):
+        return names
+    return set()
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m 'not a and not b ...'`` (make test-fast) a module whose declared markers
+    are excluded is not even imported: importing the deselected modules (torch, onnx, rclpy,
+    rosbags, ...) was most of test-fast's collection. Tests only add markers to their
+    module's, so none of its tests could be selected."""
+    excluded = _negated_markers(config.getoption('markexpr'))
+    if not excluded or collection_path.suffix != '.py' \
+            or not collection_path.name.startswith('test_'):
+        return None
+    marks = declared_markers(ast.parse(collection_path.read_bytes())) or ['slow']
+    return True if excluded & set(marks) else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

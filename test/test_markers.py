@@ -8,25 +8,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import COST_MARKERS
+from conftest import COST_MARKERS, declared_markers
 import pytest
 
 pytestmark = [pytest.mark.core]
 
 TEST_DIR = Path(__file__).resolve().parent
-
-
-def declared_markers(tree: ast.Module) -> list[str] | None:
-    """The marker names of the module-level ``pytestmark`` (a mark or a list of marks), or
-    None when the module declares none."""
-    for statement in tree.body:
-        if isinstance(statement, ast.Assign) and any(
-                isinstance(target, ast.Name) and target.id == 'pytestmark'
-                for target in statement.targets):
-            value = statement.value
-            marks = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value]
-            return [ast.unparse(mark).removeprefix('pytest.mark.') for mark in marks]
-    return None
 
 
 def imports_rclpy(tree: ast.Module) -> bool:

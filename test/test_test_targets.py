@@ -23,7 +23,10 @@ SOURCES = {
                   'def test_reads_pairs(shared_data):\n    pass\n\n\n'
                   'def test_quick():\n    pass\n\n\n'
                   '@pytest.mark.slow\ndef test_big():\n    pass\n',
-    'test_fusion_node': 'import pytest\n\npytestmark = [pytest.mark.ros]\n\n\n'
+    'test_fusion_node': 'import os\nimport pytest\n\n'
+                        "if os.environ.get('IMPORT_LOG'):\n"
+                        "    open(os.environ['IMPORT_LOG'], 'a').write('test_fusion_node ')\n"
+                        'pytestmark = [pytest.mark.ros]\n\n\n'
                         'def test_over_dds():\n    pass\n',
     'test_bench_x': 'import pytest\n\npytestmark = [pytest.mark.bench]\n\n\n'
                     'def test_script():\n    pass\n',
@@ -84,31 +87,44 @@ SELECTIONS = {
 #: would cost a second each); the project's conftest.py is read once, as it is per run.
 COLLECT_EACH = """
 import json
+import os
 import sys
 import pytest
 for expression in sys.argv[2:]:
     print('=== -m', expression, flush=True)
     pytest.main([*json.loads(sys.argv[1]), '--collect-only', '-q', '-m', expression])
-    sys.stdout.flush()
+    with open(os.environ['IMPORT_LOG'], 'a+') as log:
+        log.seek(0)
+        print('imported so far:', log.read(), flush=True)
 """
 
 
 @pytest.fixture(scope='module')
-def collected(tmp_path_factory) -> dict[str, list[str]]:
-    """-m expression -> the test ids a collection with it selects, in a throw-away project."""
+def collected(tmp_path_factory) -> dict[str, str]:
+    """-m expression -> what a collection with it prints, in a throw-away project."""
     root = tmp_path_factory.mktemp('targets')
     repo = make_project(root)
     env = {k: v for k, v in os.environ.items() if k != 'PYTEST_ADDOPTS'}  # as pytester
+    env['IMPORT_LOG'] = str(root / 'imported.txt')   # the ros module notes its import there
     result = subprocess.run(
         [sys.executable, '-c', COLLECT_EACH, json.dumps(pytest_args(repo)), *SELECTIONS],
         cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     sections = result.stdout.split('=== -m ')[1:]
     assert len(sections) == len(SELECTIONS), result.stdout
-    return {section.splitlines()[0]: sorted(line.split('/')[-1] for line in section.splitlines()
-                                            if '::' in line) for section in sections}
+    return {section.splitlines()[0]: section for section in sections}
 
 
 @pytest.mark.parametrize('expression', SELECTIONS)
 def test_markers_select_the_cost_classes(collected, expression):
-    assert collected[expression] == SELECTIONS[expression]
+    ids = sorted(line.split('/')[-1] for line in collected[expression].splitlines()
+                 if '::' in line)
+    assert ids == SELECTIONS[expression]
+
+
+def test_the_fast_core_does_not_import_modules_its_markers_exclude(collected):
+    """conftest's pytest_ignore_collect: under make test-fast's expression (collected first)
+    the ros module is not imported at all; the 'ros' collection after it imports it."""
+    fast, ros = (collected[expression].split('imported so far:')[1]
+                 for expression in list(SELECTIONS)[:2])
+    assert 'test_fusion_node' not in fast and 'test_fusion_node' in ros
