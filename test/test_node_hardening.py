@@ -429,10 +429,12 @@ def test_soak_benchmark_runs_pairs_and_a_burst_through_the_node(tmp_path):
     by the node, RSS and latency sampled, the plot written, the node stopped cleanly. (The
     numbers themselves are the benchmark's to report, not this test's to judge.) 20 pairs:
     the fewest for which the summary has its latency tenths; the shipped ONNX model under
-    backend auto with a cache of this test (no export, no torch in the node)."""
+    backend auto with a cache of this test (no export, no torch in the node), an 80x64
+    network input (the frame path is the same; the fusion cost is not this test's)."""
     out = tmp_path / 'soak'
     run = subprocess.run([sys.executable, str(test_fusion_node.REPO / 'bench' / 'soak.py'),
                           '--pairs', '20', '--burst', '1', '--burst-size', '3000',
+                          '--input-size', '80x64',
                           '--model', str(test_fusion_node.REPO / 'models' /
                                          'fifn_w025_pixel.onnx'),
                           '--out', str(out)], capture_output=True, text=True, timeout=900,

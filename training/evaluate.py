@@ -43,7 +43,6 @@ import argparse
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 import csv
-import ctypes
 from dataclasses import dataclass, field, replace
 import json
 import multiprocessing
@@ -70,10 +69,12 @@ from occo_ros.io.image_pairs import (
 )
 from occo_ros.params import DefaultsHelpFormatter
 from occo_ros.pipeline import image_pair_pipeline
+from occo_ros.util.allocator import tune_allocator
 from occo_ros.util.output_safety import OutputError, check_folder_output, prepare_output_folder
 
 from .baselines import BASELINES
 from .data import to_uint8
+from .metric_process import init_metric_process, timed_scores
 from .metrics import (
     IR_LIFT,
     LEGACY_DEVIATIONS,
@@ -82,7 +83,6 @@ from .metrics import (
     MIN_SIDE,
     color_stats,
     color_summary,
-    evaluate_fusion,
 )
 
 # Issue 3's quality bar: beat each classical baseline on >= 5 of these 8 metrics (MI is left
@@ -95,9 +95,6 @@ EVAL_OUTPUTS = ('metrics.csv', 'summary.md', 'grid.png', 'timings.json', 'fused'
 GRID_PAIRS = 4            # pairs shown in grid.png
 GRID_TILE_HEIGHT = 240    # tile height in grid.png, pixels (width keeps the aspect ratio)
 GRID_LABEL_HEIGHT = 28    # label strip above each tile, pixels
-# glibc mallopt parameters and the values occo-eval sets (see keep_freed_memory).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-TRIM_THRESHOLD_BYTES, MMAP_THRESHOLD_BYTES = 256 << 20, 64 << 20
 
 
 #: The engine options occo-eval takes besides --model (node parameter names, occo_ros.params).
@@ -164,37 +161,6 @@ def fuse_pair(engine: FusionEngine, ir: np.ndarray, vi_rgb: np.ndarray,
     if not frame.ok:
         raise ValueError(frame.problems[0].message)
     return to_uint8(frame.fused_y), frame.pixels, frame.times_ms['inference'] / 1e3
-
-
-def keep_freed_memory() -> None:
-    """Let glibc keep freed blocks of this process instead of returning them to the OS.
-
-    The metrics allocate many 2.4 MB float64 temporaries per 640x480 image. By default glibc
-    maps and unmaps such blocks, and the resulting page faults cost 0.15 s of system time
-    per image in a fresh worker process (measured: 86 000 faults/image vs 1 100 with these
-    settings), about 40 % of the metric time. The price is that the process keeps its peak
-    heap (~100 MB). No-op where the C library is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    except (OSError, AttributeError):
-        pass
-
-
-def _init_worker() -> None:
-    """Metric process set-up: one OpenCV thread (the processes already fill the cores)."""
-    cv2.setNumThreads(1)
-    keep_freed_memory()
-
-
-def _timed_metrics(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray,
-                   legacy: bool) -> tuple[dict[str, float], float]:
-    """evaluate_fusion and its duration in seconds (runs in a worker process)."""
-    start = time.perf_counter()
-    scores = evaluate_fusion(ir, vi, fused, legacy)
-    return scores, time.perf_counter() - start
 
 
 def _warn(message: str) -> None:
@@ -297,7 +263,7 @@ def run_evaluation(options: EvalOptions, progress: bool = True) -> EvalResult:
 
     # 'spawn': forking a process that may hold torch threads can deadlock the children.
     pool = (ProcessPoolExecutor(options.workers, multiprocessing.get_context('spawn'),
-                                initializer=_init_worker)
+                                initializer=init_metric_process)
             if options.workers > 1 else None)
     pending: list[tuple[str, str, Future | tuple[dict[str, float], float]]] = []
     try:
@@ -320,8 +286,8 @@ def run_evaluation(options: EvalOptions, progress: bool = True) -> EvalResult:
                 images[name] = BASELINES[name](ir, vi)
                 result.record(f'baseline {name}', time.perf_counter() - start)
             for name, fused in images.items():
-                job = (pool.submit(_timed_metrics, ir, vi, fused, options.legacy) if pool
-                       else _timed_metrics(ir, vi, fused, options.legacy))
+                job = (pool.submit(timed_scores, ir, vi, fused, options.legacy) if pool
+                       else timed_scores(ir, vi, fused, options.legacy))
                 pending.append((pair.stem, name, job))
             if len(result.grid) < GRID_PAIRS:
                 result.grid.append((pair.stem, {'IR': ir, 'VI': vi_rgb, **images}))
@@ -567,7 +533,7 @@ def parse_args(argv: Sequence[str] | None) -> EvalOptions:
 def main(argv: list[str] | None = None) -> int:
     """occo-eval entry point: evaluate, write the outputs, print the Markdown table."""
     options = parse_args(argv)
-    keep_freed_memory()
+    tune_allocator()
     label = method_label(options)
     if label in options.baselines:
         _warn(f'method name {label!r} is also a baseline; pass --name to tell them apart')
