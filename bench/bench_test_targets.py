@@ -41,9 +41,11 @@ def run_once(marker_args: list[str]) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     start = time.perf_counter()
+    # as the Makefile runs it: Python may cache bytecode (PYTHONDONTWRITEBYTECODE unexported)
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONDONTWRITEBYTECODE'}
     proc = subprocess.run([sys.executable, '-m', 'pytest', 'test', '-q', '-p',
                            'no:cacheprovider', *marker_args], cwd=REPO, capture_output=True,
-                          text=True)
+                          text=True, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
