@@ -33,10 +33,10 @@ from tqdm import tqdm
 from occo_ros.io.image_pairs import bt601_luma, find_pairs, read_gray, read_rgb
 from occo_ros.model.checkpoint import load_checkpoint
 from occo_training.baselines import BASELINES
-from occo_training.data import to_tensor, to_uint8
+from occo_training.data import to_tensor
 from occo_training.evaluate import QUALITY_BAR, metrics_won
 from occo_training.losses import pixel_loss
-from occo_training.metrics import evaluate_fusion
+from occo_training.metrics import evaluate_fusion, to_uint8
 from occo_training.train import fuse_uint8
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,6 +3,8 @@
 import csv
 import json
 from pathlib import Path
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -141,6 +143,16 @@ def msrs_three(shared_data, tmp_path_factory):
         write(root / 'avg' / f'{pair.stem}.png',
               fuse_average(read_gray(pair.ir_path), read_gray(pair.vi_path)))
     return shared_data / 'eval' / 'msrs', root / 'avg', [p.stem for p in scan.pairs[:3]]
+
+
+def test_a_spawned_metric_process_imports_no_torch():
+    """occo-eval's metric processes are spawned: each imports training.evaluate (and the
+    occo-eval script) again, so the module must not import torch (~3 CPU s per process)."""
+    code = 'import sys, training.evaluate; print("torch" in sys.modules)'
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == 'False'
 
 
 def test_end_to_end_on_real_pairs_with_metric_processes(msrs_three, tmp_path, capsys):

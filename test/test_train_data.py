@@ -18,8 +18,8 @@ from training.data import (
     load_pairs,
     read_mask,
     to_tensor,
-    to_uint8,
 )
+from training.metrics import to_uint8
 
 pytestmark = [pytest.mark.core]
 

@@ -255,12 +255,6 @@ def uniform_crop(shape: tuple[int, int], crop: int,
     return (int(rng.integers(0, shape[0] - crop + 1)), int(rng.integers(0, shape[1] - crop + 1)))
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float HxW image in [0, 1] -> uint8, clamped and rounded half up: how every fused
-    image is quantised before it is scored or saved (the inverse of to_tensor's scaling)."""
-    return np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 or bool HxW -> float32 (1, H, W) in [0, 1] (uint8 / 255; bool as 0/1)."""
     if image.dtype == np.bool_:

@@ -73,8 +73,6 @@ from occo_ros.util.allocator import tune_allocator
 from occo_ros.util.output_safety import OutputError, check_folder_output, prepare_output_folder
 
 from .baselines import BASELINES
-from .data import to_uint8
-from .metric_process import init_metric_process, timed_scores
 from .metrics import (
     IR_LIFT,
     LEGACY_DEVIATIONS,
@@ -83,6 +81,8 @@ from .metrics import (
     MIN_SIDE,
     color_stats,
     color_summary,
+    evaluate_fusion,
+    to_uint8,
 )
 
 # Issue 3's quality bar: beat each classical baseline on >= 5 of these 8 metrics (MI is left
@@ -161,6 +161,24 @@ def fuse_pair(engine: FusionEngine, ir: np.ndarray, vi_rgb: np.ndarray,
     if not frame.ok:
         raise ValueError(frame.problems[0].message)
     return to_uint8(frame.fused_y), frame.pixels, frame.times_ms['inference'] / 1e3
+
+
+def init_metric_process() -> None:
+    """Metric process set-up: one OpenCV thread (the processes already fill the cores), and
+    glibc keeps freed blocks (the metrics allocate many 2.4 MB float64 temporaries per
+    640x480 image, whose page faults cost ~40 % of the metric time in a fresh process). A
+    spawned process imports this module again (and occo-eval's script): no torch at import
+    (test_evaluate checks)."""
+    cv2.setNumThreads(1)
+    tune_allocator()
+
+
+def timed_scores(ir: np.ndarray, vi: np.ndarray, fused: np.ndarray,
+                 legacy: bool) -> tuple[dict[str, float], float]:
+    """evaluate_fusion and its duration in seconds (runs in a metric process)."""
+    start = time.perf_counter()
+    scores = evaluate_fusion(ir, vi, fused, legacy)
+    return scores, time.perf_counter() - start
 
 
 def _warn(message: str) -> None:

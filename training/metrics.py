@@ -82,6 +82,13 @@ LEGACY_NOTES: dict[str, str] = {
 }
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float HxW image in [0, 1] -> uint8, clamped and rounded half up: how every fused
+    image is quantised before it is scored or saved (the inverse of training.data.to_tensor's
+    scaling; here so that scoring needs no torch)."""
+    return np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def _check_gray(name: str, image: np.ndarray) -> None:
     """Raise unless ``image`` is a uint8 HxW array."""
     if not isinstance(image, np.ndarray):

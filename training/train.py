@@ -55,7 +55,7 @@ from occo_ros.util.output_safety import (
 
 from . import metrics
 from .config import ConfigError, TrainConfig, parse_config
-from .data import INPUT_NORMALIZATION, CropDataset, load_pairs, to_tensor, to_uint8
+from .data import INPUT_NORMALIZATION, CropDataset, load_pairs, to_tensor
 from .losses import OCCOLoss
 from .vgg import build_loss_extractors
 
@@ -138,7 +138,7 @@ def fuse_uint8(model: torch.nn.Module, visible: np.ndarray, infrared: np.ndarray
     """Fuse uint8 HxW luma and infrared at full size; output uint8 HxW (clamped, rounded)."""
     with torch.no_grad():
         fused = model(to_tensor(visible)[None].to(device), to_tensor(infrared)[None].to(device))
-    return to_uint8(fused.float()[0, 0].cpu().numpy())
+    return metrics.to_uint8(fused.float()[0, 0].cpu().numpy())
 
 
 def validate(model: torch.nn.Module, pairs: list, device: torch.device) -> dict[str, float]:
