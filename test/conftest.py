@@ -25,7 +25,6 @@ import contextlib
 import os
 from pathlib import Path
 import random
-import sys
 
 import pytest
 
@@ -39,9 +38,10 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
         1 + (int(os.environ['PYTEST_XDIST_TESTRUNUID'][:8], 16) + int(
             os.environ['PYTEST_XDIST_WORKER'][2:])) % 101)
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-# One OpenMP thread in every process of the run, node and tool children included (a test
-# that is about threads sets them): on 2 cores with a worker per core, a second torch thread
-# only spins against the other worker (a node test: 22.7 vs 6.4 CPU s).
+# One OpenMP (torch) thread in every process of the run, this one (set before any test module
+# imports torch) and node and tool children included; a test that is about threads sets
+# them. On 2 cores a second intra-op thread only spins against the other worker or process
+# (seven torch-heavy core modules: 18.7 instead of 29.8 CPU s; a node test 6.4 vs 22.7).
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,15 +93,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if 'shared_data' in getattr(item, 'fixturenames', ()):
             item.add_marker(pytest.mark.data)
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """One torch thread for the whole session (when a test module imported torch): on the
-    shared 2-core machine a second intra-op thread spins against the other processes (seven
-    torch-heavy core modules: 18.7 instead of 29.8 CPU s, 22 instead of 39-53 s wall)."""
-    torch = sys.modules.get('torch')
-    if torch is not None:
-        torch.set_num_threads(1)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -188,13 +179,6 @@ def export_in_this_process(model_path: Path, out_path: Path, input_size, opset: 
     assert main(['--model', str(model_path), '--out', str(out_path), '--opset', str(opset),
                  '--overwrite', *size]) == 0
     return out_path
-
-
-@pytest.fixture(scope='session')
-def in_process_exporter():
-    """export_in_this_process, for a test that patches the ONNX cache with it after its own
-    child-process export."""
-    return export_in_this_process
 
 
 @pytest.fixture(scope='session')

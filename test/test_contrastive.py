@@ -17,16 +17,6 @@ from training import losses
 pytestmark = [pytest.mark.core]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Two OpenMP threads on a loaded 2-core machine run these small convolutions ~10x
-    # slower than one (threads spin waiting for descheduled siblings).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope='module')
 def loss_fn() -> losses.OCCOLoss:
     obj_vgg, bg_vgg, _ = random_extractors()

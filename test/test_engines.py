@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 import sys
 
+from conftest import export_in_this_process
 import numpy as np
 import onnx
 import pytest
@@ -141,8 +142,8 @@ def test_fixed_shape_model_rejects_other_sizes_by_name(fixed_onnx, cache):
                           input_size=(256, 320), log=quiet)
 
 
-def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, tiny_export,
-                                               in_process_exporter, tmp_path, monkeypatch):
+def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, tiny_export, tmp_path,
+                                               monkeypatch):
     truncated = tmp_path / 'truncated.onnx'
     truncated.write_bytes(fixed_onnx.read_bytes()[:5000])
     with pytest.raises(EngineError, match='corrupt or truncated file'):
@@ -175,7 +176,7 @@ def test_corrupt_files_are_reported_or_rebuilt(checkpoint, fixed_onnx, tiny_expo
 
     # An export made by other network/exporter code (an upgrade) is exported again, then
     # reused; this export without the child process that the one above ran.
-    monkeypatch.setattr(onnx_cache, 'export_in_subprocess', in_process_exporter)
+    monkeypatch.setattr(onnx_cache, 'export_in_subprocess', export_in_this_process)
     sidecar = json.loads(sidecar_path(exported).read_text(encoding='utf-8'))
     write_artifact(exported, None, {**sidecar['key'], 'export_recipe_sha256': 'old'})
     log = Log()
