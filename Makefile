@@ -59,7 +59,7 @@ $(VENV38)/.installed: requirements-py38.txt
 test-py38: $(VENV38)/.installed
 	PYTHONPATH=$(CURDIR) $(VENV38)/bin/python -m pytest -p no:cacheprovider \
 		test/test_tensorrt_fakes.py test/test_engine_cache.py test/test_robot_imports.py \
-		test/test_gpu_check.py
+		test/test_gpu_check.py test/test_color.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -28,7 +28,7 @@ import numpy as np
 
 from occo_ros.calibration.file import registration_from_params
 from occo_ros.core import codec
-from occo_ros.core.color import COLOR_MODES, check_color_mode, compose_rgb, luma_chroma
+from occo_ros.core.color import COLOR_MODES, compose_rgb, luma_chroma, prepare_compose
 from occo_ros.core.registration import Registration
 from occo_ros.core.thermal import ThermalNormalizer, normalize_thermal
 from occo_ros.engines import EngineSpec, create_engine
@@ -165,7 +165,7 @@ class FusionPipeline:
                  output_size: tuple[int, int], color_mode: str = COLOR_MODES[0]) -> None:
         """``input_size`` (network) and ``output_size`` (fused image) are (width, height);
         ``color_mode``: how compose recombines colour (occo_ros.core.color.COLOR_MODES)."""
-        check_color_mode(color_mode)
+        prepare_compose(color_mode)     # checks it; a compiled kernel is not the first frame's
         self.color_mode = color_mode
         self.engine = engine
         self.registration = registration

@@ -9,6 +9,7 @@ from occo_ros.core.color import (
     DARK_LUMA,
     compose_rgb,
     luma_chroma,
+    prepare_compose,
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
@@ -283,3 +284,50 @@ def test_color_modes_are_the_parameter_choices():
     assert SPECS['color_mode'].default == COLOR_MODES[0]
     with pytest.raises(ValueError, match='preserve_saturation, keep_chroma'):
         compose_rgb(np.zeros((4, 4)), np.zeros((4, 4, 3), np.uint8), mode='hsv')
+
+
+def spec_preserve_saturation(fused, ycbcr):
+    """The module docstring's composition written out in float64: gain (Y_f + s) /
+    (Y_v + s), s = max(DARK_LUMA - Y_v, 0), numerator at most 255, lowered so that no channel
+    passes 255.5; RGB = Y_f + gain * (the visible pixel's offsets from its luma)."""
+    y_f = fused.astype(np.float64)
+    y_v, cb, cr = (ycbcr[..., i].astype(np.float64) for i in range(3))
+    lift = np.maximum(DARK_LUMA - y_v, 0)
+    gain = np.minimum(y_f + lift, 255) / (y_v + lift)
+    offsets = np.stack([1.403 * (cr - 128), -0.714 * (cr - 128) - 0.344 * (cb - 128),
+                        1.773 * (cb - 128)], -1)
+    spread = np.maximum(offsets.max(axis=-1), 0.5)
+    gain = np.minimum(gain, (255.5 - y_f) / spread)
+    return np.clip(y_f[..., None] + gain[..., None] * offsets, 0, 255)
+
+
+def test_preserve_saturation_is_the_documented_formula_in_every_order_and_layout():
+    rgb = random_rgb(61, 67, seed=26)
+    _, ycbcr = luma_chroma(rgb)
+    fused = random_rgb(61, 67, seed=27)[..., 0]
+    expected = spec_preserve_saturation(fused, ycbcr)
+    out = compose_rgb(fused, ycbcr)
+    # rounded once, from float32 arithmetic
+    assert np.abs(out - expected).max() <= 0.5 + 1e-3
+    np.testing.assert_array_equal(compose_rgb(fused, ycbcr, 'bgr'), out[..., ::-1])
+    # views (a crop of a larger frame, every other column) are read as their values
+    big, big_fused = np.zeros((80, 140, 3), np.uint8), np.zeros((80, 140), np.uint8)
+    big[5:66, 3:137:2], big_fused[5:66, 3:137:2] = ycbcr, fused
+    np.testing.assert_array_equal(
+        compose_rgb(big_fused[5:66, 3:137:2], big[5:66, 3:137:2]), out)
+    # float luma in [0, 1] is rounded to the same counts; NaN counts as 0 and infinities
+    # saturate (the frame step refuses such output before; this keeps the kernel defined)
+    luma = fused / np.float32(255)
+    np.testing.assert_array_equal(compose_rgb(luma, ycbcr), out)
+    np.testing.assert_array_equal(compose_rgb(luma.astype(np.float64), ycbcr), out)
+    luma[:3], fused[:3] = np.nan, 0
+    luma[3:6], fused[3:6] = np.inf, 255
+    luma[6:9], fused[6:9] = -np.inf, 0
+    np.testing.assert_array_equal(compose_rgb(luma, ycbcr), compose_rgb(fused, ycbcr))
+
+
+def test_prepare_compose_readies_each_mode_and_refuses_others():
+    for mode in COLOR_MODES:
+        prepare_compose(mode)
+    with pytest.raises(ValueError, match='unknown colour mode'):
+        prepare_compose('hsv')

@@ -39,6 +39,9 @@ hue are the visible pixel's, and the BT.601 luma is the fused one. Two limits:
 * gamut: g is lowered where a channel would pass 255 (bright fused luma, strong colour), so
   the fused luma and the hue are kept and saturation gives way (never clipping, which would
   shift hue and darken the pixel).
+
+It is one compiled pass over the pixels (numba, see :func:`_kernel`), computed from the
+visible Y, Cb, Cr and the fused Y in float32 and rounded once to the output channels.
 """
 
 from __future__ import annotations
@@ -162,16 +165,15 @@ def compose_rgb(y: np.ndarray, ycbcr: np.ndarray, order: str = 'rgb',
                          f'{ycbcr.shape}')
     if y.shape != ycbcr.shape[:2]:
         raise ValueError(f'y has shape {y.shape} but ycbcr is {ycbcr.shape[:2]} (H, W)')
+    if y.dtype != np.uint8 and y.dtype.kind != 'f':
+        raise ValueError(f'y must be float in [0, 1] or uint8, got {y.dtype}')
+    if mode == 'preserve_saturation':
+        return _compose_saturated(y, ycbcr, order)
     if y.dtype != np.uint8:
-        if y.dtype.kind != 'f':
-            raise ValueError(f'y must be float in [0, 1] or uint8, got {y.dtype}')
-        # round and saturate to 0..255 in one pass
+        # round and saturate to 0..255 in one pass (NaN -> 0)
         y = cv2.addWeighted(y, 255.0, y, 0.0, 0.0, dtype=cv2.CV_8U)
-    if mode == 'keep_chroma':
-        merged = ycbcr.copy()
-        cv2.insertChannel(y, merged, 0)
-    else:
-        merged = _compose_saturated(y, ycbcr)
+    merged = ycbcr.copy()
+    cv2.insertChannel(y, merged, 0)
     return cv2.transform(merged, _INVERSE_U8[order])
 
 
@@ -181,70 +183,88 @@ def check_color_mode(mode: str) -> None:
         raise ValueError(f'unknown colour mode {mode!r}; allowed: {", ".join(COLOR_MODES)}')
 
 
-class _Planes:
-    """Scratch planes of one image size for :func:`_compose_saturated`, one set per thread.
-
-    Fresh multi-megabyte temporaries cost more than the arithmetic (glibc maps and unmaps
-    them, so every frame page-faults them in again: 10-30 ms instead of about 1.5 ms
-    per 640x512 frame on the development machine), so each step writes into these.
-    """
-
-    def __init__(self, shape: tuple[int, int]) -> None:
-        self.shape = shape
-        self.u8 = [np.empty(shape, np.uint8) for _ in range(4)]
-        self.f32 = [np.empty(shape, np.float32) for _ in range(3)]
-        self.merged = np.empty(shape + (3,), np.uint8)
+def prepare_compose(mode: str = COLOR_MODES[0]) -> None:
+    """Make :func:`compose_rgb` in ``mode`` ready, so a stream's first frame does not wait
+    for it: preserve_saturation's kernel is compiled on the first use on a machine (about
+    1 s; then loaded from numba's on-disk cache, ~0.1 s)."""
+    check_color_mode(mode)
+    if mode == 'preserve_saturation':
+        compose_rgb(np.zeros((1, 1), np.uint8), np.full((1, 1, 3), 128, np.uint8), mode=mode)
 
 
-_SCRATCH = threading.local()
+# Numba, not OpenCV or numpy: the gain, its gamut bound and the inverse conversion take ~20
+# passes over the planes with those (2-3 ms per 640x512 frame on the development CPU, most
+# of it loads and stores); one compiled, vectorised pass over the pixels takes ~0.5 ms.
+# nogil: the node's worker thread fuses while the executor thread keeps taking messages.
+# Not parallel: numba's default threading layer must not be entered from two threads at once.
+_KERNEL = None
+_KERNEL_LOCK = threading.Lock()
 
 
-def _planes(shape: tuple[int, int]) -> _Planes:
-    """This thread's scratch planes for ``shape`` (replaced when the size changes)."""
-    planes = getattr(_SCRATCH, 'planes', None)
-    if planes is None or planes.shape != shape:
-        planes = _SCRATCH.planes = _Planes(shape)
-    return planes
+def _saturated_pixels(y, scale, ycbcr, out, cb0, cr0, cb1, cr1, cb2, cr2):
+    """The per-pixel composition of the module docstring (compiled by :func:`_kernel`):
+    ``y`` (n) fused luma in counts / ``scale``, ``ycbcr`` (3n) visible Y, Cb, Cr, ``out``
+    (3n) the three output channels, whose offsets from Y are (cbK Cb' + crK Cr'), K = 0, 1,
+    2 (an inverse row)."""
+    f32 = np.float32
+    dark = f32(DARK_LUMA)
+    for k in range(y.size):
+        fused = f32(y[k]) * scale
+        # rounded and saturated to 0..255 like cv2's conversions (NaN -> 0: not >= 0)
+        fused = f32(np.int32(min(fused if fused >= f32(0.0) else f32(0.0), f32(255.0))
+                             + f32(0.5)))
+        visible = f32(ycbcr[3 * k])
+        cb = f32(ycbcr[3 * k + 1]) - f32(128.0)
+        cr = f32(ycbcr[3 * k + 2]) - f32(128.0)
+        off0 = cb0 * cb + cr0 * cr
+        off1 = cb1 * cb + cr1 * cr
+        off2 = cb2 * cb + cr2 * cr
+        # (Y_f + s) / (Y_v + s), s = max(DARK_LUMA - Y_v, 0), the numerator saturated at
+        # 255 (only near-black pixels made nearly white, where the gamut rules)
+        lift = max(dark - visible, f32(0.0))
+        gain = min(fused + lift, f32(255.0)) / (visible + lift)
+        # gamut: Y_f + gain * (largest channel offset) <= 255.5 (half a count of slack: the
+        # rounded YCbCr of an in-gamut pixel may reach it); the offsets' luma is 0, so the
+        # largest is >= 0
+        spread = max(max(off0, off1), max(off2, f32(0.5)))
+        gain = min(gain, (f32(255.5) - fused) / spread)
+        out[3 * k] = np.uint8(np.int32(min(max(fused + gain * off0, f32(0.0)), f32(255.0))
+                                       + f32(0.5)))
+        out[3 * k + 1] = np.uint8(np.int32(min(max(fused + gain * off1, f32(0.0)),
+                                               f32(255.0)) + f32(0.5)))
+        out[3 * k + 2] = np.uint8(np.int32(min(max(fused + gain * off2, f32(0.0)),
+                                               f32(255.0)) + f32(0.5)))
 
 
-def _compose_saturated(y: np.ndarray, ycbcr: np.ndarray) -> np.ndarray:
-    """Y = ``y`` (uint8), Cb/Cr of ``ycbcr`` scaled about 128 by the saturation-keeping luma
-    gain (module docstring): the uint8 (H, W, 3) YCbCr image to convert.
+def _kernel():
+    """:func:`_saturated_pixels` compiled (numba imported here: ~0.3 s that processes which
+    never compose colour do not pay)."""
+    global _KERNEL
+    with _KERNEL_LOCK:
+        if _KERNEL is None:
+            import numba
+            # error_model numpy: no zero-division branch, which would stop vectorisation (the
+            # divisors are >= DARK_LUMA and >= 0.5 anyway); no fastmath: exact IEEE results
+            _KERNEL = numba.njit(cache=True, nogil=True, boundscheck=False,
+                                 error_model='numpy')(_saturated_pixels)
+        return _KERNEL
 
-    One OpenCV pass per step over uint8 or float32 scratch planes (no float64, no numpy
-    broadcasting, no fresh pages): it runs on every published frame.
-    """
-    planes = _planes(y.shape)
-    y_vis, cb, cr, work = planes.u8
-    gain, bound, spread = planes.f32
-    cv2.split(ycbcr, [y_vis, cb, cr])
-    # gain (Y_fused + s) / (Y_visible + s), s = max(DARK_LUMA - Y_visible, 0): Y_f / Y_v
-    # above DARK_LUMA, damped below it, 1 where the luma is unchanged (the numerator
-    # saturates at 255: only near-black pixels made nearly white, where the gamut rules)
-    cv2.subtract(DARK_LUMA, y_vis, dst=work)
-    cv2.add(y, work, dst=work)
-    cv2.max(y_vis, DARK_LUMA, dst=y_vis)
-    cv2.divide(work, y_vis, dst=gain, dtype=cv2.CV_32F)
-    # gamut: Y_fused + gain * spread <= 255.5, spread = the largest channel offset R - Y,
-    # G - Y, B - Y of the chroma (>= 0: the offsets' luma is 0)
-    for channel in range(3):
-        offset = spread if channel == 0 else bound
-        cv2.addWeighted(cb, _INVERSE[channel, 1], cr, _INVERSE[channel, 2],
-                        -128.0 * (_INVERSE[channel, 1] + _INVERSE[channel, 2]), dst=offset,
-                        dtype=cv2.CV_32F)
-        if channel:
-            cv2.max(spread, offset, dst=spread)
-    cv2.max(spread, 0.5, dst=spread)
-    # half a count of slack: the rounded YCbCr of an in-gamut pixel may reach 255.5
-    cv2.subtract(255.5, y, dst=bound, dtype=cv2.CV_32F)
-    cv2.divide(bound, spread, dst=bound)
-    cv2.min(gain, bound, dst=gain)
-    for plane in (cb, cr):
-        cv2.subtract(plane, 128, dst=bound, dtype=cv2.CV_32F)
-        cv2.multiply(bound, gain, dst=bound)
-        # both gamut sides keep |gain * C'| < 128, so the absolute value is a no-op
-        cv2.convertScaleAbs(bound, dst=plane, beta=128.0)
-    return cv2.merge([y, cb, cr], dst=planes.merged)
+
+# per output order: the (Cb, Cr) coefficients of each output channel's offset from Y
+_OFFSETS = {order: tuple(np.float32(c) for row in _INVERSE[list(_CHANNELS[order])]
+                         for c in row[1:])
+            for order in OUTPUT_ORDERS}
+
+
+def _compose_saturated(y: np.ndarray, ycbcr: np.ndarray, order: str) -> np.ndarray:
+    """Y = ``y`` (uint8, or float in [0, 1]) with the visible ``ycbcr``'s Cb/Cr scaled by
+    the saturation-keeping luma gain (module docstring), converted to uint8 (H, W, 3) in
+    ``order``."""
+    out = np.empty(ycbcr.shape, np.uint8)
+    scale = np.float32(1.0 if y.dtype == np.uint8 else 255.0)
+    _kernel()(np.ascontiguousarray(y).reshape(-1), scale,
+              np.ascontiguousarray(ycbcr).reshape(-1), out.reshape(-1), *_OFFSETS[order])
+    return out
 
 
 def _check_color(image: np.ndarray, name: str) -> np.ndarray:
