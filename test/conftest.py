@@ -166,6 +166,28 @@ def tiny_checkpoint(run_folder) -> Path:
     return path
 
 
+# torch.testing.assert_close's default tolerances (rtol, atol) per dtype name
+_DEFAULT_TOLERANCES = {'float32': (1.3e-6, 1e-5), 'float64': (1e-7, 1e-7),
+                       'float16': (1e-3, 1e-5), 'bfloat16': (1.6e-2, 1e-5)}
+
+
+def assert_tensors_close(actual, expected, rtol: float | None = None,
+                         atol: float | None = None, msg: str = '') -> None:
+    """torch.testing.assert_close's check for two tensors (same shape and dtype, |actual -
+    expected| <= atol + rtol |expected|, its default tolerances per dtype), without its first
+    call's import of torch.distributed.tensor: about 1 CPU s in every test process."""
+    assert actual.shape == expected.shape, f'{msg}: shape {tuple(actual.shape)} != ' \
+        f'{tuple(expected.shape)}'
+    assert actual.dtype == expected.dtype, f'{msg}: dtype {actual.dtype} != {expected.dtype}'
+    default_rtol, default_atol = _DEFAULT_TOLERANCES[str(actual.dtype).split('.')[-1]]
+    import numpy as np
+
+    np.testing.assert_allclose(
+        actual.detach().cpu().double().numpy(), expected.detach().cpu().double().numpy(),
+        rtol=default_rtol if rtol is None else rtol, atol=default_atol if atol is None else atol,
+        err_msg=msg)
+
+
 def export_in_this_process(model_path: Path, out_path: Path, input_size, opset: int,
                            log) -> Path:
     """A stand-in for occo_ros.model.onnx_cache.export_in_subprocess: the child's occo-export

@@ -8,6 +8,7 @@ values and the same gradient as the literal reading, also with empty regions.
 
 from __future__ import annotations
 
+from conftest import assert_tensors_close
 import pytest
 from test_losses import random_extractors
 import torch
@@ -84,8 +85,8 @@ def test_shared_passes_equal_the_literal_terms(loss_fn, empty_crops, empty_share
     expected = literal_con(loss_fn, base * 1.0, visible, infrared, mask_vi, mask_ir)
     expected['con'].backward()
     for name, value in expected.items():
-        torch.testing.assert_close(ours[name], value, rtol=1e-4, atol=1e-6, msg=name)
-    torch.testing.assert_close(ours_grad, base.grad, rtol=1e-3, atol=1e-7)
+        assert_tensors_close(ours[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    assert_tensors_close(ours_grad, base.grad, rtol=1e-3, atol=1e-7)
     assert base.grad.abs().sum() > 0
 
 
@@ -111,7 +112,7 @@ def test_masked_features_share_one_zero_image(loss_fn):
     assert calls == [3]                          # crops 1 and 3, plus one zero image
     direct = phi.features(images * masks)
     for layer, value in feats.items():
-        torch.testing.assert_close(value, direct[layer], rtol=1e-4, atol=1e-5)
+        assert_tensors_close(value, direct[layer], rtol=1e-4, atol=1e-5)
 
 
 def test_batch_must_split_in_quarters(loss_fn):

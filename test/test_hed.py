@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 import zipfile
 
+from conftest import assert_tensors_close
 import numpy as np
 import pytest
 from test_train import base_args, make_data
@@ -186,8 +187,8 @@ def test_loss_extractors_from_a_vgg16_file(tmp_path):
     caffe = 255 * gray.expand(-1, 3, -1, -1) - torch.tensor(CAFFE_MEAN_RGB).view(1, 3, 1, 1)
     got = obj(normalised, ('relu5_4', 'relu4_4'))
     want = plain(caffe, ('relu5_3', 'relu4_3'))
-    torch.testing.assert_close(got['relu5_4'], want['relu5_3'], rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(got['relu4_4'], want['relu4_3'], rtol=1e-4, atol=1e-3)
+    assert_tensors_close(got['relu5_4'], want['relu5_3'], rtol=1e-4, atol=1e-3)
+    assert_tensors_close(got['relu4_4'], want['relu4_3'], rtol=1e-4, atol=1e-3)
     assert got['relu5_4'].shape == (2, 512, 2, 3)
     # 1 channel: luma-weighted first conv on the gray image in the same 0-255 range.
     luma = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
@@ -195,8 +196,8 @@ def test_loss_extractors_from_a_vgg16_file(tmp_path):
     first.weight.data = (state['features.0.weight'] * luma).sum(1, keepdim=True)
     first.bias.data = state['features.0.bias']
     gray_mean = float((torch.tensor(CAFFE_MEAN_RGB) * luma.flatten()).sum())
-    torch.testing.assert_close(bg(gray, ('relu1_1',))['relu1_1'],
-                               torch.relu(first(255 * gray - gray_mean)), rtol=1e-4, atol=1e-3)
+    assert_tensors_close(bg(gray, ('relu1_1',))['relu1_1'],
+                         torch.relu(first(255 * gray - gray_mean)), rtol=1e-4, atol=1e-3)
 
 
 def test_occo_train_records_the_vgg16_extractor(tmp_path):

@@ -5,6 +5,7 @@ from copy import deepcopy
 from pathlib import Path
 import shutil
 
+from conftest import assert_tensors_close
 import pytest
 import torch
 
@@ -59,7 +60,7 @@ def test_eval_output_does_not_depend_on_batch(quarter):
     with torch.inference_mode():
         both = quarter(visible, infrared)
         first = quarter(visible[:1], infrared[:1])
-    torch.testing.assert_close(both[:1], first, rtol=1e-5, atol=1e-6)
+    assert_tensors_close(both[:1], first, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('size', [(7, 8), (8, 7), (3, 100)])
@@ -166,9 +167,9 @@ def test_channel_first_fifb_equals_the_token_form_of_the_paper(channels, heads):
         torch.nn.init.normal_(parameter, std=0.3)
     visible, infrared = torch.randn(2, channels, 11, 14), torch.randn(2, channels, 11, 14)
     with torch.no_grad():
-        torch.testing.assert_close(block(visible, infrared),
-                                   fifb_on_tokens(block, visible, infrared),
-                                   atol=1e-5, rtol=1e-5)
+        assert_tensors_close(block(visible, infrared),
+                             fifb_on_tokens(block, visible, infrared),
+                             atol=1e-5, rtol=1e-5)
 
 
 def test_channel_layer_norm_equals_layer_norm_per_pixel_also_under_autocast():
@@ -178,21 +179,21 @@ def test_channel_layer_norm_equals_layer_norm_per_pixel_also_under_autocast():
     torch.nn.init.normal_(norm.bias)
     x = torch.randn(2, 8, 5, 6) * 3 + 1
     expected = norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-    torch.testing.assert_close(channel_layer_norm(x, norm), expected)
+    assert_tensors_close(channel_layer_norm(x, norm), expected)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         low = channel_layer_norm(x.bfloat16(), norm)
     assert low.dtype == torch.bfloat16   # computed in float32, handed back in bf16
-    torch.testing.assert_close(low.float(), channel_layer_norm(x.bfloat16().float(), norm),
-                               atol=0.02, rtol=0.01)
+    assert_tensors_close(low.float(), channel_layer_norm(x.bfloat16().float(), norm),
+                         atol=0.02, rtol=0.01)
 
 
 def test_attention_context_normalises_columns_over_key_channels():
     keys, values = torch.randn(2, 3, 8, 50), torch.randn(2, 3, 8, 50)   # (B, h, d, N)
     ctx = attention_context(keys, values)
     assert ctx.shape == (2, 3, 8, 8)
-    torch.testing.assert_close(ctx.sum(dim=-2), torch.ones(2, 3, 8))
+    assert_tensors_close(ctx.sum(dim=-2), torch.ones(2, 3, 8))
     logits = keys[0, 1] @ values[0, 1].T / 8 ** 0.5
-    torch.testing.assert_close(ctx[0, 1], torch.softmax(logits, dim=0))
+    assert_tensors_close(ctx[0, 1], torch.softmax(logits, dim=0))
 
 
 def test_attention_context_stays_float32_under_autocast():
@@ -208,7 +209,7 @@ def test_attention_context_stays_float32_under_autocast():
         ctx = attention_context(keys16, values16)
     assert ctx.dtype == torch.float32
     # Same result as float32 on the bf16-rounded inputs: no bf16 arithmetic inside.
-    torch.testing.assert_close(ctx, attention_context(keys16.float(), values16.float()))
+    assert_tensors_close(ctx, attention_context(keys16.float(), values16.float()))
     assert (ctx - reference).abs().max() < 0.05
 
 
@@ -251,19 +252,19 @@ def test_inference_fifn_clamps_raw_output():
         clamped = InferenceFIFN(fifn)(visible, infrared)
     assert raw.min() < 0 and raw.max() > 1
     assert clamped.min() >= 0 and clamped.max() <= 1
-    torch.testing.assert_close(clamped, raw.clamp(0, 1))
+    assert_tensors_close(clamped, raw.clamp(0, 1))
 
 
 def test_pad_to_match_reflects_with_floor_half_on_top_left():
     x = torch.arange(4 * 6, dtype=torch.float32).reshape(1, 1, 4, 6)
     assert pad_to_match(x, 4, 6) is x
     odd = pad_to_match(x, 5, 7)  # the case FIFN meets: one extra row and column
-    torch.testing.assert_close(odd[..., :4, :6], x)
-    torch.testing.assert_close(odd[..., 4, :6], x[..., 2, :])  # reflect, not replicate
-    torch.testing.assert_close(odd[..., :4, 6], x[..., :, 4])
+    assert_tensors_close(odd[..., :4, :6], x)
+    assert_tensors_close(odd[..., 4, :6], x[..., 2, :])  # reflect, not replicate
+    assert_tensors_close(odd[..., :4, 6], x[..., :, 4])
     wide = pad_to_match(x, 4, 9)  # 3 columns: floor(3 / 2) = 1 left, 2 right
-    torch.testing.assert_close(wide[..., 1:7], x)
-    torch.testing.assert_close(wide[..., 0], x[..., 1])
+    assert_tensors_close(wide[..., 1:7], x)
+    assert_tensors_close(wide[..., 0], x[..., 1])
 
 
 # Checkpoints (occo_ros.model.checkpoint): kept beside the model tests they round-trip.
@@ -462,3 +463,15 @@ def test_non_finite_weights(saved):
 
     with pytest.raises(CheckpointError, match='head.bias'):
         load_checkpoint(edited(saved, state_dict=poison))
+
+
+def test_the_tensor_comparison_refuses_differences():
+    """assert_tensors_close (conftest) checks what torch.testing.assert_close checks."""
+    x = torch.ones(2, 3)
+    assert_tensors_close(x, x + 1e-6)
+    for other in (x + 1e-4, x[:1], x.double(), x.bfloat16()):
+        with pytest.raises(AssertionError):
+            assert_tensors_close(x, other)
+    assert_tensors_close(x, x + 1e-3, atol=2e-3)
+    with pytest.raises(AssertionError, match='relu'):
+        assert_tensors_close(x, x * 2, msg='relu')
