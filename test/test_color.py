@@ -331,3 +331,23 @@ def test_prepare_compose_readies_each_mode_and_refuses_others():
         prepare_compose(mode)
     with pytest.raises(ValueError, match='unknown colour mode'):
         prepare_compose('hsv')
+
+
+def test_without_a_writable_cache_the_kernel_is_compiled_and_says_so(monkeypatch, caplog):
+    """A read-only install without a writable ~/.cache: numba finds no cache locator
+    (RuntimeError from njit(cache=True)); the colour step still works."""
+    from numba.core import caching
+
+    from occo_ros.core import color
+
+    # the class holding numba's cache locators (CacheImpl from numba 0.59, _CacheImpl before)
+    impl = getattr(caching, 'CacheImpl', None) or caching._CacheImpl
+    monkeypatch.setattr(impl, '_locator_classes', [])
+    monkeypatch.setattr(color, '_KERNEL', None)
+    rgb = random_rgb(seed=28)
+    _, ycbcr = luma_chroma(rgb)
+    fused = random_rgb(seed=29)[..., 0]
+    with caplog.at_level('WARNING', logger='occo_ros.core.color'):
+        out = compose_rgb(fused, ycbcr)
+    assert 'NUMBA_CACHE_DIR' in caplog.text
+    assert np.abs(out - spec_preserve_saturation(fused, ycbcr)).max() <= 0.5 + 1e-3

@@ -46,12 +46,15 @@ visible Y, Cb, Cr and the fused Y in float32 and rounded once to the output chan
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import cv2
 import numpy as np
 
 from occo_ros.params import COLOR_MODES
+
+_LOG = logging.getLogger('occo_ros.core.color')
 
 #: BT.601 luma weights for R, G, B (OCCO_METHOD.md §1): the one definition in the project.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
@@ -243,10 +246,17 @@ def _kernel():
     with _KERNEL_LOCK:
         if _KERNEL is None:
             import numba
+
             # error_model numpy: no zero-division branch, which would stop vectorisation (the
             # divisors are >= DARK_LUMA and >= 0.5 anyway); no fastmath: exact IEEE results
-            _KERNEL = numba.njit(cache=True, nogil=True, boundscheck=False,
-                                 error_model='numpy')(_saturated_pixels)
+            options = dict(nogil=True, boundscheck=False, error_model='numpy')
+            try:
+                _KERNEL = numba.njit(cache=True, **options)(_saturated_pixels)
+            except RuntimeError as exc:   # neither the package folder nor ~/.cache writable
+                _LOG.warning('the colour kernel is compiled at every start (~1 s): numba '
+                             'cannot cache it (%s); set NUMBA_CACHE_DIR to a writable folder',
+                             exc)
+                _KERNEL = numba.njit(**options)(_saturated_pixels)
         return _KERNEL
 
 
