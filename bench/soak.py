@@ -14,7 +14,11 @@ unless --model), as on a robot, and talks to it over DDS from this process:
    answer within --timeout counts as not fused), or streamed at --rate Hz like cameras
    (every pair is paired; the node fuses the newest while busy and drops the rest,
    dropped_busy). Node RSS is sampled 100 times, the latency publish -> fused image
-   received of every fused pair.
+   received of every fused pair. --camera-sizes sets other image sizes. Lockstep at the
+   default sizes measures DDS as much as the node: with Fast DDS's default transports about
+   a third of the 1280x720 images arrive ~3 s late (Fast DDS's default heartbeat period: a
+   lost fragment redelivered, it seems, only then when nothing newer follows); streamed at
+   --rate, or at 320x180, they do not (2026-12-07, 20 lockstep pairs each).
 
 Outputs in --out: soak.json (all samples and the summary) and soak.png (RSS and latency
 p50/p99 per 100 fused pairs, the burst's RSS over time). Summary numbers:
@@ -106,14 +110,17 @@ class Peer(Node):
         self.rgb_pub.publish(Image(header=header, **rgb))
 
 
-def camera_frames(count: int = 8) -> list[tuple[dict, dict]]:
-    """A few distinct thermal/RGB frames (smooth random scenes), reused round-robin."""
+def camera_frames(thermal_size: tuple[int, int] = THERMAL_SIZE,
+                  rgb_size: tuple[int, int] = RGB_SIZE, count: int = 8,
+                  ) -> list[tuple[dict, dict]]:
+    """A few distinct thermal/RGB frames (smooth random scenes, sizes W x H), reused
+    round-robin."""
     rng = np.random.default_rng(0)
     frames = []
     for _ in range(count):
         thermal = cv2.resize(rng.integers(7000, 11000, (64, 80)).astype(np.uint16),
-                             THERMAL_SIZE, interpolation=cv2.INTER_CUBIC)
-        rgb = cv2.resize(rng.integers(0, 255, (36, 64, 3)).astype(np.uint8), RGB_SIZE,
+                             thermal_size, interpolation=cv2.INTER_CUBIC)
+        rgb = cv2.resize(rng.integers(0, 255, (36, 64, 3)).astype(np.uint8), rgb_size,
                          interpolation=cv2.INTER_CUBIC)
         frames.append((array_to_image_fields(thermal, 'mono16'),
                        array_to_image_fields(rgb, 'bgr8')))
@@ -302,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--backend', default='auto', help='backend of the node')
     parser.add_argument('--input-size', default='320x256',
                         help='network input WIDTHxHEIGHT of the node (default 320x256)')
+    parser.add_argument('--camera-sizes', default='640x512,1280x720',
+                        help='thermal (mono16) and RGB (bgr8) image sizes WxH,WxH of the soak '
+                        '(default 640x512,1280x720)')
     parser.add_argument('--timeout', type=float, default=30.0,
                         help='lockstep: seconds to wait for each fused image before counting '
                         'it lost')
@@ -309,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='folder for soak.json, soak.png and node.log')
     args = parser.parse_args(argv)
     input_size = tuple(int(v) for v in args.input_size.lower().split('x'))
+    thermal_size, rgb_size = (tuple(int(v) for v in size.lower().split('x'))
+                              for size in args.camera_sizes.split(','))
     args.out.mkdir(parents=True, exist_ok=True)
 
     rclpy.init()
@@ -316,14 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     proc = start_node(args.out / 'node.log', args.model, args.backend, input_size,
                       'max_age:=30.0', 'diagnostics_period:=0.5')
     result: dict = {'machine': cpu_description(), 'pairs': args.pairs, 'rate_hz': args.rate,
-                    'input_size': input_size, 'thermal_size': THERMAL_SIZE,
-                    'rgb_size': RGB_SIZE}
+                    'input_size': input_size, 'thermal_size': thermal_size,
+                    'rgb_size': rgb_size}
     try:
         if not peer.spin_until(lambda: peer.count_subscribers('rgb/image_raw') > 0
                                and peer.count_subscribers('thermal/image_raw') > 0, 120):
             print((args.out / 'node.log').read_text(), file=sys.stderr)
             return 1
-        frames = camera_frames()
+        frames = camera_frames(thermal_size, rgb_size)
         send_pairs(peer, frames, 20, args.timeout, desc='warm-up')
         if args.burst:
             result['burst'] = burst(peer, proc.pid, args.burst, args.burst_size)
