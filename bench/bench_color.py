@@ -40,7 +40,7 @@ def inputs(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def measure(mode: str, fused: np.ndarray, ycbcr: np.ndarray, calls: int) -> dict[str, float]:
-    compose_rgb(fused, ycbcr, 'rgb', mode)    # scratch planes, caches
+    compose_rgb(fused, ycbcr, 'rgb', mode)    # the compiled kernel, OpenCV's threads
     wall, cpu = [], []
     for _ in range(calls):
         start, start_cpu = time.perf_counter(), time.process_time()

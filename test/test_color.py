@@ -27,12 +27,15 @@ def spec_forward(rgb, delta):
     return np.stack([y, cb, cr], axis=-1)
 
 
+def spec_offsets(ycbcr, delta):
+    """R - Y, G - Y, B - Y of the spec's inverse, written out in float64."""
+    cb, cr = (ycbcr[..., i].astype(np.float64) - delta for i in (1, 2))
+    return np.stack([1.403 * cr, -0.714 * cr - 0.344 * cb, 1.773 * cb], axis=-1)
+
+
 def spec_inverse(ycbcr, delta, top):
-    y, cb, cr = (ycbcr[..., i].astype(np.float64) for i in range(3))
-    r = y + 1.403 * (cr - delta)
-    g = y - 0.714 * (cr - delta) - 0.344 * (cb - delta)
-    b = y + 1.773 * (cb - delta)
-    return np.clip(np.stack([r, g, b], axis=-1), 0, top)
+    y = ycbcr[..., :1].astype(np.float64)
+    return np.clip(y + spec_offsets(ycbcr, delta), 0, top)
 
 
 def random_rgb(height=37, width=53, seed=0):
@@ -291,11 +294,10 @@ def spec_preserve_saturation(fused, ycbcr):
     (Y_v + s), s = max(DARK_LUMA - Y_v, 0), numerator at most 255, lowered so that no channel
     passes 255.5; RGB = Y_f + gain * (the visible pixel's offsets from its luma)."""
     y_f = fused.astype(np.float64)
-    y_v, cb, cr = (ycbcr[..., i].astype(np.float64) for i in range(3))
+    y_v = ycbcr[..., 0].astype(np.float64)
     lift = np.maximum(DARK_LUMA - y_v, 0)
     gain = np.minimum(y_f + lift, 255) / (y_v + lift)
-    offsets = np.stack([1.403 * (cr - 128), -0.714 * (cr - 128) - 0.344 * (cb - 128),
-                        1.773 * (cb - 128)], -1)
+    offsets = spec_offsets(ycbcr, 128)
     spread = np.maximum(offsets.max(axis=-1), 0.5)
     gain = np.minimum(gain, (255.5 - y_f) / spread)
     return np.clip(y_f[..., None] + gain[..., None] * offsets, 0, 255)

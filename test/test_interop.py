@@ -150,12 +150,13 @@ def test_a_best_effort_camera_against_a_reliable_subscription_is_named_a_qos_mis
                 msg.header.stamp = watcher.node.get_clock().now().to_msg()
                 pub.publish(msg)
             strict = watcher.statuses.get(names['strict'], [])
+            if not strict or 'QoS mismatch' not in strict[-1].message \
+                    or names['auto'] not in watcher.statuses:
+                return False
             # auto subscribes reliable until its next look at the graph (GRAPH_PERIOD_S)
             # finds the best-effort publishers: wait for that, not for its first status
-            return bool(strict) and 'QoS mismatch' in strict[-1].message \
-                and names['auto'] in watcher.statuses \
-                and watcher.values(names['auto']).get('thermal_qos') == 'best_effort' \
-                and watcher.values(names['auto']).get('rgb_qos') == 'best_effort'
+            auto = watcher.values(names['auto'])
+            return auto.get('thermal_qos') == auto.get('rgb_qos') == 'best_effort'
         assert watcher.spin_until(named, 180), (
             [s.message for s in watcher.statuses.get(names['strict'], [])][-3:],
             logs['strict'].read_text(),

@@ -189,7 +189,7 @@ def check_color_mode(mode: str) -> None:
 def prepare_compose(mode: str = COLOR_MODES[0]) -> None:
     """Make :func:`compose_rgb` in ``mode`` ready, so a stream's first frame does not wait
     for it: preserve_saturation's kernel is compiled on the first use on a machine (about
-    1 s; then loaded from numba's on-disk cache, ~0.1 s)."""
+    1.5 s), then loaded from numba's on-disk cache (about 1 CPU s with numba's import)."""
     check_color_mode(mode)
     if mode == 'preserve_saturation':
         compose_rgb(np.zeros((1, 1), np.uint8), np.full((1, 1, 3), 128, np.uint8), mode=mode)
