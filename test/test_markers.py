@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import COST_MARKERS, declared_markers
+from conftest import COST_MARKERS, declared_markers, markers_of_source
 import pytest
 
 pytestmark = [pytest.mark.core]
@@ -52,6 +52,16 @@ def test_every_test_module_declares_its_markers():
     assert len(modules) > 40
     wrong = {path.name: problems(path.read_text()) for path in modules}
     assert {name: found for name, found in wrong.items() if found} == {}
+
+
+def test_the_collection_reads_the_markers_the_ast_declares():
+    """make test-fast's pytest_ignore_collect parses only the pytestmark statement."""
+    for path in sorted(TEST_DIR.glob('test_*.py')):
+        source = path.read_text()
+        assert markers_of_source(source) == declared_markers(ast.parse(source)), path.name
+    assert markers_of_source('import pytest\n') is None
+    assert markers_of_source('import pytest\npytestmark = [\n    pytest.mark.ros,\n'
+                             '    pytest.mark.slow,\n]\nx = 1\n') == ['ros', 'slow']
 
 
 @pytest.mark.parametrize('source, expected', [
