@@ -21,10 +21,12 @@ missing fails instead: CI must never pass without the data.
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
 import os
 from pathlib import Path
 import random
+import sys
 
 import pytest
 
@@ -121,9 +123,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     workeroutput = getattr(config, 'workeroutput', None)
     if workeroutput is None:   # not an xdist worker
         return
-    import atexit
-    import sys
-
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
